@@ -1,0 +1,28 @@
+# One image for every StreamFlow process in docker-compose.yml (topic init, migrations,
+# workers, live view, Dagster webserver and daemon). Kafka and PostgreSQL use their own images.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DO_NOT_TRACK=1 \
+    DBT_SEND_ANONYMOUS_USAGE_STATS=false \
+    DAGSTER_HOME=/opt/dagster/home
+
+WORKDIR /app
+RUN pip install --no-cache-dir uv==0.13.9
+COPY requirements.lock pyproject.toml README.md ./
+RUN uv pip install --system --no-cache -r requirements.lock
+COPY streamflow ./streamflow
+COPY streamflow_defs ./streamflow_defs
+COPY assets ./assets
+COPY sensors ./sensors
+COPY resources ./resources
+COPY dbt_project ./dbt_project
+RUN uv pip install --system --no-cache --no-deps -e . \
+    && mkdir -p "$DAGSTER_HOME"
+COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml
+
+RUN useradd --create-home --uid 10001 streamflow \
+    && chown -R streamflow /app /opt/dagster
+USER streamflow
+CMD ["streamflow", "--help"]

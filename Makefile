@@ -1,0 +1,52 @@
+# StreamFlow: `make up` brings the platform up on embedded defaults, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: install up down status test test-unit test-integration lint fetch-kafka clean
+
+# uv resolves and installs this dependency set in seconds (pip's resolver backtracks for
+# minutes); requirements.lock pins every package by hash for reproducible installs.
+$(STAMP): pyproject.toml requirements.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+fetch-kafka: install
+	$(BIN)/streamflow kafka fetch
+
+up: fetch-kafka
+	$(BIN)/streamflow up
+
+down: install
+	$(BIN)/streamflow down
+
+status: install
+	$(BIN)/streamflow status
+
+# Unit, integration and browser tests; the fixtures start their own Kafka and PostgreSQL.
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+lock:
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 -q -o requirements.lock
+
+clean:
+	rm -rf $(VENV) dbt_project/target

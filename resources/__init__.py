@@ -1,0 +1,16 @@
+"""Dagster resources wrapping StreamFlow's Kafka and PostgreSQL access."""
+
+from resources.kafka import KafkaResource
+from resources.postgres import PostgresResource
+
+__all__ = ["KafkaResource", "PostgresResource", "resource_defs"]
+
+
+def resource_defs() -> dict:
+    """Resources wired to the same environment variables the workers read."""
+    import dagster as dg
+
+    return {
+        "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
+        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+    }

@@ -1,0 +1,1 @@
+"""PostgreSQL access: engines, table definitions, schema migrations and writers."""

@@ -1,0 +1,83 @@
+"""Table definitions: the one home of every schema, table and column name StreamFlow writes.
+
+Migrations create these tables; writers, assets and dbt sources refer to them through here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+RAW_SCHEMA = "raw"          # landing: what the sink wrote, as it arrived
+OUTPUT_SCHEMA = "streamflow"  # micro-batch outputs built by Dagster
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    # Commit-ordered ingest sequence (allocation is serialised by the sink), the watermark
+    # Dagster's sensor reads.
+    Column("ingest_seq", BigInteger, nullable=False, unique=True),
+    # Typed contract columns: NULL when the payload lacks the field or has the wrong type;
+    # the Dagster contract check judges those rows from `payload`.
+    Column("schema_version", Integer),
+    Column("event_type", Text),
+    Column("user_id", Text),
+    Column("email_hash", Text),
+    Column("email_masked", Text),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("country", Text),
+    Column("device", Text),
+    Column("success", Boolean),
+    Column("amount_cents", BigInteger),
+    Column("payload", JSONB, nullable=False),
+    Column("kafka_topic", Text, nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=RAW_SCHEMA,
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("stage", Text, nullable=False),         # ingest | contract
+    Column("reason_code", Text, nullable=False),   # small documented set, see streamflow.dlq
+    Column("reason", Text, nullable=False),        # human-readable detail
+    Column("payload", LargeBinary),                # the original bytes, untouched
+    Column("message_key", LargeBinary),
+    Column("headers", JSONB),
+    Column("event_id", Text),
+    Column("source_topic", Text, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("replay_count", Integer, nullable=False, server_default="0"),
+    Column("last_replayed_at", DateTime(timezone=True)),
+    schema=RAW_SCHEMA,
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("topic", Text, primary_key=True),
+    Column("kafka_partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),  # the offset to resume from
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=RAW_SCHEMA,
+)

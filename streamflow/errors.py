@@ -1,0 +1,45 @@
+"""One root exception; each subclass names what failed so the CLI can print it in one line."""
+
+
+class StreamFlowError(Exception):
+    """Root of every error StreamFlow raises on purpose."""
+
+
+class SettingsError(StreamFlowError):
+    """An environment variable holds a value StreamFlow cannot use."""
+
+
+class JavaNotFound(StreamFlowError):
+    """No Java 17+ runtime for the embedded Kafka broker."""
+
+
+class MavenNotFound(StreamFlowError):
+    """No Maven to fetch the Kafka jars with."""
+
+
+class KafkaJarsMissing(StreamFlowError):
+    """The Kafka jars have not been fetched into STREAMFLOW_HOME yet."""
+
+
+class PortInUse(StreamFlowError):
+    """A port the embedded stack needs is held by another process."""
+
+
+class BrokerStartFailed(StreamFlowError):
+    """The embedded Kafka broker exited or did not answer in time."""
+
+
+class KafkaUnavailable(StreamFlowError):
+    """The Kafka cluster did not answer a metadata request."""
+
+
+class PostgresStartFailed(StreamFlowError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+class DatabaseUnavailable(StreamFlowError):
+    """PostgreSQL did not accept a connection."""
+
+
+class TopicMismatch(StreamFlowError):
+    """A topic exists with a layout other than the one StreamFlow needs."""

@@ -1,0 +1,1 @@
+"""The embedded local stack: a real Kafka broker from its Maven jars and a real PostgreSQL."""

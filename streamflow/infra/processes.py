@@ -1,0 +1,159 @@
+"""Detached background processes tracked by small JSON state files under STREAMFLOW_HOME/run.
+
+A state file records what ``streamflow status`` needs (pid, address, command line); a process
+counts as running only if its pid is alive *and* still runs the recorded command, so a stale
+file left by a crash or a reboot never makes ``up`` skip a start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from streamflow.errors import PortInUse
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    component: str
+    pid: int
+    address: str
+    cmdline: list[str]
+    log: str
+    started_at: float
+
+    def is_alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and (
+                proc.cmdline()[:1] == self.cmdline[:1] or not self.cmdline
+            )
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+
+def state_path(run_dir: Path, component: str) -> Path:
+    return run_dir / f"{component}.json"
+
+
+def read_state(run_dir: Path, component: str) -> ProcessState | None:
+    path = state_path(run_dir, component)
+    try:
+        return ProcessState(**json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def write_state(run_dir: Path, state: ProcessState) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_path(run_dir, state.component).with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    tmp.replace(state_path(run_dir, state.component))  # atomic: readers never see half a file
+
+
+def clear_state(run_dir: Path, component: str) -> None:
+    state_path(run_dir, component).unlink(missing_ok=True)
+
+
+def spawn(
+    component: str,
+    cmd: list[str],
+    *,
+    run_dir: Path,
+    log_path: Path,
+    address: str = "",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessState:
+    """Start ``cmd`` in its own session (it outlives the CLI), output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - the command is built by StreamFlow, not from input
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
+    state = ProcessState(component, proc.pid, address, cmd, str(log_path), time.time())
+    write_state(run_dir, state)
+    return state
+
+
+def terminate(pid: int, *, timeout_s: float = 30.0) -> str:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns how the process ended."""
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return "not running"
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout_s)
+        return "stopped"
+    except psutil.NoSuchProcess:
+        return "stopped"
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return f"killed after {timeout_s:.0f}s"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def require_free_port(port: int, what: str, setting: str, alternative: str) -> None:
+    if not port_is_free(port):
+        raise PortInUse(
+            f"port {port} needed by {what} is in use by another process: stop it, "
+            f"set {setting} to a free port, or {alternative}"
+        )
+
+
+def free_port() -> int:
+    """An ephemeral port that is free right now (for tests and examples)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

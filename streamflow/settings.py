@@ -1,0 +1,154 @@
+"""Every StreamFlow setting, read from the environment in one place.
+
+Nothing else in the code base reads ``os.environ``: workers, the CLI, Dagster resources and
+docker-compose all use the names declared here. Settings are read when ``load_settings()`` is
+called, never at import time, so tests can change the environment freely.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamflow.errors import SettingsError
+
+Port = int  # validated by _valid_port below
+
+LOCALHOST = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """The frozen, validated configuration of one StreamFlow process."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        env_file=".env",
+        env_file_encoding="utf-8",
+    )
+
+    # -- where things live -------------------------------------------------------------
+    home: Path = Field(Path(".streamflow"), alias="STREAMFLOW_HOME")
+    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME")
+
+    # -- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_port: Port = Field(9092, alias="STREAMFLOW_KAFKA_PORT")
+    kafka_controller_port: Port = Field(9093, alias="STREAMFLOW_KAFKA_CONTROLLER_PORT")
+    # 512 MB suits a 2-core, single-broker development machine (Kafka's default is 1 GB).
+    kafka_heap_mb: int = Field(512, ge=128, le=65536, alias="STREAMFLOW_KAFKA_HEAP_MB")
+    # Seconds to wait for the broker to answer metadata after start.
+    kafka_start_timeout_s: float = Field(90.0, gt=0, alias="STREAMFLOW_KAFKA_START_TIMEOUT")
+    java: str = Field("java", alias="STREAMFLOW_JAVA")
+    mvn: str = Field("mvn", alias="STREAMFLOW_MVN")
+
+    # -- topics ----------------------------------------------------------------------------
+    user_events_partitions: int = Field(
+        3, ge=1, le=1000, alias="STREAMFLOW_USER_EVENTS_PARTITIONS")
+    user_events_retention_hours: int = Field(
+        168, ge=1, alias="STREAMFLOW_USER_EVENTS_RETENTION_HOURS")
+    topic_replication_factor: int = Field(
+        1, ge=1, le=32, alias="STREAMFLOW_TOPIC_REPLICATION_FACTOR")
+
+    # -- PostgreSQL ------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+
+    # -- PII -------------------------------------------------------------------------------
+    pii_key: SecretStr | None = Field(None, alias="STREAMFLOW_PII_KEY")
+
+    # -- services --------------------------------------------------------------------------
+    dagster_port: Port = Field(3000, alias="STREAMFLOW_DAGSTER_PORT")
+    live_port: Port = Field(3001, alias="STREAMFLOW_LIVE_PORT")
+    live_token: SecretStr | None = Field(None, alias="STREAMFLOW_LIVE_TOKEN")
+    # First Prometheus port; each worker takes the next free one from here.
+    metrics_port: Port = Field(9400, alias="STREAMFLOW_METRICS_PORT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="STREAMFLOW_LOG_LEVEL"
+    )
+
+    @field_validator("kafka_port", "kafka_controller_port", "dagster_port", "live_port",
+                     "metrics_port")
+    @classmethod
+    def _valid_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port (1-65535)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://", "postgresql+psycopg://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    # -- derived facts (one place for each) ------------------------------------------------
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{LOCALHOST}:{self.kafka_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home_dir / "run"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home_dir / "kafka"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home_dir / "postgres"
+
+    @property
+    def dagster_home_dir(self) -> Path:
+        return (self.dagster_home or self.home_dir / "dagster").expanduser().resolve()
+
+
+def env_var_names() -> frozenset[str]:
+    """Every environment variable StreamFlow reads (docker-compose is checked against this)."""
+    return frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (and ``.env``); a bad value raises a one-line ``SettingsError``."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = first["loc"][0] if first["loc"] else "?"
+        alias = Settings.model_fields[field].alias if field in Settings.model_fields else field
+        raise SettingsError(
+            f"{alias}={first.get('input')!r}: {first['msg']}"
+        ) from exc

@@ -1,0 +1,122 @@
+"""The Kafka topics StreamFlow uses: names, partitions and retention live here only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streamflow.errors import TopicMismatch
+from streamflow.settings import Settings
+
+USER_EVENTS = "user-events"
+ANALYTICS = "analytics"
+NOTIFICATIONS = "notifications"
+DEAD_LETTER = "dead-letter-topic"
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The four topics of the pipeline, from settings where they are tunable."""
+    week = 168 * HOUR_MS
+    return [
+        # Keyed by user_id: one user's events stay ordered within a partition.
+        TopicSpec(USER_EVENTS, settings.user_events_partitions,
+                  settings.user_events_retention_hours * HOUR_MS),
+        TopicSpec(ANALYTICS, 1, week),
+        TopicSpec(NOTIFICATIONS, 1, week),
+        # Dead letters are evidence: keep them longer (30 days) than the events themselves.
+        TopicSpec(DEAD_LETTER, 1, 30 * 24 * HOUR_MS),
+    ]
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    name: str
+    outcome: str  # created | exists | mismatch
+    detail: str = ""
+
+
+def ensure_topics(
+    admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> list[TopicStatus]:
+    """Create missing topics; report (never silently accept) existing ones laid out otherwise.
+
+    Raises ``TopicMismatch`` after creating what it can, when an existing topic has fewer or
+    more partitions than its spec (key -> partition mapping would differ).
+    """
+    existing = admin.list_topics(timeout=timeout_s).topics
+    statuses: list[TopicStatus] = []
+    to_create = []
+    for spec in specs:
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have != spec.partitions:
+                statuses.append(TopicStatus(spec.name, "mismatch",
+                                            f"has {have} partitions, expected {spec.partitions}"))
+            else:
+                statuses.append(TopicStatus(spec.name, "exists"))
+        else:
+            to_create.append(NewTopic(
+                spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
+                config={"retention.ms": str(spec.retention_ms), **spec.config},
+            ))
+    if to_create:
+        for name, future in admin.create_topics(to_create, request_timeout=timeout_s).items():
+            try:
+                future.result()
+                statuses.append(TopicStatus(name, "created"))
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):  # created concurrently by another `up`
+                    statuses.append(TopicStatus(name, "exists"))
+                else:
+                    raise
+    mismatches = [s for s in statuses if s.outcome == "mismatch"]
+    if mismatches:
+        raise TopicMismatch("; ".join(f"topic {s.name} {s.detail}" for s in mismatches)
+                            + " (delete and recreate it, or set STREAMFLOW_USER_EVENTS_PARTITIONS)")
+    return statuses
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    retention_ms: int | None
+    end_offsets: list[int]
+
+    @property
+    def messages(self) -> int:
+        return sum(self.end_offsets)
+
+
+def describe_topics(admin: AdminClient, consumer: Consumer, names: list[str],
+                    *, timeout_s: float = 10.0) -> list[TopicInfo]:
+    """Partitions, retention and per-partition end offsets of ``names`` that exist."""
+    metadata = admin.list_topics(timeout=timeout_s).topics
+    present = [n for n in names if n in metadata]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
+    retention: dict[str, int | None] = {}
+    if resources:
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(timeout=timeout_s).get("retention.ms")
+            retention[resource.name] = int(entry.value) if entry and entry.value else None
+    infos = []
+    for name in present:
+        offsets = []
+        for pid in sorted(metadata[name].partitions):
+            _, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout_s)
+            offsets.append(high)
+        infos.append(TopicInfo(name, len(offsets), retention.get(name), offsets))
+    return infos

@@ -1,0 +1,86 @@
+"""Session fixtures: one real Kafka broker and one real PostgreSQL for the whole test run.
+
+Tests isolate from each other with UUID-named topics and consumer groups, and from a
+developer's own `make up` stack with a temporary STREAMFLOW_HOME and free ports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streamflow import endpoints, stack
+from streamflow.db.engine import server_version
+from streamflow.infra import kafka_server
+from streamflow.infra.processes import free_port
+from streamflow.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts[0] in ("integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+def isolated_settings(home: Path, **overrides) -> Settings:
+    """Settings for an embedded stack in ``home`` on free ports, ignoring any external URLs."""
+    return load_settings(
+        STREAMFLOW_HOME=str(home),
+        STREAMFLOW_KAFKA_PORT=free_port(),
+        STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(),
+        KAFKA_BOOTSTRAP_SERVERS=None,
+        DATABASE_URL=None,
+        **overrides,
+    )
+
+
+def _uncaptured_echo(config):
+    """Print past pytest's capture: service start-up and versions belong in every test log."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def echo(line: str) -> None:
+        if reporter is None or capture is None:
+            print(line)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    return echo
+
+
+@dataclass(frozen=True)
+class Platform:
+    settings: Settings
+    bootstrap: str
+    database_url: str
+    kafka_version: str
+    postgres_version: str
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory, request) -> Iterator[Platform]:
+    settings = isolated_settings(tmp_path_factory.mktemp("streamflow-home"))
+    echo = _uncaptured_echo(request.config)
+    stack.up(settings, echo=echo)
+    url = endpoints.database_url(settings)
+    running = Platform(settings, settings.bootstrap_servers, url,
+                       kafka_server.version_from_log(settings) or "?", server_version(url))
+    echo(f"integration services: Apache Kafka {running.kafka_version} at {running.bootstrap}, "
+         f"PostgreSQL {running.postgres_version}")
+    try:
+        yield running
+    finally:
+        stack.down(settings, echo=echo)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"

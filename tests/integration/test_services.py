@@ -1,0 +1,103 @@
+"""The embedded real services: Kafka 4.x in KRaft mode and PostgreSQL, as the tests see them."""
+
+import uuid
+
+import pytest
+from confluent_kafka.admin import NewTopic
+from sqlalchemy import text
+
+from streamflow import topics
+from streamflow.db import migrate
+from streamflow.db.engine import make_engine
+from streamflow.errors import TopicMismatch
+from streamflow.kafka_clients import admin_client, consumer, producer
+
+
+def test_server_versions(platform):
+    print(f"Kafka {platform.kafka_version}, PostgreSQL {platform.postgres_version}")
+    assert platform.kafka_version.startswith("4.")
+    assert int(platform.postgres_version.split(".")[0]) >= 14
+
+
+def test_pipeline_topics_have_their_partitions_and_retention(platform):
+    admin = admin_client(platform.bootstrap)
+    probe = consumer(platform.bootstrap, f"probe-{uuid.uuid4()}")
+    try:
+        infos = {i.name: i for i in topics.describe_topics(
+            admin, probe, [s.name for s in topics.topic_specs(platform.settings)])}
+    finally:
+        probe.close()
+    assert infos[topics.USER_EVENTS].partitions == 3
+    assert infos[topics.USER_EVENTS].retention_ms == 168 * 3_600_000
+    assert set(infos) == {topics.USER_EVENTS, topics.ANALYTICS, topics.NOTIFICATIONS,
+                          topics.DEAD_LETTER}
+
+
+def test_topic_creation_is_idempotent(platform):
+    admin = admin_client(platform.bootstrap)
+    statuses = topics.ensure_topics(admin, topics.topic_specs(platform.settings))
+    assert {s.outcome for s in statuses} == {"exists"}
+
+
+def test_wrong_partition_count_is_reported(platform, unique_name):
+    admin = admin_client(platform.bootstrap)
+    admin.create_topics([NewTopic(unique_name, num_partitions=2, replication_factor=1)])[
+        unique_name].result(30)
+    spec = topics.TopicSpec(unique_name, partitions=3, retention_ms=3_600_000)
+    with pytest.raises(TopicMismatch, match="has 2 partitions, expected 3"):
+        topics.ensure_topics(admin, [spec])
+
+
+def test_produce_consume_round_trip(platform, unique_name):
+    admin = admin_client(platform.bootstrap)
+    admin.create_topics([NewTopic(unique_name, num_partitions=3, replication_factor=1)])[
+        unique_name].result(30)
+    sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(50)}
+    prod = producer(platform.bootstrap)
+    for key, value in sent.items():
+        prod.produce(unique_name, value=value, key=key)
+    assert prod.flush(30) == 0
+    cons = consumer(platform.bootstrap, f"g-{unique_name}")
+    cons.subscribe([unique_name])
+    received = {}
+    try:
+        for _ in range(60):
+            for msg in cons.consume(100, timeout=1.0):
+                assert msg.error() is None
+                received[msg.key()] = msg.value()
+            if len(received) == len(sent):
+                break
+    finally:
+        cons.close()
+    assert received == sent
+
+
+def _schema_snapshot(url: str) -> list[tuple]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT table_schema, table_name, column_name, data_type, is_nullable "
+            "FROM information_schema.columns WHERE table_schema IN ('raw', 'streamflow') "
+            "ORDER BY 1, 2, ordinal_position")).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_migrations_apply_twice_without_change(platform):
+    before = _schema_snapshot(platform.database_url)
+    rev_before, rev_after = migrate.upgrade(platform.database_url)
+    assert rev_before == rev_after == migrate.head_revision()
+    assert _schema_snapshot(platform.database_url) == before
+
+
+def test_raw_events_has_the_landing_columns(platform):
+    columns = {r[2]: r[3] for r in _schema_snapshot(platform.database_url)
+               if r[:2] == ("raw", "events")}
+    assert columns["event_id"] == "uuid"
+    assert columns["ingest_seq"] == "bigint"
+    assert columns["payload"] == "jsonb"
+    for name in ("kafka_partition", "kafka_offset", "ingested_at", "event_type", "user_id",
+                 "email_hash", "occurred_at", "amount_cents"):
+        assert name in columns
+    tables = {r[:2] for r in _schema_snapshot(platform.database_url)}
+    assert ("raw", "dead_letters") in tables and ("raw", "consumer_offsets") in tables

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+import dagster as dg
+
+from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_env
+
+
+def test_definitions_load_with_the_topic_assets():
+    from streamflow_defs.definitions import defs
+
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert {"kafka/user_events", "kafka/analytics", "kafka/notifications",
+            "kafka/dead_letter_topic"} <= keys
+    assert isinstance(defs, dg.Definitions)
+
+
+def test_dbt_env_from_a_unix_socket_url():
+    env = dbt_env("postgresql://postgres:@/streamflow?host=/tmp/sock")
+    assert env["DBT_PG_HOST"] == "/tmp/sock"
+    assert env["DBT_PG_DBNAME"] == "streamflow"
+    assert env["DBT_PG_USER"] == "postgres"
+
+
+def test_dbt_env_from_a_tcp_url():
+    env = dbt_env("postgresql://u:secret@db.example:6543/warehouse")
+    assert (env["DBT_PG_HOST"], env["DBT_PG_PORT"], env["DBT_PG_PASSWORD"]) == (
+        "db.example", "6543", "secret")
+
+
+def test_dbt_parse_accepts_the_project(tmp_path):
+    env = dbt_env("postgresql://postgres:@/streamflow?host=/tmp/nowhere")
+    result = subprocess.run(
+        [sys.executable, "-m", "dbt.cli.main", "parse", "--no-version-check",
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
+        env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "target" / "manifest.json").exists()

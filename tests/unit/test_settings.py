@@ -1,0 +1,62 @@
+import pytest
+
+from streamflow.errors import SettingsError
+from streamflow.settings import env_var_names, load_settings
+
+
+def test_defaults_point_at_the_embedded_stack(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for name in env_var_names():
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.embedded_kafka and settings.embedded_postgres
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.home_dir == tmp_path / ".streamflow"
+    assert settings.dagster_home_dir == tmp_path / ".streamflow" / "dagster"
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/streamflow")
+    monkeypatch.setenv("STREAMFLOW_HOME", str(tmp_path / "h"))
+    settings = load_settings()
+    assert not settings.embedded_kafka and not settings.embedded_postgres
+    assert settings.bootstrap_servers == "broker-1:9092,broker-2:9092"
+    assert settings.home_dir == tmp_path / "h"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STREAMFLOW_KAFKA_PORT", "not-a-port"),
+        ("STREAMFLOW_KAFKA_PORT", "70000"),
+        ("STREAMFLOW_USER_EVENTS_PARTITIONS", "0"),
+        ("DATABASE_URL", "mysql://x@y/z"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "no-port-here"),
+        ("STREAMFLOW_LOG_LEVEL", "CHATTY"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{name}=")
+    assert "\n" not in message
+
+
+def test_settings_are_frozen():
+    settings = load_settings()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        settings.kafka_port = 1
+
+
+def test_env_example_documents_every_setting():
+    from tests.conftest import ROOT
+
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("##")
+    }
+    assert env_var_names() <= documented, env_var_names() - documented
