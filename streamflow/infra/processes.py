@@ -8,7 +8,6 @@ file left by a crash or a reboot never makes ``up`` skip a start.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -33,9 +32,10 @@ class ProcessState:
     def is_alive(self) -> bool:
         try:
             proc = psutil.Process(self.pid)
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and (
-                proc.cmdline()[:1] == self.cmdline[:1] or not self.cmdline
-            )
+            # A pid reused after a crash or reboot belongs to a process created after ours
+            # was recorded. (Comparing command lines would race with a fresh child's exec.)
+            return (proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.create_time() <= self.started_at + 1.0)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
 
@@ -148,12 +148,3 @@ def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.25) -> bool
         time.sleep(interval_s)
     return bool(predicate())
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
