@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -24,6 +25,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 
 console = Console()
+# Events/s of `streamflow produce` without --rate: a gentle demo stream.
+DEFAULT_RATE = 20.0
 
 
 def _settings() -> Settings:
@@ -36,16 +39,18 @@ def _echo(message: str) -> None:
 
 def _redact(url: str) -> str:
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+        has_password = bool(make_url(url).password)
+    except Exception:  # not a database URL (a Kafka address, a metrics URL)
         return url
+    return make_url(url).render_as_string(hide_password=True) if has_password else url
 
 
 @app.command()
-def up() -> None:
-    """Start Kafka, PostgreSQL, migrations and topics (each only if not already running)."""
+def up(workers: bool = typer.Option(True, "--workers/--no-workers",
+                                    help="Also start the supervised producer and sink.")) -> None:
+    """Start Kafka, PostgreSQL, migrations, topics and the workers (only what is not running)."""
     settings = _settings()
-    stack.up(settings, echo=_echo)
+    stack.up(settings, echo=_echo, workers=workers)
     _print_status(stack.status(settings))
     _echo(f"Kafka bootstrap: {settings.bootstrap_servers}")
 
@@ -78,6 +83,92 @@ def _print_status(components: list[stack.ComponentStatus]) -> None:
         table.add_row(c.component, str(c.pid or "-"), _redact(c.address),
                       "yes" if c.healthy else "NO", c.detail)
     console.print(table)
+
+
+def _logging(settings: Settings) -> None:
+    import logging
+
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve_metrics(settings: Settings, port: int | None) -> None:
+    from streamflow import metrics
+
+    bound = metrics.serve(settings.metrics_port if port is None else port)
+    sys.stderr.write(f"metrics on http://127.0.0.1:{bound}/metrics\n")
+
+
+@app.command()
+def produce(
+    rate: float | None = typer.Option(None, "--rate", min=0.001, help="Events per second."),
+    max_rate: bool = typer.Option(False, "--max-rate", help="As fast as the broker takes."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Stop after N events."),
+    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after S s."),
+    invalid_rate: float = typer.Option(0.0, "--invalid-rate", min=0, max=1,
+                                       help="Share of invalid events (DLQ demo)."),
+    late_rate: float = typer.Option(0.0, "--late-rate", min=0, max=1,
+                                    help="Share of late, out-of-order events."),
+    from_file: Path | None = typer.Option(None, "--from-file", exists=True, dir_okay=False,
+                                          help="Replay a JSON-lines file (e-mails masked)."),
+    topic: str = typer.Option(topics.USER_EVENTS, "--topic"),
+    users: int = typer.Option(10_000, "--users", min=1, help="Distinct synthetic users."),
+    seed: int | None = typer.Option(None, "--seed", help="Reproducible synthetic stream."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Default: first free from STREAMFLOW_METRICS_PORT."),
+) -> None:
+    """Produce user events (PII masked before they leave this process); SIGTERM flushes."""
+    from streamflow import pii
+    from streamflow.producer.worker import ProducerConfig, run_producer
+
+    if rate is not None and max_rate:
+        raise typer.BadParameter("choose --rate or --max-rate, not both")
+    settings = _settings()
+    _logging(settings)
+    key = pii.load_key(settings)
+    _serve_metrics(settings, metrics_port)
+    run_producer(ProducerConfig(
+        settings.bootstrap_servers, topic=topic,
+        rate=None if max_rate else (rate if rate is not None else DEFAULT_RATE),
+        count=count, duration_s=duration, invalid_rate=invalid_rate, late_rate=late_rate,
+        from_file=from_file, users=users, seed=seed,
+    ), key)
+
+
+@app.command()
+def sink(
+    topic: str = typer.Option(topics.USER_EVENTS, "--topic"),
+    group: str = typer.Option("db-sink", "--group", help="Consumer group (shared by sinks)."),
+    dlq_topic: str = typer.Option(topics.DEAD_LETTER, "--dlq-topic"),
+    batch_size: int = typer.Option(10_000, "--batch-size", min=1),
+    synchronous_commit: bool = typer.Option(False, "--synchronous-commit/--async-commit",
+                                            help="PostgreSQL synchronous_commit for the sink."),
+    stop_when_idle: float | None = typer.Option(None, "--stop-when-idle", min=0.1,
+                                                help="Exit after S s without messages."),
+    instance_id: str | None = typer.Option(
+        None, "--instance-id", help="Static group member id: a restart resumes at once."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port"),
+) -> None:
+    """Land user events in raw.events exactly once; rejects go to the dead-letter topic."""
+    from streamflow.sink.worker import SinkConfig, run_sink
+
+    settings = _settings()
+    _logging(settings)
+    _serve_metrics(settings, metrics_port)
+    run_sink(SinkConfig(
+        settings.bootstrap_servers, endpoints.database_url(settings), topic=topic,
+        group_id=group, dlq_topic=dlq_topic, batch_size=batch_size,
+        synchronous_commit=synchronous_commit, stop_when_idle_s=stop_when_idle,
+        instance_id=instance_id,
+    ))
+
+
+@app.command(hidden=True)
+def supervise() -> None:
+    """Run the workers of the local stack, restarting any that dies (started by `up`)."""
+    from streamflow.supervisor import run_supervisor
+
+    run_supervisor(_settings())
 
 
 @kafka_app.command("fetch")

@@ -43,3 +43,23 @@ class DatabaseUnavailable(StreamFlowError):
 
 class TopicMismatch(StreamFlowError):
     """A topic exists with a layout other than the one StreamFlow needs."""
+
+
+class PiiKeyMissing(StreamFlowError):
+    """No STREAMFLOW_PII_KEY, and no key generated for the local stack."""
+
+
+class DeadLetterPublishFailed(StreamFlowError):
+    """Dead letters could not be written to the dead-letter topic."""
+
+
+class ProducerDeliveryFailed(StreamFlowError):
+    """Kafka reported events it could not deliver after all retries."""
+
+
+class TopicMissing(StreamFlowError):
+    """A topic the worker needs does not exist (or has no leaders)."""
+
+
+class WorkersFailed(StreamFlowError):
+    """The supervised workers of the local stack did not start."""

@@ -6,17 +6,20 @@ healthy, so running it twice never starts duplicates.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import asdict, dataclass
 
-from streamflow import endpoints, topics
+from streamflow import endpoints, metrics, pii, supervisor, topics
 from streamflow.db import migrate
 from streamflow.db.engine import server_version
-from streamflow.infra import kafka_server, postgres_server
+from streamflow.errors import WorkersFailed
+from streamflow.infra import kafka_server, postgres_server, processes
 from streamflow.kafka_clients import admin_client, broker_answers, require_broker
 from streamflow.settings import Settings
 
 
-def up(settings: Settings, *, echo=print) -> None:
+def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
     for directory in (settings.home_dir, settings.logs_dir, settings.run_dir):
         directory.mkdir(parents=True, exist_ok=True)
     if settings.embedded_kafka:
@@ -37,11 +40,53 @@ def up(settings: Settings, *, echo=print) -> None:
         replication_factor=settings.topic_replication_factor,
     )
     echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
+    if workers:
+        start_workers(settings, url, echo=echo)
+
+
+def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
+    """Start the supervisor (it starts and restarts the workers), unless it runs already."""
+    state = processes.read_state(settings.run_dir, supervisor.COMPONENT)
+    if state and state.is_alive():
+        echo(f"workers already running (supervisor pid {state.pid})")
+        return
+    if settings.pii_key is None:
+        pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
+    env = {**os.environ, "DATABASE_URL": database_url,
+           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "STREAMFLOW_HOME": str(settings.home_dir)}
+    state, _ = processes.spawn(
+        supervisor.COMPONENT, [sys.executable, "-m", "streamflow.cli", "supervise"],
+        run_dir=settings.run_dir, log_path=settings.logs_dir / "supervisor.log", env=env)
+    names = [spec.name for spec in supervisor.worker_specs(settings)]
+
+    def workers_up() -> bool:
+        return all((w := processes.read_state(settings.run_dir, n)) and w.is_alive()
+                   for n in names)
+
+    if not processes.wait_until(workers_up, timeout_s=20):
+        raise WorkersFailed(f"workers did not start; see {settings.logs_dir}/supervisor.log")
+    echo(f"workers: {', '.join(names)} (supervisor pid {state.pid})")
+
+
+def stop_workers(settings: Settings) -> dict[str, str]:
+    report = {}
+    state = processes.read_state(settings.run_dir, supervisor.COMPONENT)
+    if state and state.is_alive():
+        report["supervisor"] = processes.terminate(state.pid, timeout_s=90)
+    processes.clear_state(settings.run_dir, supervisor.COMPONENT)
+    # Workers orphaned by a supervisor that was killed outright.
+    for spec in supervisor.worker_specs(settings):
+        worker = processes.read_state(settings.run_dir, spec.name)
+        if worker and worker.is_alive():
+            report[spec.name] = processes.terminate(worker.pid)
+        processes.clear_state(settings.run_dir, spec.name)
+    return report
 
 
 def down(settings: Settings, *, echo=print) -> dict[str, str]:
     """Stop what ``up`` started, in reverse order; external services are left alone."""
-    report = {}
+    report = stop_workers(settings)
     if settings.embedded_postgres:
         report["postgres"] = postgres_server.stop(settings)
     if settings.embedded_kafka:
@@ -82,8 +127,27 @@ def _postgres_status(settings: Settings) -> ComponentStatus:
     return ComponentStatus("postgres", state.pid if state else None, url, healthy, detail)
 
 
+def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
+    state = processes.read_state(settings.run_dir, supervisor.COMPONENT)
+    if state is None:
+        return []  # workers not started (`up --no-workers`, or the stack is down)
+    rows = [ComponentStatus(supervisor.COMPONENT, state.pid, "", state.is_alive(),
+                            "" if state.is_alive() else "not running")]
+    for spec in supervisor.worker_specs(settings):
+        worker = processes.read_state(settings.run_dir, spec.name)
+        alive = bool(worker and worker.is_alive())
+        detail = "not running"
+        if alive:
+            port = int(worker.address.rsplit(":", 1)[1].split("/")[0]) if worker.address else 0
+            rate = metrics.scrape_rate(port) if port else None
+            detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
+        rows.append(ComponentStatus(spec.name, worker.pid if alive else None,
+                                    worker.address if worker else "", alive, detail))
+    return rows
+
+
 def status(settings: Settings) -> list[ComponentStatus]:
-    return [_kafka_status(settings), _postgres_status(settings)]
+    return [_kafka_status(settings), _postgres_status(settings), *_worker_statuses(settings)]
 
 
 def status_document(settings: Settings) -> dict:

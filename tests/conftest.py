@@ -69,7 +69,7 @@ class Platform:
 def platform(tmp_path_factory, request) -> Iterator[Platform]:
     settings = isolated_settings(tmp_path_factory.mktemp("streamflow-home"))
     echo = _uncaptured_echo(request.config)
-    stack.up(settings, echo=echo)
+    stack.up(settings, echo=echo, workers=False)
     url = endpoints.database_url(settings)
     running = Platform(settings, settings.bootstrap_servers, url,
                        kafka_server.version_from_log(settings) or "?", server_version(url))
@@ -84,3 +84,48 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
 @pytest.fixture
 def unique_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+# -- helpers for tests that run workers against the session's services --------------------
+
+def create_topic(platform: Platform, name: str, partitions: int = 3) -> str:
+    from confluent_kafka.admin import NewTopic
+
+    from streamflow.kafka_clients import admin_client
+
+    admin = admin_client(platform.bootstrap)  # must outlive the future it returns
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]
+                        )[name].result(30)
+    return name
+
+
+def worker_env(platform: Platform, **extra: str) -> dict[str, str]:
+    """Environment for a worker subprocess pointed at the session's Kafka and PostgreSQL."""
+    import os
+
+    from streamflow.settings import env_var_names
+
+    env = {k: v for k, v in os.environ.items() if k not in env_var_names()}
+    env.update({"STREAMFLOW_HOME": str(platform.settings.home_dir),
+                "KAFKA_BOOTSTRAP_SERVERS": platform.bootstrap,
+                "DATABASE_URL": platform.database_url,
+                "STREAMFLOW_PII_KEY": TEST_PII_KEY.decode(), **extra})
+    return env
+
+
+TEST_PII_KEY = b"test-pii-key-0123456789abcdef"
+
+
+def wait_for(predicate, *, timeout_s: float = 120.0, interval_s: float = 0.25,
+             message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {message}")
+        time.sleep(interval_s)

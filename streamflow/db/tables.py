@@ -81,3 +81,10 @@ consumer_offsets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=RAW_SCHEMA,
 )
+
+# The columns the sink writes, in COPY order (ingest_seq and ingested_at are the database's).
+LANDING_COLUMNS = (
+    "event_id", "schema_version", "event_type", "user_id", "email_hash", "email_masked",
+    "occurred_at", "country", "device", "success", "amount_cents", "payload",
+    "kafka_topic", "kafka_partition", "kafka_offset",
+)

@@ -194,8 +194,8 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
     cmd = [java, f"-Xms{settings.kafka_heap_mb}m", f"-Xmx{settings.kafka_heap_mb}m", *JVM_FLAGS,
            "-cp", _classpath(settings), "kafka.Kafka", str(config)]
     echo(f"starting Kafka {kafka_version()} (KRaft) on {settings.bootstrap_servers} ...")
-    state = processes.spawn(COMPONENT, cmd, run_dir=settings.run_dir, log_path=log,
-                            address=settings.bootstrap_servers)
+    state, _ = processes.spawn(COMPONENT, cmd, run_dir=settings.run_dir, log_path=log,
+                               address=settings.bootstrap_servers)
 
     def ready_or_dead() -> bool:
         return not state.is_alive() or broker_answers(settings.bootstrap_servers, timeout_s=1.0)

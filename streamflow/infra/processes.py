@@ -72,8 +72,11 @@ def spawn(
     address: str = "",
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-) -> ProcessState:
-    """Start ``cmd`` in its own session (it outlives the CLI), output appended to ``log_path``."""
+) -> tuple[ProcessState, subprocess.Popen]:
+    """Start ``cmd`` in its own session (it outlives the CLI), output appended to ``log_path``.
+
+    Returns the recorded state and the handle (keep it to reap the child: a dropped Popen
+    is reaped by the subprocess module behind the caller's back)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - the command is built by StreamFlow, not from input
@@ -87,7 +90,7 @@ def spawn(
         )
     state = ProcessState(component, proc.pid, address, cmd, str(log_path), time.time())
     write_state(run_dir, state)
-    return state
+    return state, proc
 
 
 def terminate(pid: int, *, timeout_s: float = 30.0) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from streamflow.infra.processes import free_port
 from streamflow.settings import env_var_names
+from tests.conftest import wait_for
 
 STREAMFLOW = [sys.executable, "-m", "streamflow.cli"]
 
@@ -42,11 +44,25 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert "user-events (created)" in first.stdout
         code, doc = _status(env)
         assert code == 0 and doc["healthy"], doc
-        assert {c["component"] for c in doc["components"]} == {"kafka", "postgres"}
+        assert {c["component"] for c in doc["components"]} == {
+            "kafka", "postgres", "supervisor", "producer", "sink"}
         assert all(c["healthy"] and c["pid"] for c in doc["components"])
         assert doc["kafka_bootstrap_servers"].endswith(env["STREAMFLOW_KAFKA_PORT"])
         assert doc["database_url"].startswith("postgresql://")
         pids = {c["component"]: c["pid"] for c in doc["components"]}
+
+        # The demo stream flows: the supervised producer and sink land events ...
+        wait_for(lambda: _landed(doc["database_url"]) > 0, timeout_s=60,
+                 message="demo events in raw.events")
+        wait_for(lambda: "events/s" in _component(env, "sink")["detail"], timeout_s=30,
+                 message="the sink's live rate in status")
+        # ... and a worker that dies is restarted by the supervisor.
+        os.kill(pids["sink"], signal.SIGKILL)
+        wait_for(lambda: _component(env, "sink")["pid"] not in (None, pids["sink"]),
+                 timeout_s=30, message="the sink restarted")
+        assert "restart #1" in (tmp_path / "home" / "logs" / "supervisor.log").read_text()
+        pids = {c["component"]: c["pid"] for c in _status(env)[1]["components"]}
+        assert not (tmp_path / "home" / "secrets" / "pii.key").stat().st_mode & 0o077
 
         again = _run("up", env=env)  # second `up`: nothing new is started
         assert again.returncode == 0, again.stderr
@@ -56,7 +72,8 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         cluster_id = (tmp_path / "home" / "kafka" / "cluster.id").read_text()
         down = _run("down", env=env)
         assert down.returncode == 0, down.stderr
-        assert "kafka: stopped" in down.stdout and "postgres: stopped" in down.stdout
+        for component in ("supervisor", "kafka", "postgres"):
+            assert f"{component}: stopped" in down.stdout, down.stdout
         code, doc = _status(env)
         assert code == 1 and not doc["healthy"]
 
@@ -67,6 +84,17 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert (tmp_path / "home" / "logs" / "kafka.log").stat().st_size > 0
     finally:
         _run("down", env=env)
+
+
+def _component(env, name: str) -> dict:
+    return next(c for c in _status(env)[1]["components"] if c["component"] == name)
+
+
+def _landed(url: str) -> int:
+    from streamflow.db.engine import connect_admin
+
+    with connect_admin(url) as conn:
+        return conn.execute("SELECT count(*) FROM raw.events").fetchone()[0]
 
 
 def test_missing_java_says_what_to_do(tmp_path):

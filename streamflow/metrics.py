@@ -1,0 +1,51 @@
+"""Prometheus metrics of the workers; each worker process serves them on its own port."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from streamflow.infra.processes import port_is_free
+
+EVENTS_PRODUCED = Counter("streamflow_events_produced", "Events handed to Kafka by the producer")
+EVENTS_DELIVERED = Counter("streamflow_events_delivered", "Events acknowledged by the broker")
+DELIVERY_FAILURES = Counter("streamflow_delivery_failures", "Events Kafka could not deliver")
+EVENTS_CONSUMED = Counter("streamflow_events_consumed", "Messages the sink consumed")
+EVENTS_LANDED = Counter("streamflow_events_landed", "New rows the sink wrote to raw.events")
+DEAD_LETTERS = Counter("streamflow_dead_letters", "Messages dead-lettered", ["stage", "reason"])
+BATCH_SECONDS = Histogram(
+    "streamflow_sink_batch_seconds", "Time to land one batch (decode + transaction)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CONSUMER_LAG = Gauge("streamflow_consumer_lag", "Messages behind the end of the partition",
+                     ["topic", "partition"])
+RATE = Gauge("streamflow_rate", "Recent events per second of this worker", ["worker"])
+DB_AVAILABLE = Gauge("streamflow_database_available", "1 when the sink can reach PostgreSQL")
+
+# How far past the configured port to look for a free one (several workers on one host).
+PORT_SEARCH = 50
+
+
+def serve(first_port: int) -> int:
+    """Serve /metrics on the first free port from ``first_port``; 0 means any free port."""
+    if first_port == 0:
+        server, _ = start_http_server(0, addr="127.0.0.1")
+        return server.server_port
+    for port in range(first_port, first_port + PORT_SEARCH):
+        if port_is_free(port):
+            start_http_server(port, addr="127.0.0.1")
+            return port
+    raise OSError(f"no free metrics port in {first_port}-{first_port + PORT_SEARCH - 1}")
+
+
+def scrape_rate(port: int, *, timeout_s: float = 1.0) -> float | None:
+    """The ``streamflow_rate`` a worker reports on ``port`` (for `streamflow status`)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("streamflow_rate{"):
+                    return float(line.rsplit(" ", 1)[1])
+    except (OSError, ValueError):
+        return None
+    return None

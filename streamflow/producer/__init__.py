@@ -1,0 +1,1 @@
+"""The producer worker: synthetic or replayed events, PII masked, onto `user-events`."""

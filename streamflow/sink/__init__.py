@@ -1,0 +1,1 @@
+"""The sink worker: Kafka `user-events` -> PostgreSQL `raw.events`, exactly once."""

@@ -1,0 +1,127 @@
+"""`streamflow supervise`: keeps the local stack's workers running.
+
+`streamflow up` starts one supervisor in the background. It starts each worker as a child
+process (output in STREAMFLOW_HOME/logs/<worker>.log), restarts a worker that dies with
+backoff, logging the restart, and on SIGTERM stops the workers (SIGTERM, wait) and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from streamflow.infra import processes
+from streamflow.settings import Settings
+from streamflow.workers.runtime import Backoff, StopFlag
+
+log = logging.getLogger("streamflow.supervisor")
+
+COMPONENT = "supervisor"
+# Demo stream of the local stack: gentle enough for a laptop, busy enough for the windows.
+DEMO_RATE = 50
+DEMO_LATE_RATE = 0.05
+DEMO_INVALID_RATE = 0.01
+# A worker that ran this long before dying gets a fresh backoff: it was healthy.
+HEALTHY_AFTER_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    args: list[str]
+    metrics_port: int | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "streamflow.cli", *self.args]
+        if self.metrics_port is not None:
+            cmd += ["--metrics-port", str(self.metrics_port)]
+        return cmd
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+
+
+def _port(preferred: int, taken: set[int]) -> int:
+    port = preferred
+    while port in taken or not processes.port_is_free(port):
+        port = processes.free_port()
+    taken.add(port)
+    return port
+
+
+def worker_specs(settings: Settings) -> list[WorkerSpec]:
+    taken: set[int] = set()
+    return [
+        WorkerSpec("producer", ["produce", "--rate", str(DEMO_RATE), "--late-rate",
+                                str(DEMO_LATE_RATE), "--invalid-rate", str(DEMO_INVALID_RATE)],
+                   _port(settings.metrics_port, taken)),
+        WorkerSpec("sink", ["sink", "--instance-id", f"sink-{socket.gethostname()}-1"],
+                   _port(settings.metrics_port + 1, taken)),
+    ]
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, specs: list[WorkerSpec], stop: StopFlag) -> None:
+        self.settings = settings
+        self.specs = specs
+        self.stop = stop
+        self.children: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.backoff = {spec.name: Backoff(first_s=1.0) for spec in specs}
+        self.restart_at: dict[str, float] = {}
+        self.restarts = dict.fromkeys((spec.name for spec in specs), 0)
+
+    def _start(self, spec: WorkerSpec) -> None:
+        state, child = processes.spawn(
+            spec.name, spec.command(), run_dir=self.settings.run_dir,
+            log_path=self.settings.logs_dir / f"{spec.name}.log", address=spec.address)
+        self.children[spec.name] = child
+        self.started_at[spec.name] = time.monotonic()
+        log.info("started %s (pid %d)", spec.name, state.pid)
+
+    def run(self) -> None:
+        for spec in self.specs:
+            self._start(spec)
+        while not self.stop:
+            time.sleep(0.5)
+            for spec in self.specs:
+                self._check(spec)
+        self.shutdown()
+
+    def _check(self, spec: WorkerSpec) -> None:
+        child = self.children.get(spec.name)
+        now = time.monotonic()
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return
+            del self.children[spec.name]
+            if now - self.started_at[spec.name] > HEALTHY_AFTER_S:
+                self.backoff[spec.name].reset()
+            delay = self.backoff[spec.name].next()
+            self.restarts[spec.name] += 1
+            self.restart_at[spec.name] = now + delay
+            log.warning("%s exited with code %s; restart #%d in %.0fs (see %s)", spec.name,
+                        code, self.restarts[spec.name], delay,
+                        self.settings.logs_dir / f"{spec.name}.log")
+        elif now >= self.restart_at.get(spec.name, 0):
+            self._start(spec)
+
+    def shutdown(self) -> None:
+        for name, child in self.children.items():
+            outcome = processes.terminate(child.pid, timeout_s=STOP_TIMEOUT_S)
+            processes.clear_state(self.settings.run_dir, name)
+            log.info("%s: %s", name, outcome)
+
+
+def run_supervisor(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = StopFlag().install()
+    Supervisor(settings, worker_specs(settings), stop).run()

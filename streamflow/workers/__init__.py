@@ -1,0 +1,1 @@
+"""Shared plumbing of the long-running workers: stop signals and progress output."""

@@ -1,0 +1,110 @@
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streamflow.db.tables import LANDING_COLUMNS
+from streamflow.dlq import DeadLetter, Reason
+from streamflow.sink.decode import decode
+
+EID = "0b7e3c1e-9a55-4c62-8f1d-3b7a0e42f00d"
+COL = {name: i for i, name in enumerate(LANDING_COLUMNS)}
+
+
+def _decode(value, **kw):
+    return decode(value, b"user-1", lambda: [("h", b"v")], "user-events", 2, 41, **kw)
+
+
+def test_a_valid_event_becomes_a_typed_row():
+    event = {"event_id": EID.upper(), "schema_version": 1, "event_type": "purchase",
+             "user_id": "u1", "email_hash": "a" * 64, "email_masked": "j***@example.com",
+             "occurred_at": "2026-11-25T10:00:01.250Z", "country": "DE", "device": "mobile",
+             "amount_cents": 1999}
+    row = _decode(orjson.dumps(event))
+    assert not isinstance(row, DeadLetter)
+    assert row[COL["event_id"]] == EID
+    assert row[COL["occurred_at"]] == datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
+    assert row[COL["amount_cents"]] == 1999 and row[COL["success"]] is None
+    assert orjson.loads(row[COL["payload"]]) == event
+    assert (row[COL["kafka_topic"]], row[COL["kafka_partition"]], row[COL["kafka_offset"]]) == (
+        "user-events", 2, 41)
+
+
+def test_fields_of_the_wrong_type_land_as_null():
+    event = {"event_id": EID, "schema_version": "1", "amount_cents": True, "success": "yes",
+             "occurred_at": "yesterday", "user_id": 42}
+    row = _decode(orjson.dumps(event))
+    for name in ("schema_version", "amount_cents", "success", "occurred_at", "user_id"):
+        assert row[COL[name]] is None, name
+
+
+def test_huge_integers_do_not_overflow_bigint():
+    row = _decode(orjson.dumps({"event_id": EID, "amount_cents": 2**63}))
+    assert row[COL["amount_cents"]] is None
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (None, Reason.EMPTY),
+    (b"", Reason.EMPTY),
+    (b"\xff\xfe\x00garbage", Reason.NOT_UTF8),
+    ("café".encode("latin-1"), Reason.NOT_UTF8),
+    (b'{"event_id": "x"', Reason.NOT_JSON),
+    (b"hello world", Reason.NOT_JSON),
+    (b"NaN", Reason.NOT_JSON),
+    ("\ufeff{}".encode(), Reason.NOT_JSON),
+    (b'{"event_id": "\\ud800"}', Reason.NOT_JSON),
+    (b"[1, 2, 3]", Reason.NOT_OBJECT),
+    (b'"a string"', Reason.NOT_OBJECT),
+    (b"42", Reason.NOT_OBJECT),
+    (b"null", Reason.NOT_OBJECT),
+    (b"{}", Reason.MISSING_EVENT_ID),
+    (b'{"event_id": null}', Reason.MISSING_EVENT_ID),
+    (b'{"event_id": 12345}', Reason.BAD_EVENT_ID),
+    (b'{"event_id": "not-a-uuid"}', Reason.BAD_EVENT_ID),
+    (b'{"event_id": ""}', Reason.BAD_EVENT_ID),
+    (b'{"event_id": "0b7e3c1e9a554c628f1d3b7a0e42f00d"}', Reason.BAD_EVENT_ID),
+    (b"[" * 2000 + b"]" * 2000, Reason.NOT_JSON),
+])
+def test_what_cannot_land_is_dead_lettered_with_a_reason(value, reason):
+    letter = _decode(value)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason_code is reason
+    assert letter.reason
+    assert letter.payload == value and letter.key == b"user-1"
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+        "user-events", 2, 41)
+    assert letter.headers == {"h": "v"}
+
+
+def test_too_large():
+    value = orjson.dumps({"event_id": str(uuid.uuid4()), "pad": "x" * 100})
+    letter = _decode(value, max_bytes=50)
+    assert isinstance(letter, DeadLetter) and letter.reason_code is Reason.TOO_LARGE
+
+
+def test_a_decoder_bug_is_dead_lettered_not_raised(monkeypatch):
+    from streamflow.sink import decode as module
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(module, "to_row", broken)
+    letter = _decode(orjson.dumps({"event_id": EID}))
+    assert letter.reason_code is Reason.DECODER_ERROR and "boom" in letter.reason
+
+
+def test_unreadable_headers_do_not_lose_the_message():
+    def broken_headers():
+        raise RuntimeError("boom")
+
+    letter = decode(b"{}", None, broken_headers, "t", 0, 0)
+    assert letter.reason_code is Reason.MISSING_EVENT_ID and letter.headers == {}
+
+
+def test_dead_letter_headers_say_why_and_where_from():
+    letter = _decode(b"nope")
+    headers = dict(letter.kafka_headers())
+    assert headers["dlq.reason_code"] == b"not_json"
+    assert headers["dlq.source_offset"] == b"41"
+    assert headers["h"] == b"v"
