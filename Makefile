@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: install up down status test test-unit test-integration lint fetch-kafka clean
+.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench clean
 
 # uv resolves and installs this dependency set in seconds (pip's resolver backtracks for
 # minutes); requirements.lock pins every package by hash for reproducible installs.
@@ -41,6 +41,10 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# Benchmarks (not tests): results in benchmarks/results/<timestamp>-*.json. QUICK=1 for CI size.
+bench: fetch-kafka
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)
 
 lint: install
 	$(BIN)/ruff check .

@@ -88,3 +88,61 @@ LANDING_COLUMNS = (
     "occurred_at", "country", "device", "success", "amount_cents", "payload",
     "kafka_topic", "kafka_partition", "kafka_offset",
 )
+
+# -- micro-batch outputs (Dagster) -------------------------------------------------------------
+
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("name", Text, primary_key=True),       # one per micro-batch asset
+    Column("last_seq", BigInteger, nullable=False),  # raw.events.ingest_seq processed up to
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("ingest_seq", BigInteger, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("email_hash", Text, nullable=False),
+    Column("email_masked", Text, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("country", Text, nullable=False),
+    Column("device", Text, nullable=False),
+    Column("success", Boolean),
+    Column("amount_cents", BigInteger),
+    Column("validated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+event_windows = Table(
+    "event_windows",
+    metadata,
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("event_type", Text, primary_key=True),
+    Column("events", Integer, nullable=False),
+    Column("distinct_users", Integer, nullable=False),
+    Column("login_successes", Integer, nullable=False),
+    Column("login_failures", Integer, nullable=False),
+    Column("purchase_cents", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False, server_default="1"),
+    Column("published_revision", Integer, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+dlq_report = Table(
+    "dlq_report",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("reason_code", Text, primary_key=True),
+    Column("dead_letters", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)

@@ -27,6 +27,7 @@ log = logging.getLogger("streamflow.producer")
 # set rate the step shrinks to about 10 ms worth of events so pacing stays smooth.
 MAX_STEP = 1_000
 FLUSH_TIMEOUT_S = 60.0
+NEW_TOPIC_GRACE_S = 5.0
 # Seconds of a full local queue before each warning that the broker is not taking events.
 STALL_WARNING_S = 10.0
 
@@ -176,11 +177,15 @@ def _report_stall(producer: Producer, blocked_since: float | None) -> float:
 
 def wait_for_topic(producer: Producer, topic: str, timeout_s: float = 30.0) -> None:
     """Fail fast on a missing topic, and wait until every partition has a leader."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         metadata = producer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         error = metadata.error if metadata is not None else None
-        if error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        # A topic created a moment ago can be unknown to the broker's metadata cache for a
+        # little while: only a topic still unknown after a few seconds is missing.
+        if (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                and time.monotonic() - started > NEW_TOPIC_GRACE_S):
             raise TopicMissing(f"topic {topic!r} does not exist: run `streamflow topics create`"
                                " (or `streamflow up`)")
         if (metadata is not None and error is None and metadata.partitions

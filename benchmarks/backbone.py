@@ -1,0 +1,153 @@
+"""Producer and sink throughput next to the broker's and PostgreSQL's own limits.
+
+- producer events/s vs Kafka's ProducerPerformance (same broker, record size, producer config);
+- sink events/s draining a backlog vs a raw COPY of the same rows into the same table shape;
+- sink peak RSS while draining; synchronous_commit on vs off.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import time
+
+import psycopg
+from confluent_kafka.admin import NewTopic
+
+from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, run
+from streamflow import kafka_clients
+from streamflow.db.engine import libpq_url
+from streamflow.db.tables import LANDING_COLUMNS
+from streamflow.infra import kafka_server
+from streamflow.producer.worker import ProducerConfig, run_producer
+from streamflow.workers.runtime import Progress, StopFlag
+
+
+def create_topic(st: Stack, name: str, partitions: int = 3) -> str:
+    admin = kafka_clients.admin_client(st.bootstrap)
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    return name
+
+
+def bench_producer(st: Stack, events: int) -> dict:
+    topic = create_topic(st, "bench-events")
+    stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, count=events, seed=1),
+                         BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
+    record_bytes = _mean_record_size(st, topic, events)
+    perf = _producer_performance(st, events, record_bytes)
+    return {
+        "events": events,
+        "record_bytes": record_bytes,
+        "streamflow_events_per_s": round(stats.rate),
+        "kafka_producer_performance_events_per_s": round(perf),
+        "ratio": round(stats.rate / perf, 3),
+        "target_events_per_s": 100_000,
+        "note": "ProducerPerformance with the same acks=all, idempotence, lz4, linger.ms=20, "
+                "batch.size=1000000; its payload is random text, so compression differs.",
+    }
+
+
+def _mean_record_size(st: Stack, topic: str, events: int) -> int:
+    consumer = kafka_clients.consumer(st.bootstrap, "bench-size-probe")
+    consumer.subscribe([topic])
+    sizes = []
+    while len(sizes) < 1000:
+        sizes += [len(m.value()) for m in consumer.consume(1000, 1.0) if m.error() is None]
+    consumer.close()
+    return round(sum(sizes) / len(sizes))
+
+
+def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
+    topic = create_topic(st, "bench-perf")
+    libs = kafka_server.libs_dir(st.settings)
+    out = run([st.settings.java, "-Xmx512m", "-cp", f"{libs}/*",
+               "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+               "--num-records", str(events), "--record-size", str(record_bytes),
+               "--throughput", "-1", "--producer-props", f"bootstrap.servers={st.bootstrap}",
+               "acks=all", "enable.idempotence=true", "compression.type=lz4", "linger.ms=20",
+               "batch.size=1000000"])
+    summary = [line for line in out.stdout.splitlines() if "records sent" in line][-1]
+    return float(re.search(r"([\d.]+) records/sec", summary).group(1))
+
+
+def _count(conn: psycopg.Connection, topic: str) -> int:
+    return conn.execute("SELECT count(*) FROM raw.events WHERE kafka_topic = %s",
+                        (topic,)).fetchone()[0]
+
+
+def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
+                    extra: list[str] = ()) -> dict:
+    """Run `streamflow sink` on a backlog of ``events``; time first row to last row."""
+    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
+           "DATABASE_URL": st.database_url, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.cli", "sink", "--topic", topic, "--group", group,
+         "--metrics-port", "0", "--stop-when-idle", "3", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss = RssSampler(proc.pid)
+    with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
+        first = last = None
+        while (landed := _count(conn, topic)) < events:
+            now = time.monotonic()
+            if landed and first is None:
+                first = (now, landed)
+            if proc.poll() is not None:
+                raise RuntimeError(f"sink exited early with {proc.returncode}")
+            time.sleep(0.05)
+        last = (time.monotonic(), landed)
+    proc.wait(60)
+    peak = rss.stop()
+    rate = (last[1] - first[1]) / (last[0] - first[0])
+    return {"events": events, "events_per_s": round(rate), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def raw_copy(st: Stack, topic: str) -> dict:
+    """COPY the rows the sink landed into an empty table shaped like raw.events."""
+    cols = ", ".join(LANDING_COLUMNS)
+    with psycopg.connect(libpq_url(st.database_url)) as conn:
+        buffer = io.BytesIO()
+        with conn.cursor().copy(
+                f"COPY (SELECT {cols} FROM raw.events WHERE kafka_topic = %s) TO STDOUT",  # noqa: S608 - column names are constants
+                (topic,)) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        conn.execute("DROP TABLE IF EXISTS raw.bench_copy")
+        conn.execute("CREATE TABLE raw.bench_copy (LIKE raw.events INCLUDING ALL)")
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+        data = buffer.getvalue()
+        rows = data.count(b"\n")
+        started = time.perf_counter()
+        with conn.cursor().copy(f"COPY raw.bench_copy ({cols}) FROM STDIN") as copy:
+            view = memoryview(data)
+            for i in range(0, len(data), 1 << 20):
+                copy.write(view[i:i + (1 << 20)])
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE raw.bench_copy")
+        conn.commit()
+    return {"rows": rows, "rows_per_s": round(rows / elapsed)}
+
+
+def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
+    topic = "bench-events"  # filled by bench_producer
+    drained = drain_with_sink(st, topic, events, group="bench-sink")
+    limit = raw_copy(st, topic)
+    result = {
+        **drained,
+        "raw_copy_rows_per_s": limit["rows_per_s"],
+        "ratio_to_raw_copy": round(drained["events_per_s"] / limit["rows_per_s"], 3),
+        "target_events_per_s": 50_000,
+        "target_peak_rss_mb": 300,
+    }
+    if compare_sync_commit:
+        for mode, flag in (("async", "--async-commit"), ("sync", "--synchronous-commit")):
+            name = create_topic(st, f"bench-commit-{mode}")
+            run_producer(ProducerConfig(st.bootstrap, topic=name, count=compare_sync_commit),
+                         BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
+            result[f"synchronous_commit_{'off' if mode == 'async' else 'on'}_events_per_s"] = (
+                drain_with_sink(st, name, compare_sync_commit, group=f"bench-{mode}",
+                                extra=[flag])["events_per_s"])
+    return result

@@ -1,0 +1,93 @@
+"""Shared benchmark plumbing: an isolated embedded stack, timing, RSS sampling, results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform as host
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from streamflow import endpoints, stack
+from streamflow.db.engine import server_version
+from streamflow.infra import kafka_server
+from streamflow.infra.processes import free_port
+from streamflow.settings import Settings, load_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCH_PII_KEY = "bench-pii-key-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    bootstrap: str
+    database_url: str
+
+
+@contextlib.contextmanager
+def isolated_stack():
+    """A fresh embedded Kafka + PostgreSQL (no workers) in a temp dir, torn down afterwards."""
+    with tempfile.TemporaryDirectory(prefix="streamflow-bench-") as home:
+        settings = load_settings(
+            STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
+            STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), KAFKA_BOOTSTRAP_SERVERS=None,
+            DATABASE_URL=None)
+        stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
+        try:
+            yield Stack(settings, settings.bootstrap_servers, endpoints.database_url(settings))
+        finally:
+            stack.down(settings, echo=lambda m: print(m, file=sys.stderr))
+
+
+class RssSampler:
+    """Peak resident memory of a process, sampled every 100 ms on a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(interval_s)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def environment(st: Stack) -> dict:
+    return {
+        "host": host.node(),
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "kafka": kafka_server.version_from_log(st.settings),
+        "postgres": server_version(st.database_url),
+    }
+
+
+def write_results(name: str, document: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}-{name}.json"
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return path
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, **kw)  # noqa: S603
