@@ -1,5 +1,7 @@
-"""Dagster assets: the Kafka topics as external assets, micro-batch assets and dbt models."""
+"""Dagster assets: Kafka topics and landing tables (external), micro-batch assets, checks."""
 
-from assets.topics import topic_assets
+from assets.checks import CHECKS
+from assets.lineage import landing_specs, topic_specs
+from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
 
-__all__ = ["topic_assets"]
+__all__ = ["CHECKS", "MICROBATCH_ASSETS", "landing_specs", "microbatch_job", "topic_specs"]

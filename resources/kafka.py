@@ -5,20 +5,51 @@ from __future__ import annotations
 import dagster as dg
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from pydantic import PrivateAttr
 
-from streamflow import kafka_clients
+from streamflow import dlq, kafka_clients, topics
+from streamflow.errors import KafkaUnavailable
 
 
 class KafkaResource(dg.ConfigurableResource):
     """``bootstrap_servers`` comes from ``KAFKA_BOOTSTRAP_SERVERS``."""
 
     bootstrap_servers: str
+    _producer: Producer | None = PrivateAttr(default=None)
 
     def admin(self) -> AdminClient:
         return kafka_clients.admin_client(self.bootstrap_servers)
 
     def producer(self) -> Producer:
-        return kafka_clients.producer(self.bootstrap_servers)
+        if self._producer is None:
+            self._producer = kafka_clients.producer(self.bootstrap_servers)
+        return self._producer
 
-    def consumer(self, group_id: str) -> Consumer:
-        return kafka_clients.consumer(self.bootstrap_servers, group_id)
+    def consumer(self, group_id: str, **overrides) -> Consumer:
+        return kafka_clients.consumer(self.bootstrap_servers, group_id, **overrides)
+
+    def publish(self, topic: str, messages: list[tuple[bytes, bytes]],
+                timeout_s: float = 30.0) -> None:
+        """Send (key, value) pairs and flush; raise if any is not delivered."""
+        if not messages:
+            return
+        producer = self.producer()
+        errors: list[str] = []
+
+        def on_delivery(err, _msg) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in messages:
+            while True:
+                try:
+                    producer.produce(topic, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        if producer.flush(timeout_s) or errors:
+            raise KafkaUnavailable(f"could not deliver to {topic}: {errors[:3]}")
+
+    def publish_dead_letters(self, letters: list[dlq.DeadLetter]) -> None:
+        if letters:
+            dlq.publish(self.producer(), topics.DEAD_LETTER, letters)

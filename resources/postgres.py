@@ -1,12 +1,13 @@
-"""PostgreSQL for Dagster: a SQLAlchemy engine built by streamflow's own engine factory."""
+"""PostgreSQL for Dagster, built on streamflow's own connection code."""
 
 from __future__ import annotations
 
 import dagster as dg
+import psycopg
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from streamflow.db.engine import make_engine
+from streamflow.db.engine import libpq_url, make_engine
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -20,6 +21,11 @@ class PostgresResource(dg.ConfigurableResource):
         if self._engine is None:
             self._engine = make_engine(self.database_url)
         return self._engine
+
+    def connect(self) -> psycopg.Connection:
+        """A psycopg connection for the micro-batch steps (the caller closes it)."""
+        return psycopg.connect(libpq_url(self.database_url), connect_timeout=5,
+                               application_name="streamflow-dagster")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
 import psycopg
 from psycopg import sql
 
+from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS, RAW_SCHEMA
 from streamflow.dlq import DeadLetter, Reason, Stage
@@ -36,12 +36,6 @@ _INSERT_EVENTS = sql.SQL(
     "INSERT INTO {schema}.events ({cols}) SELECT {cols} FROM landing "
     "ON CONFLICT (event_id) DO NOTHING").format(
         cols=_COLS, schema=sql.Identifier(RAW_SCHEMA))
-_INSERT_DEAD_LETTER = sql.SQL(
-    "INSERT INTO {schema}.dead_letters (stage, reason_code, reason, payload, message_key, "
-    "headers, event_id, source_topic, source_partition, source_offset) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (stage, source_topic, source_partition, source_offset) DO NOTHING").format(
-        schema=sql.Identifier(RAW_SCHEMA))
 _UPSERT_OFFSET = sql.SQL(
     "INSERT INTO {schema}.consumer_offsets (group_id, topic, kafka_partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET "
@@ -152,8 +146,7 @@ class LandingWriter:
             if letters:
                 publish(letters)
                 # Step 5
-                with conn.cursor() as cur:
-                    cur.executemany(_INSERT_DEAD_LETTER, [_dead_letter_params(d) for d in letters])
+                insert_dead_letters(conn, letters)
             # Step 6
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT_OFFSET, [
@@ -201,15 +194,3 @@ def _db_rejected(row: tuple, exc: psycopg.Error) -> DeadLetter:
         row[_IDX["kafka_topic"]], row[_IDX["kafka_partition"]], row[_IDX["kafka_offset"]],
         row[_IDX["event_id"]],
     )
-
-
-def _text(value: str | None) -> str | None:
-    # PostgreSQL text and jsonb cannot hold NUL; a reject must never be rejected itself.
-    return value.replace("\x00", "\ufffd") if value is not None else None
-
-
-def _dead_letter_params(d: DeadLetter) -> tuple:
-    headers = {_text(k): _text(v) for k, v in d.headers.items()}
-    return (d.stage.value, d.reason_code.value, _text(d.reason), d.payload, d.key,
-            orjson.dumps(headers).decode(), _text(d.event_id), d.source_topic,
-            d.source_partition, d.source_offset)

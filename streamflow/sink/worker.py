@@ -164,8 +164,9 @@ class Sink:
                     return
                 if outcome == "reseeked":
                     batch = None  # positions were reset to PostgreSQL's: re-read it
-            if batch is not None:
+            if batch is not None or not self.assigned:  # idle counts once data could flow
                 idle_since = time.monotonic()
+            if batch is not None:
                 self._in_flight = InFlight(batch, len(messages), time.perf_counter(),
                                            self._lander.submit(self.writer.land, batch,
                                                                self._publish_dead_letters))

@@ -1,0 +1,80 @@
+"""Asset checks: contract pass rate, DLQ rate, freshness of raw.events, no missing windows."""
+
+import dagster as dg
+
+from assets.lineage import RAW_EVENTS
+from assets.microbatch import dlq_report, event_windows, notifications
+from resources import PostgresResource
+from streamflow.microbatch.windows import WINDOW_SECONDS
+
+# Thresholds (shares of the last hour's events): a pipeline under normal traffic sits far
+# from both; crossing one means a producer or the schema changed.
+MIN_PASS_RATE = 0.90
+MAX_DLQ_RATE = 0.05
+# raw.events is stale when nothing landed for this long while the stack runs.
+FRESHNESS_MINUTES = 5
+
+
+def _one(postgres: PostgresResource, query: str, params: tuple = ()) -> tuple:
+    with postgres.connect() as conn:
+        return conn.execute(query, params).fetchone()
+
+
+@dg.asset_check(asset=notifications, description=f"Contract pass rate over the last hour >= "
+                                                  f"{MIN_PASS_RATE:.0%}.")
+def contract_pass_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
+    valid, rejected = _one(postgres, """
+        SELECT (SELECT count(*) FROM streamflow.notifications
+                WHERE validated_at > now() - interval '1 hour'),
+               (SELECT count(*) FROM raw.dead_letters
+                WHERE stage = 'contract' AND created_at > now() - interval '1 hour')""")
+    checked = valid + rejected
+    rate = valid / checked if checked else 1.0
+    return dg.AssetCheckResult(passed=rate >= MIN_PASS_RATE, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"pass_rate": rate, "checked": checked})
+
+
+@dg.asset_check(asset=dlq_report, description=f"Dead letters over the last hour <= "
+                                              f"{MAX_DLQ_RATE:.0%} of what arrived.")
+def dlq_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
+    landed, dead = _one(postgres, """
+        SELECT (SELECT count(*) FROM raw.events WHERE ingested_at > now() - interval '1 hour'),
+               (SELECT count(*) FROM raw.dead_letters
+                WHERE created_at > now() - interval '1 hour')""")
+    arrived = landed + dead
+    rate = dead / arrived if arrived else 0.0
+    return dg.AssetCheckResult(passed=rate <= MAX_DLQ_RATE, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"dlq_rate": rate, "dead_letters": dead,
+                                         "arrived": arrived})
+
+
+@dg.asset_check(asset=RAW_EVENTS, description=f"An event landed in the last "
+                                              f"{FRESHNESS_MINUTES} minutes.")
+def raw_events_fresh(postgres: PostgresResource) -> dg.AssetCheckResult:
+    (age_s,) = _one(postgres, "SELECT extract(epoch FROM now() - max(ingested_at)) "
+                              "FROM raw.events")
+    passed = age_s is not None and age_s <= FRESHNESS_MINUTES * 60
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"newest_event_age_s": float(age_s or -1)})
+
+
+@dg.asset_check(asset=event_windows, description="Every 10 s window holding validated events "
+                                                 "(in the last hour, already processed) has "
+                                                 "its window rows.")
+def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
+    (missing,) = _one(postgres, """
+        SELECT count(*) FROM (
+            SELECT DISTINCT to_timestamp(floor(extract(epoch FROM occurred_at) / %s) * %s) AS ws,
+                   event_type
+            FROM streamflow.notifications
+            WHERE occurred_at > now() - interval '1 hour'
+              AND ingest_seq <= (SELECT coalesce(max(last_seq), 0) FROM streamflow.watermarks
+                                 WHERE name = 'event_windows')
+        ) n
+        WHERE NOT EXISTS (SELECT 1 FROM streamflow.event_windows w
+                          WHERE w.window_start = n.ws AND w.event_type = n.event_type)""",
+        (WINDOW_SECONDS, WINDOW_SECONDS))
+    return dg.AssetCheckResult(passed=missing == 0, metadata={"missing_windows": missing})
+
+
+CHECKS = [contract_pass_rate, dlq_rate, raw_events_fresh, no_missing_windows]

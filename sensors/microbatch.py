@@ -1,0 +1,40 @@
+"""The watermark sensor: new rows in raw.events -> one micro-batch run.
+
+It reads two numbers from PostgreSQL (the truth; the cursor is only a hint), never Kafka, and
+returns in milliseconds. The run key names the range, so the same range never runs twice.
+"""
+
+import dagster as dg
+
+from assets.microbatch import STEPS, microbatch_job, run_config
+from resources import PostgresResource
+from streamflow.microbatch import batch
+
+# Seconds between evaluations: a window closes every 10 s; a run costs a few seconds.
+INTERVAL_S = 5
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+          dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    with postgres.connect() as conn:
+        landed = batch.landed_max_seq(conn)
+        done = batch.watermarks(conn, STEPS)
+    processed = min(done.values())
+    if landed <= processed:
+        return dg.SkipReason(f"no new events: landed up to {landed}, processed {done}")
+    if context.instance.get_run_ids(
+            dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE), limit=1):
+        return dg.SkipReason(f"a micro-batch run is in progress ({landed - processed} events "
+                             "waiting)")
+    context.update_cursor(str(landed))
+    return dg.RunRequest(run_key=f"events-{processed}-{landed}", run_config=run_config(landed),
+                         tags={"streamflow/from_seq": str(processed),
+                               "streamflow/upto_seq": str(landed)})
+
+
+@dg.sensor(job=microbatch_job, minimum_interval_seconds=INTERVAL_S,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests a micro-batch run when raw.events has rows past the watermarks.")
+def new_events_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    return evaluate(context, postgres)

@@ -1,0 +1,141 @@
+"""The event contract as a pandera DataFrameModel, and batch validation with every reason.
+
+Validation is lazy: each failing row collects all its failures (type, enum, shape, rules),
+which become the dead letter's reason. Rules that involve time compare with the row's own
+``ingested_at``, not with the clock, so validating a batch again gives the same answer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from streamflow import contract
+from streamflow.contract import EventType
+
+# How far ahead of its ingestion an event's clock may run (client clock skew).
+FUTURE_SKEW = timedelta(minutes=5)
+# Events older than this are not credible (a default 1970 or year-2000 clock).
+OLDEST_CREDIBLE = datetime(2020, 1, 1, tzinfo=UTC)
+
+CONTRACT_COLUMNS = list(contract.FIELDS)
+ROW_CHECKS = ("not_in_the_future", "login_has_success", "purchase_has_amount")
+_INT_FIELDS = {name for name, (kind, _) in contract.FIELDS.items() if kind is int}
+_BOOL_FIELDS = {name for name, (kind, _) in contract.FIELDS.items() if kind is bool}
+
+
+class EventContract(pa.DataFrameModel):
+    """Contract v1 (streamflow.contract) for a batch of events."""
+
+    event_id: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                                 r"[0-9a-f]{4}-[0-9a-f]{12}$")
+    schema_version: Series[pd.Int64Dtype] = pa.Field(eq=contract.SCHEMA_VERSION)
+    event_type: Series[str] = pa.Field(isin=[t.value for t in EventType])
+    user_id: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 128})
+    email_hash: Series[str] = pa.Field(str_matches=contract.EMAIL_HASH_RE.pattern)
+    email_masked: Series[str] = pa.Field(str_matches=contract.EMAIL_MASKED_RE.pattern)
+    occurred_at: Series[pd.DatetimeTZDtype] = pa.Field(
+        dtype_kwargs={"unit": "ns", "tz": "UTC"}, ge=pd.Timestamp(OLDEST_CREDIBLE))
+    country: Series[str] = pa.Field(isin=list(contract.COUNTRIES))
+    device: Series[str] = pa.Field(isin=list(contract.DEVICES))
+    success: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    amount_cents: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+
+    @pa.dataframe_check(name="not_in_the_future")
+    def not_in_the_future(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~(df["occurred_at"] > df["ingested_at"] + FUTURE_SKEW).fillna(False)
+
+    @pa.dataframe_check(name="login_has_success")
+    def login_has_success(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["event_type"] != EventType.LOGIN.value) | df["success"].notna()
+
+    @pa.dataframe_check(name="purchase_has_amount")
+    def purchase_has_amount(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["event_type"] != EventType.PURCHASE.value) | df["amount_cents"].notna()
+
+    class Config:
+        strict = False  # batch bookkeeping columns (ingest_seq, kafka_*) ride along
+
+
+def _typed(name: str, value: object) -> object:
+    """The value if it has the contract's type, else None (reported as a type failure)."""
+    if value is None:
+        return None
+    if name in _INT_FIELDS:
+        return value if type(value) is int else None
+    if name in _BOOL_FIELDS:
+        return value if type(value) is bool else None
+    if name == "occurred_at":
+        return contract.parse_time(value)
+    return value if type(value) is str else None
+
+
+def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, dict[int, list]]:
+    """A typed DataFrame of ``payloads`` (+ ``extra`` columns) and the type errors per row."""
+    type_errors: dict[int, list[str]] = defaultdict(list)
+    columns: dict[str, list] = {name: [] for name in CONTRACT_COLUMNS}
+    for i, payload in enumerate(payloads):
+        for name in CONTRACT_COLUMNS:
+            raw = payload.get(name)
+            value = _typed(name, raw)
+            if raw is not None and value is None:
+                kind = ("an ISO-8601 time" if name == "occurred_at"
+                        else contract.FIELDS[name][0].__name__)
+                type_errors[i].append(f"{name}: expected {kind}, got {raw!r:.60}")
+            columns[name].append(value)
+    df = pd.DataFrame({
+        **{name: pd.array(columns[name], dtype="string[python]") for name in
+           ("event_id", "event_type", "user_id", "email_hash", "email_masked", "country",
+            "device")},
+        "schema_version": pd.array(columns["schema_version"], dtype="Int64"),
+        "occurred_at": pd.to_datetime(pd.Series(columns["occurred_at"], dtype=object),
+                                      utc=True),
+        "success": pd.array(columns["success"], dtype="boolean"),
+        "amount_cents": pd.array(
+            [v if v is None or -(2**63) <= v < 2**63 else None for v in columns["amount_cents"]],
+            dtype="Int64"),
+        **extra,
+    })
+    # pandera's `str` checks want object columns of str; missing values stay None.
+    for name in ("event_id", "event_type", "user_id", "email_hash", "email_masked", "country",
+                 "device"):
+        df[name] = df[name].astype(object).where(df[name].notna(), None)
+    return df, type_errors
+
+
+def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None
+             ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """Split a batch: (valid rows, {row position: every reason it failed})."""
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for i, errors in (type_errors or {}).items():
+        reasons[i].extend(errors)
+    if len(df):
+        try:
+            EventContract.validate(df, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            for case in exc.failure_cases.itertuples():
+                if pd.isna(case.index):
+                    # A whole-column failure (dtype): every row fails it.
+                    for i in range(len(df)):
+                        reasons[i].append(f"{case.column}: {case.check}")
+                    continue
+                if case.check in ROW_CHECKS:  # reported per column: keep the rule's name once
+                    reasons[int(case.index)].append(case.check)
+                else:
+                    reasons[int(case.index)].append(
+                        _describe(str(case.column), case.check, case.failure_case))
+    for i in list(reasons):
+        reasons[i] = list(dict.fromkeys(reasons[i]))  # stable and without repeats
+    bad = sorted(reasons)
+    valid = df.drop(index=df.index[bad]) if bad else df
+    return valid, dict(reasons)
+
+
+def _describe(column: str, check: str, value: object) -> str:
+    if check == "not_nullable":
+        return f"{column}: missing"
+    return f"{column}: {check} (got {value!r:.60})"

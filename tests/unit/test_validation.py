@@ -1,0 +1,62 @@
+import uuid
+
+import pandas as pd
+import pytest
+
+from streamflow.validation import frame, validate
+
+NOW = pd.Timestamp("2026-11-25T12:00:00Z")
+
+
+def event(**overrides):
+    base = {"event_id": str(uuid.uuid4()), "schema_version": 1, "event_type": "login",
+            "user_id": "user-000001", "email_hash": "ab" * 32, "email_masked": "j***@example.com",
+            "occurred_at": "2026-11-25T11:59:58.000Z", "country": "DE", "device": "mobile",
+            "success": True}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def check(*payloads):
+    df, type_errors = frame(list(payloads), {"ingested_at": [NOW] * len(payloads)})
+    return validate(df, type_errors)
+
+
+def test_a_valid_batch_passes_whole():
+    valid, reasons = check(event(), event(event_type="purchase", success=..., amount_cents=5))
+    assert len(valid) == 2 and reasons == {}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"event_type": "teleport"}, "event_type: isin"),
+    ({"schema_version": 99}, "schema_version: equal_to(1)"),
+    ({"schema_version": "1"}, "schema_version: expected int, got '1'"),
+    ({"user_id": ...}, "user_id: missing"),
+    ({"email_hash": "5f4dcc3b5aa765d61d8327deb882cf99"}, "email_hash: str_matches"),
+    ({"email_masked": "jane@example.com"}, "email_masked: str_matches"),
+    ({"occurred_at": "2026-11-25T13:00:00Z"}, "not_in_the_future"),
+    ({"occurred_at": "1970-01-01T00:00:00Z"}, "occurred_at: greater_than_or_equal_to"),
+    ({"occurred_at": "not a time"}, "occurred_at: expected an ISO-8601 time, got 'not a time'"),
+    ({"country": "XX"}, "country: isin"),
+    ({"device": "fridge"}, "device: isin"),
+    ({"success": ...}, "login_has_success"),
+    ({"event_type": "purchase", "success": ..., "amount_cents": -500},
+     "amount_cents: greater_than(0)"),
+    ({"event_type": "purchase", "success": ...}, "purchase_has_amount"),
+    ({"amount_cents": True}, "amount_cents: expected int, got True"),
+])
+def test_each_broken_rule_is_a_reason(overrides, expected):
+    valid, reasons = check(event(), event(**overrides))
+    assert len(valid) == 1
+    assert list(reasons) == [1]
+    assert any(r.startswith(expected) for r in reasons[1]), reasons[1]
+
+
+def test_every_failure_of_a_row_is_reported():
+    _, reasons = check(event(event_type="teleport", device="fridge", email_hash="x"))
+    assert len(reasons[0]) == 3
+
+
+def test_validation_is_deterministic():
+    payloads = [event(occurred_at="2026-11-25T12:04:00Z"), event(country="XX")]
+    assert check(*payloads)[1] == check(*payloads)[1]
