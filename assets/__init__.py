@@ -1,7 +1,9 @@
 """Dagster assets: Kafka topics and landing tables (external), micro-batch assets, checks."""
 
 from assets.checks import CHECKS
+from assets.dbt import streamflow_dbt
 from assets.lineage import landing_specs, topic_specs
 from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
 
-__all__ = ["CHECKS", "MICROBATCH_ASSETS", "landing_specs", "microbatch_job", "topic_specs"]
+__all__ = ["CHECKS", "MICROBATCH_ASSETS", "landing_specs", "microbatch_job", "streamflow_dbt",
+           "topic_specs"]

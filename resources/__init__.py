@@ -9,8 +9,14 @@ __all__ = ["KafkaResource", "PostgresResource", "resource_defs"]
 def resource_defs() -> dict:
     """Resources wired to the same environment variables the workers read."""
     import dagster as dg
+    from dagster_dbt import DbtCliResource
+
+    from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_executable
 
     return {
         "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR),
+                              profiles_dir=str(DBT_PROJECT_DIR),
+                              dbt_executable=dbt_executable()),
     }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -30,3 +33,24 @@ def dbt_env(database_url: str) -> dict[str, str]:
         "DBT_PG_PASSWORD": url.password or "",
         "DBT_PG_DBNAME": url.database or "postgres",
     }
+
+
+def dbt_executable() -> str:
+    """The dbt installed next to this Python (a venv is often not on PATH)."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
+def ensure_manifest(target_dir: Path | None = None) -> Path:
+    """`dbt parse` once when the manifest is missing (no database needed); returns its path."""
+    target = target_dir or DBT_PROJECT_DIR / "target"
+    manifest = target / "manifest.json"
+    if not manifest.exists():
+        env = {"PATH": os.defpath, **QUIET_ENV, "HOME": str(Path.home())}
+        result = subprocess.run(  # noqa: S603 - fixed command
+            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+             "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target)],
+            env=env, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0 or not manifest.exists():
+            raise RuntimeError(f"dbt parse failed: {(result.stdout + result.stderr)[-1500:]}")
+    return manifest

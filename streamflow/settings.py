@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     # -- services --------------------------------------------------------------------------
     dagster_port: Port = Field(3000, alias="STREAMFLOW_DAGSTER_PORT")
+    # Dagster's run/event storage: SQLite under DAGSTER_HOME, or the PostgreSQL of DATABASE_URL.
+    dagster_storage: Literal["sqlite", "postgres"] = Field(
+        "sqlite", alias="STREAMFLOW_DAGSTER_STORAGE")
     live_port: Port = Field(3001, alias="STREAMFLOW_LIVE_PORT")
     live_token: SecretStr | None = Field(None, alias="STREAMFLOW_LIVE_TOKEN")
     # First Prometheus port; each worker takes the next free one from here.

@@ -52,6 +52,7 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
         return
     if settings.pii_key is None:
         pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
+    supervisor.write_dagster_yaml(settings)
     env = {**os.environ, "DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "STREAMFLOW_HOME": str(settings.home_dir)}
@@ -67,6 +68,22 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     if not processes.wait_until(workers_up, timeout_s=20):
         raise WorkersFailed(f"workers did not start; see {settings.logs_dir}/supervisor.log")
     echo(f"workers: {', '.join(names)} (supervisor pid {state.pid})")
+    dagster_ui = f"http://127.0.0.1:{settings.dagster_port}"
+    if processes.wait_until(lambda: _http_ok(dagster_ui + "/server_info"), timeout_s=120):
+        echo(f"Dagster UI: {dagster_ui}")
+    else:
+        echo(f"Dagster UI not answering yet at {dagster_ui}; see "
+             f"{settings.logs_dir}/dagster-webserver.log")
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def stop_workers(settings: Settings) -> dict[str, str]:
@@ -137,10 +154,14 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         worker = processes.read_state(settings.run_dir, spec.name)
         alive = bool(worker and worker.is_alive())
         detail = "not running"
-        if alive:
-            port = int(worker.address.rsplit(":", 1)[1].split("/")[0]) if worker.address else 0
-            rate = metrics.scrape_rate(port) if port else None
+        address = worker.address if worker else ""
+        if alive and address.endswith("/metrics"):  # the port the supervisor gave it
+            rate = metrics.scrape_rate(int(address.rsplit(":", 1)[1].split("/")[0]))
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
+        elif alive and address:
+            detail = "answering" if _http_ok(address + "/server_info") else "starting"
+        elif alive:
+            detail = "running"
         rows.append(ComponentStatus(spec.name, worker.pid if alive else None,
                                     worker.address if worker else "", alive, detail))
     return rows

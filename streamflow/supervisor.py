@@ -8,11 +8,13 @@ backoff, logging the restart, and on SIGTERM stops the workers (SIGTERM, wait) a
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from streamflow.infra import processes
 from streamflow.settings import Settings
@@ -33,18 +35,10 @@ STOP_TIMEOUT_S = 30.0
 @dataclass(frozen=True)
 class WorkerSpec:
     name: str
-    args: list[str]
-    metrics_port: int | None = None
-
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "streamflow.cli", *self.args]
-        if self.metrics_port is not None:
-            cmd += ["--metrics-port", str(self.metrics_port)]
-        return cmd
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+    command: list[str]
+    address: str = ""  # what `status` shows: a metrics or UI URL
+    metrics_port: int | None = None  # where `status` reads the worker's live rate
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _port(preferred: int, taken: set[int]) -> int:
@@ -55,15 +49,51 @@ def _port(preferred: int, taken: set[int]) -> int:
     return port
 
 
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamflow.cli", *args]
+
+
+def _tool(name: str) -> str:
+    """A console script installed next to this Python (the venv need not be on PATH)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _metrics_worker(name: str, args: list[str], port: int) -> WorkerSpec:
+    return WorkerSpec(name, _cli(*args, "--metrics-port", str(port)),
+                      f"http://127.0.0.1:{port}/metrics", port)
+
+
 def worker_specs(settings: Settings) -> list[WorkerSpec]:
     taken: set[int] = set()
+    dagster_env = {"DAGSTER_HOME": str(settings.dagster_home_dir)}
+    definitions = ["-m", "streamflow_defs.definitions"]
     return [
-        WorkerSpec("producer", ["produce", "--rate", str(DEMO_RATE), "--late-rate",
-                                str(DEMO_LATE_RATE), "--invalid-rate", str(DEMO_INVALID_RATE)],
-                   _port(settings.metrics_port, taken)),
-        WorkerSpec("sink", ["sink", "--instance-id", f"sink-{socket.gethostname()}-1"],
-                   _port(settings.metrics_port + 1, taken)),
+        _metrics_worker("producer", ["produce", "--rate", str(DEMO_RATE), "--late-rate",
+                                     str(DEMO_LATE_RATE), "--invalid-rate",
+                                     str(DEMO_INVALID_RATE)],
+                        _port(settings.metrics_port, taken)),
+        _metrics_worker("sink", ["sink", "--instance-id", f"sink-{socket.gethostname()}-1"],
+                        _port(settings.metrics_port + 1, taken)),
+        WorkerSpec("dagster-webserver",
+                   [_tool("dagster-webserver"), "-h", "127.0.0.1", "-p",
+                    str(settings.dagster_port), *definitions],
+                   f"http://127.0.0.1:{settings.dagster_port}", env=dagster_env),
+        WorkerSpec("dagster-daemon", [_tool("dagster-daemon"), "run", *definitions],
+                   env=dagster_env),
     ]
+
+
+def write_dagster_yaml(settings: Settings) -> Path:
+    """The local Dagster instance: SQLite storage unless STREAMFLOW_DAGSTER_STORAGE=postgres."""
+    home = settings.dagster_home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by `streamflow up` (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
+             "telemetry:", "  enabled: false"]
+    if settings.dagster_storage == "postgres":
+        lines += ["storage:", "  postgres:", "    postgres_url:", "      env: DATABASE_URL"]
+    path = home / "dagster.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 class Supervisor:
@@ -79,8 +109,9 @@ class Supervisor:
 
     def _start(self, spec: WorkerSpec) -> None:
         state, child = processes.spawn(
-            spec.name, spec.command(), run_dir=self.settings.run_dir,
-            log_path=self.settings.logs_dir / f"{spec.name}.log", address=spec.address)
+            spec.name, spec.command, run_dir=self.settings.run_dir,
+            log_path=self.settings.logs_dir / f"{spec.name}.log", address=spec.address,
+            env={**os.environ, **spec.env})
         self.children[spec.name] = child
         self.started_at[spec.name] = time.monotonic()
         log.info("started %s (pid %d)", spec.name, state.pid)

@@ -2,14 +2,24 @@
 
 import dagster as dg
 
-from assets import CHECKS, MICROBATCH_ASSETS, landing_specs, microbatch_job, topic_specs
+from assets import (
+    CHECKS,
+    MICROBATCH_ASSETS,
+    landing_specs,
+    microbatch_job,
+    streamflow_dbt,
+    topic_specs,
+)
 from resources import resource_defs
 from sensors import SENSORS
 
 defs = dg.Definitions(
-    assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS],
+    assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
     asset_checks=CHECKS,
     jobs=[microbatch_job],
-    sensors=SENSORS,
+    # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
+    sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(
+        "dbt_automation", target=dg.AssetSelection.groups("dbt"),
+        default_status=dg.DefaultSensorStatus.RUNNING)],
     resources=resource_defs(),
 )

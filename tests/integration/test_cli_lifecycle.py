@@ -22,7 +22,9 @@ STREAMFLOW = [sys.executable, "-m", "streamflow.cli"]
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in env_var_names()}
     env.update({"STREAMFLOW_HOME": str(home), "STREAMFLOW_KAFKA_PORT": str(free_port()),
-                "STREAMFLOW_KAFKA_CONTROLLER_PORT": str(free_port()), **extra})
+                "STREAMFLOW_KAFKA_CONTROLLER_PORT": str(free_port()),
+                "STREAMFLOW_DAGSTER_PORT": str(free_port()),
+                "STREAMFLOW_METRICS_PORT": str(free_port()), **extra})
     return env
 
 
@@ -45,7 +47,9 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         code, doc = _status(env)
         assert code == 0 and doc["healthy"], doc
         assert {c["component"] for c in doc["components"]} == {
-            "kafka", "postgres", "supervisor", "producer", "sink"}
+            "kafka", "postgres", "supervisor", "producer", "sink", "dagster-webserver",
+            "dagster-daemon"}
+        assert "Dagster UI: http://127.0.0.1:" in first.stdout
         assert all(c["healthy"] and c["pid"] for c in doc["components"])
         assert doc["kafka_bootstrap_servers"].endswith(env["STREAMFLOW_KAFKA_PORT"])
         assert doc["database_url"].startswith("postgresql://")

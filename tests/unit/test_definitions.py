@@ -6,13 +6,21 @@ import dagster as dg
 from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_env
 
 
-def test_definitions_load_with_the_topic_assets():
+def test_definitions_load_with_every_asset():
     from streamflow_defs.definitions import defs
 
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert {"kafka/user_events", "kafka/analytics", "kafka/notifications",
-            "kafka/dead_letter_topic"} <= keys
+    assert keys == {
+        "kafka/user_events", "kafka/analytics", "kafka/notifications", "kafka/dead_letter_topic",
+        "raw/events", "raw/dead_letters", "notifications", "event_windows", "dlq_report",
+        "dbt/stg_events", "dbt/stg_notifications", "dbt/stg_dead_letters",
+        "dbt/stg_event_windows", "dbt/fct_events", "dbt/agg_events_hourly",
+        "dbt/agg_events_daily", "dbt/dim_users", "dbt/fct_dead_letters_daily"}
     assert isinstance(defs, dg.Definitions)
+    defs.resolve_job_def("microbatch")
+    sensors = {s.name: s for s in defs.resolve_all_sensor_defs()}
+    assert {"new_events_sensor", "kafka_topics_sensor", "dbt_automation"} <= set(sensors)
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
 
 
 def test_dbt_env_from_a_unix_socket_url():

@@ -1,3 +1,4 @@
+-- Landed events with their typed columns (NULL where the payload broke the contract).
 select
     event_id,
     ingest_seq,
