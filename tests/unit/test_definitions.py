@@ -18,7 +18,7 @@ def test_definitions_load_with_every_asset():
         "dbt/agg_events_daily", "dbt/dim_users", "dbt/fct_dead_letters_daily"}
     assert isinstance(defs, dg.Definitions)
     defs.resolve_job_def("microbatch")
-    sensors = {s.name: s for s in defs.resolve_all_sensor_defs()}
+    sensors = {s.name: s for s in defs.sensors}
     assert {"new_events_sensor", "kafka_topics_sensor", "dbt_automation"} <= set(sensors)
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
 
