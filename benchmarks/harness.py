@@ -39,7 +39,8 @@ def isolated_stack():
     with tempfile.TemporaryDirectory(prefix="streamflow-bench-") as home:
         settings = load_settings(
             STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
-            STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), KAFKA_BOOTSTRAP_SERVERS=None,
+            STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), STREAMFLOW_DAGSTER_PORT=free_port(),
+            STREAMFLOW_METRICS_PORT=free_port(), KAFKA_BOOTSTRAP_SERVERS=None,
             DATABASE_URL=None)
         stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
         try:

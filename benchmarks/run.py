@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import backbone
+from benchmarks import backbone, pipeline
 from benchmarks.harness import environment, isolated_stack, write_results
 
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         document["producer"] = backbone.bench_producer(st, events)
         print("sink ...", file=sys.stderr)
         document["sink"] = backbone.bench_sink(st, events, compare_sync_commit=events // 5)
+    # A fresh stack: the backlog above is not the steady stream this measures.
+    with isolated_stack() as st:
+        print("window visibility (full stack with Dagster) ...", file=sys.stderr)
+        document["windows"] = pipeline.bench_window_visibility(st, 60 if args.quick else 180)
     path = write_results("backbone", document)
     print(json.dumps(document, indent=2))
     print(f"results: {path}", file=sys.stderr)

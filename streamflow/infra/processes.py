@@ -7,7 +7,9 @@ file left by a crash or a reboot never makes ``up`` skip a start.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -94,21 +96,43 @@ def spawn(
 
 
 def terminate(pid: int, *, timeout_s: float = 30.0) -> str:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns how the process ended."""
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns how the process ended.
+
+    A process started by ``spawn`` leads its own process group: the whole group is signalled,
+    so helpers it started (Dagster's code servers, say) stop with it."""
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return "not running"
+    group = _own_group(pid)
     try:
-        proc.send_signal(signal.SIGTERM)
+        _signal(pid, group, signal.SIGTERM)
         proc.wait(timeout_s)
-        return "stopped"
+        outcome = "stopped"
     except psutil.NoSuchProcess:
-        return "stopped"
+        outcome = "stopped"
     except psutil.TimeoutExpired:
-        proc.kill()
+        _signal(pid, group, signal.SIGKILL)
         proc.wait(5)
-        return f"killed after {timeout_s:.0f}s"
+        outcome = f"killed after {timeout_s:.0f}s"
+    if group:  # stragglers of the group get a last SIGKILL
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    return outcome
+
+
+def _own_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(pid: int, group: bool, signum: int) -> None:
+    if group:
+        os.killpg(pid, signum)
+    else:
+        os.kill(pid, signum)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
