@@ -17,19 +17,25 @@ from benchmarks.harness import environment, isolated_stack, write_results
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
+    parser.add_argument("--only", choices=["backbone", "windows"], help="one group only")
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else 1_000_000
-    with isolated_stack() as st:
-        document = {"quick": args.quick, "environment": environment(st)}
-        print("producer ...", file=sys.stderr)
-        document["producer"] = backbone.bench_producer(st, events)
-        print("sink ...", file=sys.stderr)
-        document["sink"] = backbone.bench_sink(st, events, compare_sync_commit=events // 5)
-    # A fresh stack: the backlog above is not the steady stream this measures.
-    with isolated_stack() as st:
-        print("window visibility (full stack with Dagster) ...", file=sys.stderr)
-        document["windows"] = pipeline.bench_window_visibility(st, 60 if args.quick else 180)
-    path = write_results("backbone", document)
+    document: dict = {"quick": args.quick}
+    if args.only in (None, "backbone"):
+        with isolated_stack() as st:
+            document["environment"] = environment(st)
+            print("producer ...", file=sys.stderr)
+            document["producer"] = backbone.bench_producer(st, events)
+            print("sink ...", file=sys.stderr)
+            document["sink"] = backbone.bench_sink(st, events, compare_sync_commit=events // 5)
+    if args.only in (None, "windows"):
+        # A fresh stack: a throughput backlog is not the steady stream this measures.
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            print("window visibility (full stack with Dagster) ...", file=sys.stderr)
+            document["windows"] = pipeline.bench_window_visibility(
+                st, 60 if args.quick else 180)
+    path = write_results(args.only or "all", document)
     print(json.dumps(document, indent=2))
     print(f"results: {path}", file=sys.stderr)
     return 0

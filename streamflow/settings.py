@@ -139,6 +139,20 @@ class Settings(BaseSettings):
         return (self.dagster_home or self.home_dir / "dagster").expanduser().resolve()
 
 
+def to_env(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables, for child processes (same values, same names)."""
+    env = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None or field.alias is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[field.alias] = str(value)
+    env["STREAMFLOW_HOME"] = str(settings.home_dir)
+    return env
+
+
 def env_var_names() -> frozenset[str]:
     """Every environment variable StreamFlow reads (docker-compose is checked against this)."""
     return frozenset(field.alias for field in Settings.model_fields.values() if field.alias)

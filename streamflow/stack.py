@@ -16,7 +16,7 @@ from streamflow.db.engine import server_version
 from streamflow.errors import WorkersFailed
 from streamflow.infra import kafka_server, postgres_server, processes
 from streamflow.kafka_clients import admin_client, broker_answers, require_broker
-from streamflow.settings import Settings
+from streamflow.settings import Settings, to_env
 
 
 def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
@@ -53,9 +53,9 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     if settings.pii_key is None:
         pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
     supervisor.write_dagster_yaml(settings)
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "STREAMFLOW_HOME": str(settings.home_dir)}
+    # Children see exactly these settings (including ones given in code, not the environment).
+    env = {**os.environ, **to_env(settings), "DATABASE_URL": database_url,
+           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
     state, _ = processes.spawn(
         supervisor.COMPONENT, [sys.executable, "-m", "streamflow.cli", "supervise"],
         run_dir=settings.run_dir, log_path=settings.logs_dir / "supervisor.log", env=env)

@@ -81,11 +81,12 @@ class EventGenerator:
         self.invalid_rate = invalid_rate
         self._time_cache: tuple[int, str] = (-1, "")
 
-    def _event_id(self) -> str:
-        # A version-4 UUID from the seeded generator (reproducible runs), formatted by hand:
-        # uuid.UUID() costs a third of the time of making a whole event.
-        h = f"{self.rng.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    def _event_id(self, epoch_ms: int) -> str:
+        # UUIDv7 (RFC 9562): 48 bits of Unix milliseconds first, then random bits from the
+        # seeded generator (reproducible runs). Time-ordered ids append to the primary-key
+        # index instead of splitting random pages: the sink lands ~X% faster (make bench).
+        h = f"{epoch_ms & 0xFFFFFFFFFFFF:012x}{self.rng.getrandbits(80):020x}"
+        return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
     def _time(self, epoch_ms: int) -> str:
         if self._time_cache[0] != epoch_ms:  # many events share a millisecond at 100k/s
@@ -94,7 +95,7 @@ class EventGenerator:
 
     def event(self, user: User, event_type: EventType, epoch_ms: int) -> dict:
         event = {
-            "event_id": self._event_id(),
+            "event_id": self._event_id(epoch_ms),
             "schema_version": contract.SCHEMA_VERSION,
             "event_type": event_type.value,
             "user_id": user.user_id,

@@ -19,7 +19,7 @@ def test_events_follow_the_contract_and_are_keyed_by_user():
     for key, value in gen.batch(500):
         event = orjson.loads(value)
         assert key.decode() == event["user_id"]
-        assert uuid.UUID(event["event_id"]).version == 4
+        assert uuid.UUID(event["event_id"]).version == 7  # time-ordered
         assert contract.EMAIL_HASH_RE.match(event["email_hash"])
         assert contract.EMAIL_MASKED_RE.match(event["email_masked"])
         assert contract.parse_time(event["occurred_at"]) is not None

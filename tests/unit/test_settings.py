@@ -60,3 +60,13 @@ def test_env_example_documents_every_setting():
         if "=" in line and not line.startswith("##")
     }
     assert env_var_names() <= documented, env_var_names() - documented
+
+
+def test_settings_round_trip_through_the_environment(tmp_path):
+    from streamflow.settings import to_env
+
+    settings = load_settings(STREAMFLOW_HOME=str(tmp_path), STREAMFLOW_DAGSTER_PORT=4321,
+                             STREAMFLOW_PII_KEY="s" * 20)
+    env = to_env(settings)
+    assert env["STREAMFLOW_DAGSTER_PORT"] == "4321" and env["STREAMFLOW_PII_KEY"] == "s" * 20
+    assert load_settings(**env) == settings
