@@ -1,9 +1,17 @@
 """Dagster assets: Kafka topics and landing tables (external), micro-batch assets, checks."""
 
-from assets.checks import CHECKS
+from assets.checks import CHECKS, checks_job, checks_schedule
 from assets.dbt import streamflow_dbt
 from assets.lineage import landing_specs, topic_specs
 from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
 
-__all__ = ["CHECKS", "MICROBATCH_ASSETS", "landing_specs", "microbatch_job", "streamflow_dbt",
-           "topic_specs"]
+__all__ = [
+    "CHECKS",
+    "MICROBATCH_ASSETS",
+    "checks_job",
+    "checks_schedule",
+    "landing_specs",
+    "microbatch_job",
+    "streamflow_dbt",
+    "topic_specs",
+]

@@ -78,3 +78,10 @@ def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
 
 
 CHECKS = [contract_pass_rate, dlq_rate, raw_events_fresh, no_missing_windows]
+
+checks_job = dg.define_asset_job(
+    "checks", selection=dg.AssetSelection.checks(*CHECKS), executor_def=dg.in_process_executor,
+    description="The asset checks, on their own cadence so micro-batches stay lean.")
+
+checks_schedule = dg.ScheduleDefinition(
+    job=checks_job, cron_schedule="* * * * *", default_status=dg.DefaultScheduleStatus.RUNNING)

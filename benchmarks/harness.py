@@ -40,7 +40,8 @@ def isolated_stack():
         settings = load_settings(
             STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
             STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), STREAMFLOW_DAGSTER_PORT=free_port(),
-            STREAMFLOW_METRICS_PORT=free_port(), KAFKA_BOOTSTRAP_SERVERS=None,
+            STREAMFLOW_METRICS_PORT=free_port(), STREAMFLOW_LIVE_PORT=free_port(),
+            KAFKA_BOOTSTRAP_SERVERS=None,
             DATABASE_URL=None)
         stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
         try:

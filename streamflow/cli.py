@@ -163,6 +163,21 @@ def sink(
     ))
 
 
+@app.command()
+def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFLOW_LIVE_PORT.")
+         ) -> None:
+    """Serve the live WebSocket view of the stream (and /health)."""
+    from streamflow.live.server import LiveConfig, run_live
+
+    settings = _settings()
+    _logging(settings)
+    token = settings.live_token.get_secret_value() if settings.live_token else None
+    bound = port or settings.live_port
+    sys.stderr.write(f"live view on http://127.0.0.1:{bound}/\n")
+    run_live(LiveConfig(settings.bootstrap_servers, token=token,
+                        dagster_url=f"http://127.0.0.1:{settings.dagster_port}"), bound)
+
+
 @app.command(hidden=True)
 def supervise() -> None:
     """Run the workers of the local stack, restarting any that dies (started by `up`)."""

@@ -68,6 +68,7 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     if not processes.wait_until(workers_up, timeout_s=20):
         raise WorkersFailed(f"workers did not start; see {settings.logs_dir}/supervisor.log")
     echo(f"workers: {', '.join(names)} (supervisor pid {state.pid})")
+    echo(f"Live view: http://127.0.0.1:{settings.live_port}/")
     dagster_ui = f"http://127.0.0.1:{settings.dagster_port}"
     if processes.wait_until(lambda: _http_ok(dagster_ui + "/server_info"), timeout_s=120):
         echo(f"Dagster UI: {dagster_ui}")
@@ -159,7 +160,7 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
             rate = metrics.scrape_rate(int(address.rsplit(":", 1)[1].split("/")[0]))
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
         elif alive and address:
-            detail = "answering" if _http_ok(address + "/server_info") else "starting"
+            detail = "answering" if _http_ok(address + spec.health_path) else "starting"
         elif alive:
             detail = "running"
         rows.append(ComponentStatus(spec.name, worker.pid if alive else None,

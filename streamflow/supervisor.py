@@ -39,6 +39,7 @@ class WorkerSpec:
     address: str = ""  # what `status` shows: a metrics or UI URL
     metrics_port: int | None = None  # where `status` reads the worker's live rate
     env: dict[str, str] = field(default_factory=dict)
+    health_path: str = ""  # appended to ``address`` for `status`
 
 
 def _port(preferred: int, taken: set[int]) -> int:
@@ -77,9 +78,12 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
         WorkerSpec("dagster-webserver",
                    [_tool("dagster-webserver"), "-h", "127.0.0.1", "-p",
                     str(settings.dagster_port), *definitions],
-                   f"http://127.0.0.1:{settings.dagster_port}", env=dagster_env),
+                   f"http://127.0.0.1:{settings.dagster_port}", env=dagster_env,
+                   health_path="/server_info"),
         WorkerSpec("dagster-daemon", [_tool("dagster-daemon"), "run", *definitions],
                    env=dagster_env),
+        WorkerSpec("live", _cli("live", "--port", str(settings.live_port)),
+                   f"http://127.0.0.1:{settings.live_port}", health_path="/health"),
     ]
 
 

@@ -5,6 +5,8 @@ import dagster as dg
 from assets import (
     CHECKS,
     MICROBATCH_ASSETS,
+    checks_job,
+    checks_schedule,
     landing_specs,
     microbatch_job,
     streamflow_dbt,
@@ -16,7 +18,8 @@ from sensors import SENSORS
 defs = dg.Definitions(
     assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
     asset_checks=CHECKS,
-    jobs=[microbatch_job],
+    jobs=[microbatch_job, checks_job],
+    schedules=[checks_schedule],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(
         "dbt_automation", target=dg.AssetSelection.groups("dbt"),

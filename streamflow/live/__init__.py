@@ -1,0 +1,1 @@
+"""The live view: a small WebSocket page showing the stream as it flows."""
