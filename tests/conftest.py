@@ -78,6 +78,11 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
     try:
         yield running
     finally:
+        # Kafka clients still referenced by finished tests go now, while the broker is up:
+        # otherwise they print connection errors after pytest's summary at interpreter exit.
+        import gc
+
+        gc.collect()
         stack.down(settings, echo=echo)
 
 

@@ -19,8 +19,9 @@ from streamflow.kafka_clients import producer
 from tests.conftest import wait_for, worker_env
 
 
-def start_live(platform, tmp_path, **env) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_live(platform, tmp_path, port: int | None = None, **env
+               ) -> tuple[subprocess.Popen, int]:
+    port = port or free_port()
     log = open(tmp_path / f"live-{port}.log", "wb")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port", str(port)],
                             env=worker_env(platform, **env), stdout=log,

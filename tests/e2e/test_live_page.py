@@ -1,0 +1,88 @@
+"""The live page in a real browser (Debian's Chromium driven by Playwright) fed by the broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from playwright.sync_api import sync_playwright
+
+from streamflow import topics
+from streamflow.kafka_clients import producer
+from tests.conftest import ROOT
+from tests.integration.test_live import start_live
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+# Chromium flags for a closed network, as root, headless (see the machine notes).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+XSS_USER = "<img src=x onerror=window.__xss=1>"
+XSS_NOTE = "<script>window.__xss=2</script>"
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: .ci/run installs Debian's chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        yield page
+        browser.close()
+
+
+def total(page) -> int:
+    return page.evaluate(
+        "() => window.__lastFrame ? window.__lastFrame.topics['user-events'].total : 0")
+
+
+def test_page_updates_shows_payloads_as_text_and_reconnects(platform, tmp_path, browser_page):
+    page = browser_page
+    proc, port = start_live(platform, tmp_path)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#state[data-state=open]", timeout=30_000)
+        before = total(page)
+
+        prod = producer(platform.bootstrap)
+        marker = uuid.uuid4().hex
+        for _ in range(40):
+            prod.produce(topics.USER_EVENTS, orjson.dumps({"event_id": str(uuid.uuid4())}), b"k")
+        prod.produce(topics.USER_EVENTS, orjson.dumps({
+            "event_id": str(uuid.uuid4()), "user_id": XSS_USER, "note": XSS_NOTE,
+            "marker": marker}), b"k")
+        assert prod.flush(30) == 0
+
+        page.wait_for_function("n => window.__lastFrame && "
+                               "window.__lastFrame.topics['user-events'].total >= n",
+                               arg=before + 41, timeout=30_000)
+        page.wait_for_selector(f"#events li:has-text('{marker}')", timeout=30_000)
+        assert total(page) >= before + 41
+        shown = page.inner_text("#events")
+        assert XSS_USER in shown and XSS_NOTE in shown  # the markup is visible as text
+        assert page.evaluate("() => window.__xss") is None  # and none of it ran
+        assert page.evaluate("() => document.querySelectorAll('#events img, #events script')"
+                             ".length") == 0
+        page.click(f"#events li:has-text('{marker}')")
+        assert marker in page.inner_text("#inspector")
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "live-view.png"), full_page=True)
+
+        proc.terminate()  # the server goes away ...
+        proc.wait(30)
+        page.wait_for_selector("#state[data-state=closed]", timeout=30_000)
+        proc, _ = start_live(platform, tmp_path, port=port)  # ... and comes back
+        page.wait_for_selector("#state[data-state=open]", timeout=60_000)
+        started = time.monotonic()
+        page.wait_for_function("t => window.__lastFrame && window.__lastFrame.t > t",
+                               arg=time.time(), timeout=30_000)
+        assert time.monotonic() - started < 30
+    finally:
+        proc.terminate()
+        proc.wait(30)
