@@ -164,7 +164,9 @@ def sink(
 
 
 @app.command()
-def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFLOW_LIVE_PORT.")
+def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFLOW_LIVE_PORT."),
+         host: str = typer.Option("127.0.0.1", "--host",
+                                  help="Interface to listen on (0.0.0.0 in a container).")
          ) -> None:
     """Serve the live WebSocket view of the stream (and /health)."""
     from streamflow.live.server import LiveConfig, run_live
@@ -173,9 +175,9 @@ def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFL
     _logging(settings)
     token = settings.live_token.get_secret_value() if settings.live_token else None
     bound = port or settings.live_port
-    sys.stderr.write(f"live view on http://127.0.0.1:{bound}/\n")
+    sys.stderr.write(f"live view on http://{host}:{bound}/\n")
     run_live(LiveConfig(settings.bootstrap_servers, token=token,
-                        dagster_url=f"http://127.0.0.1:{settings.dagster_port}"), bound)
+                        dagster_url=f"http://127.0.0.1:{settings.dagster_port}"), bound, host)
 
 
 @app.command(hidden=True)

@@ -12,7 +12,7 @@ import orjson
 from streamflow import topics
 
 TOPICS = (topics.USER_EVENTS, topics.ANALYTICS, topics.NOTIFICATIONS, topics.DEAD_LETTER)
-HISTORY_S = 180     # seconds of per-second counts kept for the throughput chart
+HISTORY_S = 180     # seconds of per-second counts kept for (and shown in) the chart
 NEWEST = 25         # newest messages kept per topic
 PREVIEW_CHARS = 2000  # a payload is cut here: the page shows, it does not archive
 
@@ -62,7 +62,7 @@ class Feed:
             topics_doc = {}
             for topic in TOPICS:
                 counts = dict(self.series[topic])
-                recent = [counts.get(now - i, 0) for i in range(60, 0, -1)]
+                recent = [counts.get(now - i, 0) for i in range(HISTORY_S, 0, -1)]
                 topics_doc[topic] = {"total": self.totals[topic],
                                      "rate": sum(recent[-10:]) / 10, "series": recent}
             return {
