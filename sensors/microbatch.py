@@ -4,6 +4,8 @@ It reads two numbers from PostgreSQL (the truth; the cursor is only a hint), nev
 returns in milliseconds. The run key names the range, so the same range never runs twice.
 """
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 
 from assets.microbatch import STEPS, microbatch_job, run_config
@@ -16,6 +18,9 @@ INTERVAL_S = 3
 # costs as much as the work, so overlapping the two halves window latency. The steps lock
 # and read their own watermarks, so overlapping runs never process a row twice.
 MAX_ACTIVE_RUNS = 2
+# A run not updated for this long is not in progress: it was orphaned (the stack stopped
+# under it) and must not block the sensor; run monitoring marks it failed.
+STALE_AFTER = timedelta(minutes=2)
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
@@ -28,7 +33,8 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     if landed <= processed:
         return dg.SkipReason(f"no new events: landed up to {landed}, processed {done}")
     active = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE), limit=MAX_ACTIVE_RUNS)
+        dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE,
+                      updated_after=datetime.now(UTC) - STALE_AFTER), limit=MAX_ACTIVE_RUNS)
     if len(active) >= MAX_ACTIVE_RUNS:
         return dg.SkipReason(f"{len(active)} micro-batch runs in progress ({landed - processed}"
                              " events waiting)")

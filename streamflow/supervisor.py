@@ -92,7 +92,14 @@ def write_dagster_yaml(settings: Settings) -> Path:
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
     lines = ["# Written by `streamflow up` (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
-             "telemetry:", "  enabled: false"]
+             "telemetry:", "  enabled: false",
+             # Launch at once from the sensor: the run queue added seconds to every
+             # micro-batch, and runs here are already limited by the sensor itself.
+             "run_coordinator:", "  module: dagster.core.run_coordinator",
+             "  class: DefaultRunCoordinator",
+             # Runs orphaned by a stop (`streamflow down`) are marked failed, not left active.
+             "run_monitoring:", "  enabled: true", "  start_timeout_seconds: 180",
+             "  max_resume_run_attempts: 0"]
     if settings.dagster_storage == "postgres":
         lines += ["storage:", "  postgres:", "    postgres_url:", "      env: DATABASE_URL"]
     path = home / "dagster.yaml"
