@@ -35,7 +35,7 @@ def bench_producer(st: Stack, events: int) -> dict:
     topic = create_topic(st, "bench-events")
     stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, count=events, seed=1),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
-    record_bytes = _mean_record_size(st, topic, events)
+    record_bytes = _mean_record_size(st, topic)
     perf = _producer_performance(st, events, record_bytes)
     return {
         "events": events,
@@ -49,7 +49,7 @@ def bench_producer(st: Stack, events: int) -> dict:
     }
 
 
-def _mean_record_size(st: Stack, topic: str, events: int) -> int:
+def _mean_record_size(st: Stack, topic: str) -> int:
     consumer = kafka_clients.consumer(st.bootstrap, "bench-size-probe")
     consumer.subscribe([topic])
     sizes = []

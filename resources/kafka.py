@@ -33,21 +33,9 @@ class KafkaResource(dg.ConfigurableResource):
         """Send (key, value) pairs and flush; raise if any is not delivered."""
         if not messages:
             return
-        producer = self.producer()
-        errors: list[str] = []
-
-        def on_delivery(err, _msg) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        for key, value in messages:
-            while True:
-                try:
-                    producer.produce(topic, value, key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        if producer.flush(timeout_s) or errors:
+        remaining, errors = kafka_clients.deliver(
+            self.producer(), topic, ((k, v, None) for k, v in messages), timeout_s)
+        if remaining or errors:
             raise KafkaUnavailable(f"could not deliver to {topic}: {errors[:3]}")
 
     def publish_dead_letters(self, letters: list[dlq.DeadLetter]) -> None:

