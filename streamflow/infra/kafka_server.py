@@ -164,7 +164,9 @@ def prepare(settings: Settings) -> Path:
     config.write_text(server_properties(settings))
     if not (settings.kafka_dir / "data" / "meta.properties").exists():
         cmd = [shutil.which(settings.java) or settings.java, "-cp", _classpath(settings),
-               "kafka.tools.StorageTool", "format", "-t", _cluster_id(settings), "-c", str(config)]
+               "kafka.tools.StorageTool", "format",
+               # `=`: a random id may start with "-", which would read as an option.
+               f"--cluster-id={_cluster_id(settings)}", "-c", str(config)]
         result = subprocess.run(cmd, capture_output=True, text=True)  # noqa: S603
         if result.returncode != 0:
             raise BrokerStartFailed(
