@@ -18,14 +18,20 @@ WARM_UP_S = 30
 
 
 def bench_window_visibility(st: Stack, duration_s: float) -> dict:
-    """Start the workers and Dagster, then note when each window first appears.
+    """Start the workers and Dagster, then note when each window is visible complete.
 
-    Latency = first seen - window_end (wall clock; on-time demo events have event time
-    = send time). Measuring starts WARM_UP_S after the first window appears (start-up of the
-    webserver, daemon and first run is not the steady state); earlier windows are left out.
+    A 10 s window closes at its end. It is visible once the table holds it *and* a later
+    window: the micro-batch that wrote it then read events past its end, so it holds every
+    event that was on time. Latency = that moment - window_end (wall clock; on-time demo
+    events have event time = send time). Keyed by window_start: a late event (the demo sends
+    5 % of events 11-60 s old) that adds a new event_type row to an old window is an amendment,
+    counted separately, not a window becoming visible. Measuring starts WARM_UP_S after the
+    first window appears (start-up is not the steady state).
     """
     stack.start_workers(st.settings, st.database_url, echo=lambda m: print(m, file=sys.stderr))
-    first_seen: dict[tuple, float] = {}
+    visible: dict[datetime, float] = {}
+    groups_seen: set[tuple] = set()
+    amended_groups = 0
     with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
         boot = time.time()
         while not conn.execute("SELECT 1 FROM streamflow.event_windows LIMIT 1").fetchone():
@@ -35,15 +41,22 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         first_window_s = time.time() - boot
         time.sleep(WARM_UP_S)
         started = time.time()
+        since = datetime.fromtimestamp(started, tz=UTC)
         while time.time() - started < duration_s:
             now = time.time()
-            for start, end, event_type in conn.execute(
-                    "SELECT window_start, window_end, event_type FROM streamflow.event_windows "
-                    "WHERE window_end > %s", (datetime.fromtimestamp(started, tz=UTC),)):
-                first_seen.setdefault((start, event_type), now - end.timestamp())
+            rows = conn.execute(
+                "SELECT window_start, window_end, event_type FROM streamflow.event_windows "
+                "WHERE window_end > %s", (since,)).fetchall()
+            latest_start = max((start for start, _, _ in rows), default=None)
+            for start, end, event_type in rows:
+                if (start, event_type) not in groups_seen:
+                    groups_seen.add((start, event_type))
+                    amended_groups += start in visible
+                if latest_start is not None and end <= latest_start:
+                    visible.setdefault(start, now - end.timestamp())
             time.sleep(0.5)
     stack.stop_workers(st.settings)
-    latencies = sorted(max(v, 0.0) for v in first_seen.values())
+    latencies = sorted(max(v, 0.0) for v in visible.values())
     if len(latencies) < 2:
         return {"windows": len(latencies), "error": "too few windows observed"}
     return {
@@ -53,6 +66,8 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
         "max_s": round(latencies[-1], 2),
         "target_p95_s": 30,
+        "groups_added_by_late_events": amended_groups,
         "first_window_after_start_s": round(first_window_s, 1),
-        "note": "sensor every 5 s, one Dagster run per micro-batch (run launch ~seconds)",
+        "note": "window complete in the table (a later window present) minus window_end; "
+                "sensor every 3 s, one Dagster run per micro-batch",
     }

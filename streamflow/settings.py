@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     # -- services --------------------------------------------------------------------------
     dagster_port: Port = Field(3000, alias="STREAMFLOW_DAGSTER_PORT")
+    # The code server the webserver and daemon share (gRPC, local only).
+    dagster_code_port: Port = Field(4000, alias="STREAMFLOW_DAGSTER_CODE_PORT")
     # Dagster's run/event storage: SQLite under DAGSTER_HOME, or the PostgreSQL of DATABASE_URL.
     dagster_storage: Literal["sqlite", "postgres"] = Field(
         "sqlite", alias="STREAMFLOW_DAGSTER_STORAGE")
@@ -73,8 +75,8 @@ class Settings(BaseSettings):
         "INFO", alias="STREAMFLOW_LOG_LEVEL"
     )
 
-    @field_validator("kafka_port", "kafka_controller_port", "dagster_port", "live_port",
-                     "metrics_port")
+    @field_validator("kafka_port", "kafka_controller_port", "dagster_port",
+                     "dagster_code_port", "live_port", "metrics_port")
     @classmethod
     def _valid_port(cls, value: int) -> int:
         if not 1 <= value <= 65535:

@@ -52,7 +52,7 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
         return
     if settings.pii_key is None:
         pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
-    supervisor.write_dagster_yaml(settings)
+    supervisor.prepare_dagster_instance(settings, database_url)
     # Children see exactly these settings (including ones given in code, not the environment).
     env = {**os.environ, **to_env(settings), "DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
@@ -159,6 +159,9 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         if alive and address.endswith("/metrics"):  # the port the supervisor gave it
             rate = metrics.scrape_rate(int(address.rsplit(":", 1)[1].split("/")[0]))
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
+        elif alive and address.startswith("grpc://"):  # answers when its port is taken
+            detail = "starting" if processes.port_is_free(int(address.rsplit(":", 1)[1])) \
+                else "answering"
         elif alive and address:
             detail = "answering" if _http_ok(address + spec.health_path) else "starting"
         elif alive:

@@ -27,6 +27,8 @@ COMPONENT = "supervisor"
 DEMO_RATE = 50
 DEMO_LATE_RATE = 0.05
 DEMO_INVALID_RATE = 0.01
+# The Dagster code location: the module the code server loads, and its name in the UI.
+DAGSTER_LOCATION = "streamflow_defs.definitions"
 # A worker that ran this long before dying gets a fresh backoff: it was healthy.
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -67,7 +69,7 @@ def _metrics_worker(name: str, args: list[str], port: int) -> WorkerSpec:
 def worker_specs(settings: Settings) -> list[WorkerSpec]:
     taken: set[int] = set()
     dagster_env = {"DAGSTER_HOME": str(settings.dagster_home_dir)}
-    definitions = ["-m", "streamflow_defs.definitions"]
+    workspace = ["-w", str(settings.dagster_home_dir / "workspace.yaml")]
     return [
         _metrics_worker("producer", ["produce", "--rate", str(DEMO_RATE), "--late-rate",
                                      str(DEMO_LATE_RATE), "--invalid-rate",
@@ -75,12 +77,17 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
                         _port(settings.metrics_port, taken)),
         _metrics_worker("sink", ["sink", "--instance-id", f"sink-{socket.gethostname()}-1"],
                         _port(settings.metrics_port + 1, taken)),
+        WorkerSpec("dagster-code-server",
+                   [sys.executable, "-m", "streamflow_defs.code_server", "-h", "127.0.0.1",
+                    "-p", str(settings.dagster_code_port), "-m", DAGSTER_LOCATION,
+                    "--location-name", DAGSTER_LOCATION],
+                   f"grpc://127.0.0.1:{settings.dagster_code_port}", env=dagster_env),
         WorkerSpec("dagster-webserver",
                    [_tool("dagster-webserver"), "-h", "127.0.0.1", "-p",
-                    str(settings.dagster_port), *definitions],
+                    str(settings.dagster_port), *workspace],
                    f"http://127.0.0.1:{settings.dagster_port}", env=dagster_env,
                    health_path="/server_info"),
-        WorkerSpec("dagster-daemon", [_tool("dagster-daemon"), "run", *definitions],
+        WorkerSpec("dagster-daemon", [_tool("dagster-daemon"), "run", *workspace],
                    env=dagster_env),
         WorkerSpec("live", _cli("live", "--port", str(settings.live_port)),
                    f"http://127.0.0.1:{settings.live_port}", health_path="/health"),
@@ -88,9 +95,14 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
 
 
 def write_dagster_yaml(settings: Settings) -> Path:
-    """The local Dagster instance: SQLite storage unless STREAMFLOW_DAGSTER_STORAGE=postgres."""
+    """The local Dagster instance: SQLite storage unless STREAMFLOW_DAGSTER_STORAGE=postgres;
+    and the workspace: the one code server that `dagster-code-server` runs."""
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
+    (home / "workspace.yaml").write_text(
+        "# Written by `streamflow up`; edits are replaced.\n"
+        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        f"      port: {settings.dagster_code_port}\n      location_name: {DAGSTER_LOCATION}\n")
     lines = ["# Written by `streamflow up` (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
              "telemetry:", "  enabled: false",
              # Launch at once from the sensor: the run queue added seconds to every
@@ -105,6 +117,26 @@ def write_dagster_yaml(settings: Settings) -> Path:
     path = home / "dagster.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def prepare_dagster_instance(settings: Settings, database_url: str) -> None:
+    """Write the instance files and create its storage once, before any Dagster process.
+
+    The code server, webserver and daemon each create missing storage on start; started
+    together they can race and stamp the SQLite schema twice ("more than one head"), after
+    which the webserver never starts again.
+    """
+    from streamflow.errors import WorkersFailed
+
+    write_dagster_yaml(settings)
+    result = subprocess.run(
+        [_tool("dagster"), "instance", "migrate"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
+             "DATABASE_URL": database_url})
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+        raise WorkersFailed(f"could not prepare the Dagster instance in "
+                            f"{settings.dagster_home_dir}: {' '.join(tail)}")
 
 
 class Supervisor:

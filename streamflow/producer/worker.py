@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +59,17 @@ class ProducerStats:
         return self.produced / self.elapsed_s if self.elapsed_s else 0.0
 
 
-def _generated(config: ProducerConfig, key: bytes) -> Iterator[list[Message]]:
+def _generated(config: ProducerConfig, key: bytes) -> Callable[[int], list[Message]]:
+    """Events are made when they are sent: their event time is the send time (a step made
+    ahead and sent at a low rate would stamp events up to MAX_STEP / rate seconds early)."""
     generator = EventGenerator(key, users=config.users, seed=config.seed,
                                late_rate=config.late_rate, invalid_rate=config.invalid_rate)
-    while True:
-        yield generator.batch(MAX_STEP)
+    return generator.batch
 
 
-def _replayed(path: Path, key: bytes) -> Iterator[list[Message]]:
+def _replayed(path: Path, key: bytes) -> Callable[[int], list[Message]]:
     messages = replay_file(path, key)
-    while chunk := list(itertools.islice(messages, MAX_STEP)):
-        yield chunk
+    return lambda n: list(itertools.islice(messages, n))
 
 
 class Pacer:
@@ -106,11 +106,9 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
         metrics.DELIVERY_FAILURES.inc()
 
     wait_for_topic(producer, config.topic)
-    source: Iterable[list[Message]] = (
-        _replayed(config.from_file, key) if config.from_file else _generated(config, key))
+    take = _replayed(config.from_file, key) if config.from_file else _generated(config, key)
     pacer = Pacer(config.rate)
     deadline = time.monotonic() + config.duration_s if config.duration_s else None
-    pending: list[Message] = []
     started = time.monotonic()
     try:
         while not stop and not stats.failed:  # a refused event ends the run, loudly
@@ -121,11 +119,9 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
                 want = min(want, config.count - stats.produced)
                 if want <= 0:
                     break
-            if len(pending) < want:
-                pending.extend(next(source, []))
-                if not pending:
-                    break  # a replayed file is exhausted
-            step, pending = pending[:want], pending[want:]
+            step = take(want)
+            if not step:
+                break  # a replayed file is exhausted
             _send(producer, config.topic, step, on_delivery, stop)
             stats.produced += len(step)
             metrics.EVENTS_PRODUCED.inc(len(step))

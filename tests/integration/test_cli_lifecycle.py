@@ -24,6 +24,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env.update({"STREAMFLOW_HOME": str(home), "STREAMFLOW_KAFKA_PORT": str(free_port()),
                 "STREAMFLOW_KAFKA_CONTROLLER_PORT": str(free_port()),
                 "STREAMFLOW_DAGSTER_PORT": str(free_port()),
+                "STREAMFLOW_DAGSTER_CODE_PORT": str(free_port()),
                 "STREAMFLOW_LIVE_PORT": str(free_port()),
                 "STREAMFLOW_METRICS_PORT": str(free_port()), **extra})
     return env
@@ -48,8 +49,8 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         code, doc = _status(env)
         assert code == 0 and doc["healthy"], doc
         assert {c["component"] for c in doc["components"]} == {
-            "kafka", "postgres", "supervisor", "producer", "sink", "dagster-webserver",
-            "dagster-daemon", "live"}
+            "kafka", "postgres", "supervisor", "producer", "sink", "dagster-code-server",
+            "dagster-webserver", "dagster-daemon", "live"}
         assert "Dagster UI: http://127.0.0.1:" in first.stdout
         assert all(c["healthy"] and c["pid"] for c in doc["components"])
         assert doc["kafka_bootstrap_servers"].endswith(env["STREAMFLOW_KAFKA_PORT"])
