@@ -2,6 +2,7 @@
 
 from assets.checks import CHECKS, checks_job, checks_schedule
 from assets.dbt import streamflow_dbt
+from assets.dlq_replay import dlq_replay_job
 from assets.lineage import landing_specs, topic_specs
 from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
 
@@ -10,6 +11,7 @@ __all__ = [
     "MICROBATCH_ASSETS",
     "checks_job",
     "checks_schedule",
+    "dlq_replay_job",
     "landing_specs",
     "microbatch_job",
     "streamflow_dbt",

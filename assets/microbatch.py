@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
+from assets import dlq_replay
 from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
 from resources import KafkaResource, PostgresResource
 from streamflow import topics
@@ -70,11 +71,13 @@ def event_windows(context: dg.AssetExecutionContext, config: WindowConfig,
 
 @dg.asset(group_name=GROUP, deps=[RAW_DEAD_LETTERS, notifications], kinds={"postgres"},
           description="Dead letters by hour, stage and reason (streamflow.dlq_report).")
-def dlq_report(postgres: PostgresResource) -> dg.MaterializeResult:
+def dlq_report(context: dg.AssetExecutionContext,
+               postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connect() as conn:
         result = report.run(conn)
     return dg.MaterializeResult(metadata={
-        "dead_letters": result.total, "report": dg.MetadataValue.md(report.markdown(result))})
+        "dead_letters": result.total, "report": dg.MetadataValue.md(report.markdown(result)),
+        "replay": dlq_replay.job_link(context)})
 
 
 MICROBATCH_ASSETS = [notifications, event_windows, dlq_report]

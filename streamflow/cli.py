@@ -12,6 +12,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from streamflow import endpoints, stack, topics
+from streamflow.dlq_ops import commands as dlq_commands
 from streamflow.errors import StreamFlowError
 from streamflow.settings import Settings, load_settings
 
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(dlq_commands.app, name="dlq")
 
 console = Console()
 # Events/s of `streamflow produce` without --rate: a gentle demo stream.

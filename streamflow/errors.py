@@ -63,3 +63,11 @@ class TopicMissing(StreamFlowError):
 
 class WorkersFailed(StreamFlowError):
     """The supervised workers of the local stack did not start."""
+
+
+class DeadLetterNotFound(StreamFlowError):
+    """No dead letter has the requested id."""
+
+
+class ReplayRefused(StreamFlowError):
+    """The selected dead letters were replayed before and --force was not given."""

@@ -7,6 +7,7 @@ from assets import (
     MICROBATCH_ASSETS,
     checks_job,
     checks_schedule,
+    dlq_replay_job,
     landing_specs,
     microbatch_job,
     streamflow_dbt,
@@ -18,7 +19,7 @@ from sensors import SENSORS
 defs = dg.Definitions(
     assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
     asset_checks=CHECKS,
-    jobs=[microbatch_job, checks_job],
+    jobs=[microbatch_job, checks_job, dlq_replay_job],
     schedules=[checks_schedule],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(

@@ -28,9 +28,11 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
 
 
-def connect_admin(url: str) -> psycopg.Connection:
+def connect_admin(url: str, application_name: str = "streamflow") -> psycopg.Connection:
+    """An autocommit connection (``conn.transaction()`` blocks are the transactions)."""
     try:
-        return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5)
+        return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5,
+                               application_name=application_name)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL did not accept a connection: {exc}") from exc
 

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
-from streamflow.db.tables import LANDING_COLUMNS, RAW_SCHEMA
+from streamflow.db.tables import LANDING_COLUMNS, OUTPUT_SCHEMA, RAW_SCHEMA
 from streamflow.dlq import DeadLetter, Reason, Stage
 
 # Serialises the INSERT that allocates raw.events.ingest_seq across sink processes, so the
@@ -36,6 +36,21 @@ _INSERT_EVENTS = sql.SQL(
     "INSERT INTO {schema}.events ({cols}) SELECT {cols} FROM landing "
     "ON CONFLICT (event_id) DO NOTHING").format(
         cols=_COLS, schema=sql.Identifier(RAW_SCHEMA))
+# An event the contract rejected that arrives again (a replay: `streamflow dlq replay`) gets
+# a new ingest_seq, so the next micro-batch checks it again; once validated it never does.
+_RECHECK_CONTRACT_REJECTS = sql.SQL(
+    "UPDATE {schema}.events e SET ({cols}) = ({landed}), "
+    "ingest_seq = nextval(%(seq)s::regclass), ingested_at = now() FROM landing l "
+    "WHERE e.event_id = l.event_id "
+    "AND (e.kafka_topic, e.kafka_partition, e.kafka_offset) "
+    "    IS DISTINCT FROM (l.kafka_topic, l.kafka_partition, l.kafka_offset) "
+    "AND EXISTS (SELECT 1 FROM {schema}.dead_letters d "
+    "            WHERE d.stage = %(stage)s AND lower(d.event_id) = e.event_id::text) "
+    "AND NOT EXISTS (SELECT 1 FROM {output}.notifications n WHERE n.event_id = e.event_id)"
+).format(schema=sql.Identifier(RAW_SCHEMA), output=sql.Identifier(OUTPUT_SCHEMA),
+         cols=sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS[1:])),
+         landed=sql.SQL(", ").join(sql.Identifier("l", c) for c in LANDING_COLUMNS[1:]))
+_INGEST_SEQ = f"{RAW_SCHEMA}.events_ingest_seq"
 _UPSERT_OFFSET = sql.SQL(
     "INSERT INTO {schema}.consumer_offsets (group_id, topic, kafka_partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET "
@@ -62,6 +77,7 @@ class LandResult:
     inserted: int        # new rows in raw.events (replays and duplicates are not counted)
     dead_lettered: int   # dead letters of this batch, decode and database rejects together
     db_rejected: int
+    rechecked: int = 0   # contract rejects that arrived again, queued for a new check
 
 
 class LandingWriter:
@@ -116,7 +132,8 @@ class LandingWriter:
            roll the savepoint back and take the safe path: COPY into the session's temp
            table, isolating refused rows by splitting the copy (each half in a savepoint;
            a single refused row becomes a ``db_rejected`` dead letter), then
-           ``INSERT ... ON CONFLICT (event_id) DO NOTHING``.
+           ``INSERT ... ON CONFLICT (event_id) DO NOTHING``; an event the contract rejected
+           that arrives again (a replay) gets a new ingest_seq, to be checked again.
         4. Publish every dead letter of the batch to the dead-letter topic and flush, before
            the commit: the topic is at-least-once, the table below exactly-once.
         5. Insert the dead letters, skipping source (topic, partition, offset) already stored.
@@ -131,6 +148,7 @@ class LandingWriter:
             # Step 1
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_SEQ_LOCK,))
             rejected: list[DeadLetter] = []
+            rechecked = 0
             try:
                 # Step 2
                 self._copy(conn, _COPY_EVENTS, batch.rows)
@@ -141,6 +159,8 @@ class LandingWriter:
                 # Step 3
                 rejected = self._copy_isolating_rejects(conn, batch.rows)
                 inserted = conn.execute(_INSERT_EVENTS).rowcount
+                rechecked = conn.execute(_RECHECK_CONTRACT_REJECTS, {
+                    "seq": _INGEST_SEQ, "stage": Stage.CONTRACT.value}).rowcount
             # Step 4
             letters = batch.dead_letters + rejected
             if letters:
@@ -154,7 +174,7 @@ class LandingWriter:
                     for (topic, partition), offset in sorted(batch.next_offsets.items())
                 ])
         # Step 7: leaving the `with` block committed the transaction.
-        return LandResult(inserted, len(letters), len(rejected))
+        return LandResult(inserted, len(letters), len(rejected), rechecked)
 
     @staticmethod
     def _copy(conn: psycopg.Connection, statement: sql.Composed, rows: Sequence[tuple]) -> None:

@@ -272,6 +272,9 @@ class Sink:
             metrics.DEAD_LETTERS.labels(letter.stage.value, letter.reason_code.value).inc()
         if result.db_rejected:
             metrics.DEAD_LETTERS.labels("ingest", "db_rejected").inc(result.db_rejected)
+        if result.rechecked:
+            log.info("%d replayed contract rejects queued for a new contract check",
+                     result.rechecked)
         # For lag tooling only: PostgreSQL already holds these offsets.
         self.consumer.commit(offsets=[TopicPartition(t, p, o)
                                       for (t, p), o in batch.next_offsets.items()],

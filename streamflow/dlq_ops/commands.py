@@ -1,0 +1,185 @@
+"""`streamflow dlq ...`: list, show, stats and replay dead letters from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+
+import typer
+from rich.console import Console
+from rich.markup import escape as markup_escape
+from rich.table import Table
+
+from streamflow import endpoints, topics
+from streamflow.db.engine import connect_admin
+from streamflow.dlq import Stage
+from streamflow.dlq_ops import display
+from streamflow.dlq_ops import replay as replays
+from streamflow.dlq_ops import selection as sel
+from streamflow.settings import load_settings
+
+app = typer.Typer(help="Inspect, count and replay dead letters (raw.dead_letters).",
+                  no_args_is_help=True)
+console = Console()
+
+STAGE = typer.Option(None, "--stage", help="ingest or contract.")
+REASON = typer.Option(None, "--reason", help="A reason code, or text in the reason detail.")
+SINCE = typer.Option(None, "--since", help="Only the last DURATION: 90s, 15m, 2h, 7d.")
+SOURCE = typer.Option(None, "--source", help="Only dead letters read from this topic.")
+
+
+def _selection(stage: Stage | None, reason: str | None, since: str | None, source: str | None,
+               limit: int | None, ids: list[int] | None = None) -> sel.Selection:
+    return sel.Selection(stage=stage, reason=reason,
+                         since=sel.parse_duration(since) if since else None,
+                         source_topic=source, limit=limit, ids=tuple(ids or ()))
+
+
+@contextmanager
+def _connection():
+    with connect_admin(endpoints.database_url(load_settings()), "streamflow-dlq") as conn:
+        yield conn
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _json_letter(d: sel.StoredDeadLetter, *, full: bool) -> dict:
+    payload = display.safe_payload(d.payload, keep_newlines=True)
+    document = {
+        "id": d.id, "created_at": d.created_at.isoformat(), "stage": d.stage,
+        "reason_code": d.reason_code, "reason": d.reason, "event_id": d.event_id,
+        "source": {"topic": d.source_topic, "partition": d.source_partition,
+                   "offset": d.source_offset},
+        "replay_count": d.replay_count,
+        "last_replayed_at": d.last_replayed_at.isoformat() if d.last_replayed_at else None,
+    }
+    if full:
+        document.update(
+            headers=d.headers or {},
+            key=display.safe_payload(d.message_key).__dict__,
+            payload=payload.__dict__,
+            reasons=d.reason.split("; ") if d.stage == Stage.CONTRACT else [d.reason])
+    else:
+        document["preview"] = display.preview(d.payload)
+    return document
+
+
+def _cell(text: str) -> str:
+    return markup_escape(display.escape(text))
+
+
+@app.command("list")
+def list_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str | None = SINCE,
+          source: str | None = SOURCE,
+          limit: int = typer.Option(20, "--limit", min=1, help="At most N, newest first."),
+          as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
+    """Dead letters, newest first: time, stage, reason, source and a payload preview."""
+    with _connection() as conn:
+        letters = sel.select(conn, _selection(stage, reason, since, source, limit))
+    if as_json:
+        for d in letters:
+            sys.stdout.write(json.dumps(_json_letter(d, full=False)) + "\n")
+        return
+    table = Table("id", "time (UTC)", "stage", "reason", "source", "payload", "replayed",
+                  title=f"{len(letters)} dead letters (newest first)")
+    for d in letters:
+        table.add_row(str(d.id), _time(d.created_at), d.stage,
+                      _cell(f"{d.reason_code}: {d.reason}"[:80]),
+                      _cell(f"{d.source_topic}/{d.source_partition}@{d.source_offset}"),
+                      _cell(display.preview(d.payload)), str(d.replay_count or "-"))
+    console.print(table)
+
+
+@app.command()
+def show(letter_id: int = typer.Argument(..., metavar="ID"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """One dead letter in full: headers, every reason, the original bytes shown safely."""
+    with _connection() as conn:
+        d = sel.get(conn, letter_id)
+    document = _json_letter(d, full=True)
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    out = console.print
+    out(f"[bold]dead letter {d.id}[/bold]  {_time(d.created_at)} UTC  stage={d.stage}  "
+        f"reason_code={d.reason_code}")
+    out(f"source: {_cell(d.source_topic)} partition {d.source_partition} "
+        f"offset {d.source_offset}   event_id: {_cell(str(d.event_id or '-'))}")
+    out(f"replayed: {d.replay_count} times, last {_time(d.last_replayed_at)}")
+    out("[bold]reasons[/bold]")
+    for why in document["reasons"]:
+        out(f"  - {_cell(why)}")
+    out("[bold]headers[/bold]")
+    for k, v in (d.headers or {}).items():
+        out(f"  {_cell(str(k))}: {_cell(str(v))}")
+    key = document["key"]
+    out(f"[bold]key[/bold] ({key['encoding']}, {key['size']} bytes): {_cell(key['text'])}")
+    payload = document["payload"]
+    out(f"[bold]payload[/bold] ({payload['encoding']}, {payload['size']} bytes)")
+    out(markup_escape(payload["text"]) if payload["text"] else "(empty)", soft_wrap=True)
+
+
+@app.command()
+def stats(stage: Stage | None = STAGE, reason: str | None = REASON, since: str | None = SINCE,
+          source: str | None = SOURCE, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Counts by stage and reason: last hour, last day, all time (and how many replayed)."""
+    with _connection() as conn:
+        rows = sel.stats(conn, _selection(stage, reason, since, source, None))
+    if as_json:
+        sys.stdout.write(json.dumps([{**r.__dict__, "latest": r.latest.isoformat()}
+                                     for r in rows], indent=2) + "\n")
+        return
+    table = Table("stage", "reason", "last hour", "last day", "all time", "replayed",
+                  "latest (UTC)", title="dead letters")
+    for r in rows:
+        table.add_row(r.stage, r.reason_code, f"{r.last_hour:,}", f"{r.last_day:,}",
+                      f"{r.all_time:,}", f"{r.replayed:,}", _time(r.latest))
+    table.add_row("total", "", *(f"{sum(getattr(r, c) for r in rows):,}" for c in
+                                 ("last_hour", "last_day", "all_time", "replayed")), "")
+    console.print(table)
+
+
+@app.command("replay")
+def replay_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str | None = SINCE,
+            source: str | None = SOURCE,
+            limit: int | None = typer.Option(None, "--limit", min=1,
+                                             help="At most N (oldest first)."),
+            ids: list[int] = typer.Option(None, "--id", help="This dead letter (repeatable)."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Show, send nothing."),
+            rate: float | None = typer.Option(None, "--rate", min=0.001,
+                                              help="At most R messages per second."),
+            force: bool = typer.Option(False, "--force",
+                                       help="Also send dead letters replayed before."),
+            topic: str = typer.Option(topics.USER_EVENTS, "--topic", help="Send to."),
+            ) -> None:
+    """Send the original bytes of the selected dead letters back through the pipeline."""
+    from streamflow.kafka_clients import producer, require_broker
+
+    settings = load_settings()
+    selection = _selection(stage, reason, since, source, limit, ids)
+    kafka = None
+    if not dry_run:
+        require_broker(settings.bootstrap_servers)
+        kafka = producer(settings.bootstrap_servers)
+    with _connection() as conn:
+        result = replays.replay(
+            conn, kafka, selection, topic=topic, dry_run=dry_run, rate=rate, force=force,
+            progress=lambda done, total: console.print(f"  sent {done:,}/{total:,}"))
+    if dry_run:
+        table = Table("id", "stage", "reason", "payload", "replayed",
+                      title=f"dry run: would send {len(result.letters)} to {topic}")
+        for d in result.letters:
+            table.add_row(str(d.id), d.stage, d.reason_code, _cell(display.preview(d.payload)),
+                          str(d.replay_count or "-"))
+        console.print(table)
+        if result.previously_replayed and not force:
+            console.print(f"{result.previously_replayed} were replayed before: a real replay "
+                          "is refused without --force")
+        return
+    console.print(f"replayed {result.sent:,} dead letters to {topic} in "
+                  f"{result.seconds:.1f} s" + (f" ({result.previously_replayed} again, --force)"
+                                               if result.previously_replayed else ""))

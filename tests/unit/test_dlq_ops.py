@@ -1,0 +1,94 @@
+"""Pure parts of dead-letter operations: safe display, durations, pacing, filters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from streamflow.dlq import Stage
+from streamflow.dlq_ops.display import escape, preview, safe_payload
+from streamflow.dlq_ops.replay import REPLAY_HEADER, message, paced
+from streamflow.dlq_ops.selection import Selection, StoredDeadLetter, parse_duration
+from streamflow.errors import SettingsError
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("plain text", "plain text"),
+    ("bell\x07 and escape\x1b[31m", "bell\\x07 and escape\\x1b[31m"),
+    ("rtl \u202e override", "rtl \\u202e override"),
+    ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("line\nbreak", "line\\x0abreak"),
+    ("emoji 🎉 and é", "emoji 🎉 and é"),
+])
+def test_escape_makes_control_and_format_characters_visible(raw, shown):
+    assert escape(raw) == shown
+
+
+def test_newlines_can_be_kept_for_multi_line_display():
+    assert escape("a\nb\x1b", keep_newlines=True) == "a\nb\\x1b"
+
+
+def test_payloads_that_are_not_utf8_are_shown_as_hex():
+    safe = safe_payload(b"\xff\xfe\x00A")
+    assert (safe.encoding, safe.text, safe.size) == ("hex", "ff fe 00 41", 4)
+    assert preview(b"\xff\xfe") == "hex: ff fe"
+
+
+def test_empty_payloads_and_long_previews():
+    assert safe_payload(None).encoding == "empty" and preview(b"") == "(empty)"
+    cut = preview(b"x" * 500, width=20)
+    assert len(cut) == 20 and cut.endswith("…")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("2h", timedelta(hours=2)),
+    ("7d", timedelta(days=7)), ("1w", timedelta(weeks=1)), ("1.5h", timedelta(minutes=90)),
+])
+def test_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "15", "m", "2 hours", "-1h", "1y"])
+def test_bad_durations_say_what_is_expected(text):
+    with pytest.raises(SettingsError, match="15m, 2h, 7d"):
+        parse_duration(text)
+
+
+def test_pacing_holds_the_rate_with_a_fake_clock():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    sent_at = []
+    for _ in paced(range(11), 5.0, clock=lambda: now[0], sleep=sleep):
+        sent_at.append(now[0])
+    assert sent_at == pytest.approx([i / 5.0 for i in range(11)])
+    assert list(paced(range(3), None, clock=lambda: 0.0, sleep=slept.append)) == [0, 1, 2]
+
+
+def test_filters_are_bound_parameters_never_sql_text():
+    selection = Selection(stage=Stage.CONTRACT, reason="50%_off'; DROP TABLE x; --",
+                          since=timedelta(hours=1), source_topic="t", ids=(3, 4))
+    clause, params = selection.where()
+    rendered = repr(clause)
+    assert "DROP TABLE" not in rendered and "50%" not in rendered
+    assert params["reason"] == "50%_off'; DROP TABLE x; --"
+    assert params["reason_like"] == "%50\\%\\_off'; DROP TABLE x; --%"
+    assert params["stage"] == "contract" and params["ids"] == [3, 4]
+    assert Selection().where()[1] == {}
+
+
+def test_a_replayed_message_keeps_its_bytes_and_headers_and_links_its_dead_letter():
+    letter = StoredDeadLetter(
+        id=42, created_at=None, stage="ingest", reason_code="not_json", reason="x",
+        payload=b"{broken", message_key=b"user-1",
+        headers={"schema_version": "1", "dlq.reason": "old", REPLAY_HEADER: "7"},
+        event_id=None, source_topic="user-events", source_partition=0, source_offset=9,
+        replay_count=0, last_replayed_at=None)
+    key, value, headers = message(letter)
+    assert (key, value) == (b"user-1", b"{broken")
+    assert headers == [("schema_version", b"1"), (REPLAY_HEADER, b"42")]
