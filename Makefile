@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench clean
+.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench chaos clean
 
 # uv resolves and installs this dependency set in seconds (pip's resolver backtracks for
 # minutes); requirements.lock pins every package by hash for reproducible installs.
@@ -45,6 +45,11 @@ test-integration: install
 # Benchmarks (not tests): results in benchmarks/results/<timestamp>-*.json. QUICK=1 for CI size.
 bench: fetch-kafka
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)
+
+# Fault injection: 1M events, 5 sink SIGKILLs, a PostgreSQL and a broker restart; every
+# offset accounted for. Results in benchmarks/results/ and docs/RELIABILITY.md.
+chaos: fetch-kafka
+	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick,)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,13 +1,15 @@
 """Producer and sink throughput next to the broker's and PostgreSQL's own limits.
 
 - producer events/s vs Kafka's ProducerPerformance (same broker, record size, producer config);
-- sink events/s draining a backlog vs a raw COPY of the same rows into the same table shape;
-- sink peak RSS while draining; synchronous_commit on vs off.
+- sink events/s draining a backlog vs a raw COPY of the same rows into the same table shape,
+  and vs the reference design's sink (one JSON parse and one INSERT per message);
+- peak RSS of the producer and the sink over a 1M-event backlog; synchronous_commit on vs off.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import time
 
 import psycopg
 from confluent_kafka.admin import NewTopic
+from psycopg import sql
 
 from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, run
 from streamflow import kafka_clients
@@ -22,6 +25,7 @@ from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS
 from streamflow.infra import kafka_server
 from streamflow.producer.worker import ProducerConfig, run_producer
+from streamflow.sink.decode import to_row
 from streamflow.workers.runtime import Progress, StopFlag
 
 
@@ -105,12 +109,12 @@ def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
 
 def raw_copy(st: Stack, topic: str) -> dict:
     """COPY the rows the sink landed into an empty table shaped like raw.events."""
-    cols = ", ".join(LANDING_COLUMNS)
+    cols = sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS))
     with psycopg.connect(libpq_url(st.database_url)) as conn:
         buffer = io.BytesIO()
         with conn.cursor().copy(
-                f"COPY (SELECT {cols} FROM raw.events WHERE kafka_topic = %s) TO STDOUT",  # noqa: S608 - column names are constants
-                (topic,)) as copy:
+                sql.SQL("COPY (SELECT {} FROM raw.events WHERE kafka_topic = %s) TO STDOUT"
+                        ).format(cols), (topic,)) as copy:
             for chunk in copy:
                 buffer.write(chunk)
         conn.execute("DROP TABLE IF EXISTS raw.bench_copy")
@@ -120,7 +124,8 @@ def raw_copy(st: Stack, topic: str) -> dict:
         data = buffer.getvalue()
         rows = data.count(b"\n")
         started = time.perf_counter()
-        with conn.cursor().copy(f"COPY raw.bench_copy ({cols}) FROM STDIN") as copy:
+        with conn.cursor().copy(
+                sql.SQL("COPY raw.bench_copy ({}) FROM STDIN").format(cols)) as copy:
             view = memoryview(data)
             for i in range(0, len(data), 1 << 20):
                 copy.write(view[i:i + (1 << 20)])
@@ -135,10 +140,15 @@ def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
     topic = "bench-events"  # filled by bench_producer
     drained = drain_with_sink(st, topic, events, group="bench-sink")
     limit = raw_copy(st, topic)
+    reference = reference_sink(st, topic, min(events, 20_000))
     result = {
         **drained,
         "raw_copy_rows_per_s": limit["rows_per_s"],
         "ratio_to_raw_copy": round(drained["events_per_s"] / limit["rows_per_s"], 3),
+        "reference_design_events_per_s": reference["events_per_s"],
+        "reference_design_events": reference["events"],
+        "ratio_to_reference_design": round(drained["events_per_s"]
+                                           / reference["events_per_s"], 1),
         "target_events_per_s": 50_000,
         "target_peak_rss_mb": 300,
     }
@@ -151,3 +161,48 @@ def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
                 drain_with_sink(st, name, compare_sync_commit, group=f"bench-{mode}",
                                 extra=[flag])["events_per_s"])
     return result
+
+
+def reference_sink(st: Stack, topic: str, events: int) -> dict:
+    """The Node.js reference pipeline's sink, in Python: for each message one JSON parse and
+    one INSERT, committed on its own (node-postgres ``pool.query`` per message), with Kafka
+    auto-commit. The same rows and table shape as the StreamFlow sink."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS))
+    insert = sql.SQL("INSERT INTO raw.bench_reference ({}) VALUES ({}) "
+                     "ON CONFLICT (event_id) DO NOTHING").format(
+                         cols, sql.SQL(", ").join(sql.Placeholder() * len(LANDING_COLUMNS)))
+    consumer = kafka_clients.consumer(st.bootstrap, "bench-reference",
+                                      **{"enable.auto.commit": True})
+    consumer.subscribe([topic])
+    with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS raw.bench_reference")
+        conn.execute("CREATE TABLE raw.bench_reference (LIKE raw.events INCLUDING ALL)")
+        done, started = 0, None
+        while done < events:
+            for msg in consumer.consume(500, 1.0):
+                if msg.error() is not None or done >= events:
+                    continue
+                started = started or time.perf_counter()
+                event = json.loads(msg.value())
+                conn.execute(insert, to_row(event, msg.value().decode(), msg.topic(),
+                                            msg.partition(), msg.offset()))
+                done += 1
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE raw.bench_reference")
+    consumer.close()
+    return {"events": done, "events_per_s": round(done / elapsed)}
+
+
+def producer_peak_rss(st: Stack, events: int) -> dict:
+    """`streamflow produce --max-rate` of ``events`` as its own process, RSS sampled."""
+    topic = create_topic(st, "bench-producer-rss")
+    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
+           "STREAMFLOW_PII_KEY": BENCH_PII_KEY, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.cli", "produce", "--topic", topic, "--count",
+         str(events), "--max-rate", "--seed", "3", "--metrics-port", "0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss = RssSampler(proc.pid)
+    if proc.wait(1800) != 0:
+        raise RuntimeError(f"producer exited with {proc.returncode}")
+    return {"events": events, "peak_rss_mb": round(rss.stop() / 2**20, 1)}

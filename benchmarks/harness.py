@@ -40,6 +40,7 @@ def isolated_stack():
         settings = load_settings(
             STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
             STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), STREAMFLOW_DAGSTER_PORT=free_port(),
+            STREAMFLOW_DAGSTER_CODE_PORT=free_port(),
             STREAMFLOW_METRICS_PORT=free_port(), STREAMFLOW_LIVE_PORT=free_port(),
             KAFKA_BOOTSTRAP_SERVERS=None,
             DATABASE_URL=None)
@@ -83,9 +84,9 @@ def environment(st: Stack) -> dict:
     }
 
 
-def write_results(name: str, document: dict) -> Path:
+def write_results(name: str, document: dict, stamp: str | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{stamp}-{name}.json"
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return path

@@ -17,7 +17,7 @@ import uuid
 import orjson
 import websockets
 
-from benchmarks.harness import Stack
+from benchmarks.harness import RssSampler, Stack
 from streamflow import kafka_clients, topics
 from streamflow.infra.processes import free_port, wait_until
 
@@ -89,6 +89,7 @@ async def _fan_out(url: str, seconds: float) -> int:
 
 def bench_live(st: Stack, seconds: float = 10.0, samples: int = 50) -> dict:
     proc, port = _start(st)
+    rss = RssSampler(proc.pid)
     url = f"ws://127.0.0.1:{port}/ws"
     try:
         latencies = sorted(asyncio.run(_latencies(url, st.bootstrap, samples)))
@@ -96,6 +97,7 @@ def bench_live(st: Stack, seconds: float = 10.0, samples: int = 50) -> dict:
     finally:
         proc.terminate()
         proc.wait(30)
+        peak = rss.stop()
     return {
         "produce_to_client_p50_s": round(statistics.median(latencies), 3),
         "produce_to_client_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
@@ -105,4 +107,5 @@ def bench_live(st: Stack, seconds: float = 10.0, samples: int = 50) -> dict:
         "frames_per_s_total": round(frames / seconds),
         "frames_per_s_per_client": round(frames / seconds / CLIENTS, 2),
         "server_frame_rate": 4,
+        "peak_rss_mb": round(peak / 2**20, 1),
     }

@@ -1,49 +1,73 @@
-"""`make bench`: every benchmark in one run on one isolated stack; results as JSON.
+"""`make bench`: every benchmark in one run on this machine; results as JSON and PNG plots in
+benchmarks/results/, and (full runs) the table in docs/BENCHMARKS.md.
 
-    python -m benchmarks.run            # full: 1M-event backlog
-    python -m benchmarks.run --quick    # CI-sized: 100k events
+    python -m benchmarks.run            # full: 1M-event backlog, 20 s per latency rate
+    python -m benchmarks.run --quick    # CI-sized: 100k events, 5 s per rate (docs untouched)
+    python -m benchmarks.run --only latency
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
+from datetime import UTC, datetime
 
-from benchmarks import backbone, live, pipeline
-from benchmarks.harness import environment, isolated_stack, write_results
+from benchmarks import backbone, latency, live, pipeline, plots, report
+from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
+
+GROUPS = ("backbone", "latency", "live", "windows")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
-    parser.add_argument("--only", choices=["backbone", "windows", "live"],
-                        help="one group only")
+    parser.add_argument("--only", choices=GROUPS, help="one group only")
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else 1_000_000
-    document: dict = {"quick": args.quick}
-    if args.only in (None, "backbone"):
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    document: dict = {"quick": args.quick, "stamp": stamp}
+    wanted = [args.only] if args.only else list(GROUPS)
+    if "backbone" in wanted:
         with isolated_stack() as st:
             document["environment"] = environment(st)
-            print("producer ...", file=sys.stderr)
+            _log(f"producer: {events:,} events, then Kafka ProducerPerformance ...")
             document["producer"] = backbone.bench_producer(st, events)
-            print("sink ...", file=sys.stderr)
+            _log("sink: drain the backlog, raw COPY, reference design, commit modes ...")
             document["sink"] = backbone.bench_sink(st, events, compare_sync_commit=events // 5)
-    if args.only in (None, "live"):
+            _log("producer peak RSS ...")
+            document["producer_rss"] = backbone.producer_peak_rss(st, events)
+    if "latency" in wanted:
         with isolated_stack() as st:
             document.setdefault("environment", environment(st))
-            print("live view ...", file=sys.stderr)
+            _log("latency at 1k / 5k / 20k events/s, broker end-to-end ...")
+            document["latency"] = latency.bench_latency(st, seconds=5 if args.quick else 20)
+    if "live" in wanted:
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            _log("live view ...")
             document["live"] = live.bench_live(st)
-    if args.only in (None, "windows"):
+    if "windows" in wanted:
         # A fresh stack: a throughput backlog is not the steady stream this measures.
         with isolated_stack() as st:
             document.setdefault("environment", environment(st))
-            print("window visibility (full stack with Dagster) ...", file=sys.stderr)
+            _log("window visibility (full stack with Dagster) ...")
             document["windows"] = pipeline.bench_window_visibility(
                 st, 60 if args.quick else 180)
-    path = write_results(args.only or "all", document)
-    print(json.dumps(document, indent=2))
-    print(f"results: {path}", file=sys.stderr)
+    path = write_results(args.only or "all", document, stamp)
+    drawn = plots.draw_all(document, RESULTS / f"{stamp}")
+    print(report.benchmark_table(document))
+    if not args.quick and not args.only:
+        report.refresh_benchmarks(document)
+        for png in drawn:  # the docs show the latest full run
+            shutil.copy(png, report.DOCS / "img" / png.name.replace(stamp, "bench"))
+        _log("docs/BENCHMARKS.md refreshed")
+    _log(f"results: {path}" + "".join(f"\n         {p}" for p in drawn))
     return 0
 
 

@@ -114,9 +114,25 @@ def describe_topics(admin: AdminClient, consumer: Consumer, names: list[str],
             retention[resource.name] = int(entry.value) if entry and entry.value else None
     infos = []
     for name in present:
-        offsets = []
-        for pid in sorted(metadata[name].partitions):
-            _, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout_s)
-            offsets.append(high)
+        offsets = end_offsets(consumer, name, metadata[name].partitions, timeout_s=timeout_s)
         infos.append(TopicInfo(name, len(offsets), retention.get(name), offsets))
     return infos
+
+
+def end_offsets(consumer: Consumer, name: str, partitions, *,
+                timeout_s: float = 10.0) -> list[int]:
+    """The end (high watermark) offset of each partition of ``name``, in partition order."""
+    return [consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout_s)[1]
+            for pid in sorted(partitions)]
+
+
+def message_count(bootstrap: str, name: str, *, timeout_s: float = 30.0) -> int:
+    """Messages ever written to ``name`` (end offsets summed; these topics are not compacted)."""
+    from streamflow.kafka_clients import consumer
+
+    probe = consumer(bootstrap, "streamflow-probe")
+    try:
+        partitions = probe.list_topics(name, timeout=timeout_s).topics[name].partitions
+        return sum(end_offsets(probe, name, partitions, timeout_s=timeout_s))
+    finally:
+        probe.close()

@@ -61,16 +61,29 @@ class EventContract(pa.DataFrameModel):
         strict = False  # batch bookkeeping columns (ingest_seq, kafka_*) ride along
 
 
+# What a pandas column can hold: int64 and nanosecond timestamps. A value outside is a type
+# failure of that row, never an exception that would stop the whole batch.
+_INT64 = range(-(2**63), 2**63)
+_TIME_RANGE = (pd.Timestamp.min.to_pydatetime().replace(tzinfo=UTC),
+               pd.Timestamp.max.to_pydatetime().replace(tzinfo=UTC))
+_EXPECTED = {name: kind.__name__ for name, (kind, _) in contract.FIELDS.items()}
+_EXPECTED.update({name: "int (64-bit)" for name in _INT_FIELDS},
+                 occurred_at="an ISO-8601 time (years 1678-2261)")
+
+
 def _typed(name: str, value: object) -> object:
     """The value if it has the contract's type, else None (reported as a type failure)."""
     if value is None:
         return None
     if name in _INT_FIELDS:
-        return value if type(value) is int else None
+        return value if type(value) is int and value in _INT64 else None
     if name in _BOOL_FIELDS:
         return value if type(value) is bool else None
     if name == "occurred_at":
-        return contract.parse_time(value)
+        moment = contract.parse_time(value)
+        return moment if moment and _TIME_RANGE[0] < moment < _TIME_RANGE[1] else None
+    if name == "event_id" and type(value) is str:
+        return value.lower()  # UUIDs are case-insensitive; the sink lands them lower-case
     return value if type(value) is str else None
 
 
@@ -83,9 +96,7 @@ def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, d
             raw = payload.get(name)
             value = _typed(name, raw)
             if raw is not None and value is None:
-                kind = ("an ISO-8601 time" if name == "occurred_at"
-                        else contract.FIELDS[name][0].__name__)
-                type_errors[i].append(f"{name}: expected {kind}, got {raw!r:.60}")
+                type_errors[i].append(f"{name}: expected {_EXPECTED[name]}, got {raw!r:.60}")
             columns[name].append(value)
     df = pd.DataFrame({
         **{name: pd.array(columns[name], dtype="string[python]") for name in
@@ -95,9 +106,7 @@ def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, d
         "occurred_at": pd.to_datetime(pd.Series(columns["occurred_at"], dtype=object),
                                       utc=True),
         "success": pd.array(columns["success"], dtype="boolean"),
-        "amount_cents": pd.array(
-            [v if v is None or -(2**63) <= v < 2**63 else None for v in columns["amount_cents"]],
-            dtype="Int64"),
+        "amount_cents": pd.array(columns["amount_cents"], dtype="Int64"),
         **extra,
     })
     # pandera's `str` checks want object columns of str; missing values stay None.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 import psycopg
 
 # Events per step: bounds a run's memory (~1 KB per event in pandas) and duration.
@@ -54,8 +55,11 @@ def lock(conn: psycopg.Connection, name: str) -> None:
 def read_events(conn: psycopg.Connection, after: int, upto: int,
                 limit: int = MAX_BATCH) -> list[LandedEvent]:
     rows = conn.execute(
-        "SELECT ingest_seq, payload, payload::text, kafka_topic, kafka_partition, kafka_offset, "
+        "SELECT ingest_seq, payload::text, kafka_topic, kafka_partition, kafka_offset, "
         "ingested_at FROM raw.events WHERE ingest_seq > %s AND ingest_seq <= %s "
         "ORDER BY ingest_seq LIMIT %s", (after, upto, limit)).fetchall()
-    return [LandedEvent(seq, payload, text.encode(), topic, partition, offset, ingested)
-            for seq, payload, text, topic, partition, offset, ingested in rows]
+    # orjson, as in the sink: psycopg's default (stdlib json) recurses, and a payload the sink
+    # accepted (nested up to orjson's 1,024 levels) would raise RecursionError here.
+    return [LandedEvent(seq, orjson.loads(text), text.encode(), topic, partition, offset,
+                        ingested)
+            for seq, text, topic, partition, offset, ingested in rows]

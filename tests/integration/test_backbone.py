@@ -4,110 +4,28 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
 import orjson
-import pytest
 from sqlalchemy import text
 
-from streamflow.db.engine import make_engine
 from streamflow.infra import postgres_server
-from streamflow.kafka_clients import consumer, producer
+from streamflow.kafka_clients import producer
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.workers.runtime import StopFlag
-from tests.conftest import TEST_PII_KEY, create_topic, wait_for, worker_env
+from tests.conftest import TEST_PII_KEY, wait_for
+from tests.integration import lanes
+from tests.integration.lanes import dead_letters, read_topic, rows
+from tests.integration.lanes import offsets_stored as _offsets_stored
 
-
-class SinkProcess:
-    """`streamflow sink` as a real subprocess on an isolated topic, group and DLQ topic."""
-
-    def __init__(self, platform, topic: str, dlq_topic: str, group: str, log_path) -> None:
-        self.platform, self.topic, self.dlq_topic, self.group = platform, topic, dlq_topic, group
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> SinkProcess:
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamflow.cli", "sink", "--topic", self.topic, "--group",
-             self.group, "--dlq-topic", self.dlq_topic, "--metrics-port", "0",
-             "--batch-size", "2000", "--instance-id", f"{self.group}-1"],
-            env=worker_env(self.platform), stdout=self.log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-        self.log.close()
-        return self.proc.returncode
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def lane(platform, unique_name, tmp_path):
-    """A fresh topic + DLQ topic + group; yields a started sink, stops it afterwards."""
-    topic = create_topic(platform, unique_name)
-    dlq = create_topic(platform, unique_name + "-dlq", partitions=1)
-    sink = SinkProcess(platform, topic, dlq, "g-" + unique_name, tmp_path / "sink.log")
-    yield sink
-    if sink.proc is not None:
-        sink.stop()
-
-
-@pytest.fixture(scope="module")
-def engine(platform):
-    eng = make_engine(platform.database_url)
-    yield eng
-    eng.dispose()
-
-
-def rows(engine, topic: str) -> tuple[int, int, int]:
-    """(rows, distinct event_ids, distinct source offsets) landed from ``topic``."""
-    with engine.connect() as conn:
-        return tuple(conn.execute(text(
-            "SELECT count(*), count(DISTINCT event_id), "
-            "count(DISTINCT (kafka_partition, kafka_offset)) FROM raw.events "
-            "WHERE kafka_topic = :t"), {"t": topic}).one())
-
-
-def dead_letters(engine, topic: str) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(text(
-            "SELECT reason_code, reason, payload, headers, source_offset FROM raw.dead_letters "
-            "WHERE source_topic = :t ORDER BY source_offset"), {"t": topic})]
+lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 
 
 def produce(platform, topic: str, count: int, **kw):
     # No seed: seeded streams repeat their event_ids, which would land once across tests.
     return run_producer(ProducerConfig(platform.bootstrap, topic=topic, count=count, **kw),
                         TEST_PII_KEY, StopFlag())
-
-
-def read_topic(platform, topic: str, expected: int, timeout_s: float = 60) -> list:
-    cons = consumer(platform.bootstrap, f"reader-{uuid.uuid4()}")
-    cons.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            got += [m for m in cons.consume(1000, 0.5) if m.error() is None]
-    finally:
-        cons.close()
-    return got
 
 
 def test_n_events_give_exactly_n_rows(platform, lane, engine):
@@ -136,13 +54,6 @@ def test_the_same_event_sent_twice_lands_once(platform, lane, engine):
         kept = conn.execute(text("SELECT event_type FROM raw.events WHERE event_id = :e"),
                             {"e": event_id}).scalar_one()
     assert kept == "login"  # the first one wins; later copies change nothing
-
-
-def _offsets_stored(engine, group: str, topic: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT coalesce(sum(next_offset), 0) FROM raw.consumer_offsets "
-            "WHERE group_id = :g AND topic = :t"), {"g": group, "t": topic}).scalar_one()
 
 
 def test_sigkill_mid_run_loses_and_duplicates_nothing(platform, lane, engine):

@@ -79,5 +79,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("dlq_report", "event_windows", "notifications", "watermarks"):
-        op.execute(f"DROP TABLE streamflow.{table}")
+    op.execute("DROP TABLE streamflow.dlq_report, streamflow.event_windows, "
+               "streamflow.notifications, streamflow.watermarks")

@@ -1,0 +1,125 @@
+"""Produce -> row latency at fixed rates, next to the broker's own produce -> consume latency.
+
+A row counts as visible when it is committed: the ingest sequence is commit-ordered (the sink
+serialises its allocation), so a poller that reads ``max(ingest_seq)`` every 20 ms knows when
+each row became visible. Latency = that moment - the event's ``occurred_at`` (set by the
+producer as it sends). The limit it is compared with is Kafka's EndToEndLatency tool on the
+same broker (one message at a time, acks=all): the floor any consumer of this broker sees.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+
+from benchmarks.backbone import create_topic
+from benchmarks.harness import BENCH_PII_KEY, Stack, run
+from streamflow.db.engine import libpq_url
+from streamflow.infra import kafka_server
+from streamflow.producer.worker import ProducerConfig, run_producer
+from streamflow.workers.runtime import Progress, StopFlag
+
+POLL_S = 0.02
+
+
+class VisibilityPoller:
+    """Samples (time, max committed ingest_seq) on a thread."""
+
+    def __init__(self, database_url: str) -> None:
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(database_url,), daemon=True)
+        self._thread.start()
+
+    def _run(self, database_url: str) -> None:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            while not self._stop.is_set():
+                seq = conn.execute("SELECT coalesce(max(ingest_seq), 0) FROM raw.events"
+                                   ).fetchone()[0]
+                self.samples.append((seq, time.time()))
+                time.sleep(POLL_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def visible_at(self, seq: int) -> float:
+        seqs = [s for s, _ in self.samples]
+        return self.samples[bisect.bisect_left(seqs, seq)][1]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * (len(values) - 1)))]
+
+
+def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
+    topic = create_topic(st, f"bench-latency-{rate}")
+    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
+           "DATABASE_URL": st.database_url, "PATH": "/usr/bin:/bin"}
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.cli", "sink", "--topic", topic, "--group",
+         f"bench-latency-{rate}", "--metrics-port", "0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    key = BENCH_PII_KEY.encode()
+    try:
+        with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
+            # Warm-up: the sink has its partitions and a connection before measuring.
+            run_producer(ProducerConfig(st.bootstrap, topic=topic, count=100), key, StopFlag(),
+                         progress=Progress("warm-up"))
+            while _landed(conn, topic) < 100:
+                time.sleep(0.1)
+            after = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()[0]
+            poller = VisibilityPoller(st.database_url)
+            stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, rate=rate,
+                                                duration_s=seconds), key, StopFlag(),
+                                 progress=Progress(f"producer {rate}/s"))
+            deadline = time.monotonic() + 120
+            while _landed(conn, topic) < 100 + stats.produced and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(3 * POLL_S)
+            poller.stop()
+            rows = conn.execute(
+                "SELECT ingest_seq, extract(epoch FROM occurred_at) FROM raw.events "
+                "WHERE kafka_topic = %s AND ingest_seq > %s", (topic, after)).fetchall()
+    finally:
+        sink.terminate()
+        sink.wait(60)
+    latencies = sorted(poller.visible_at(seq) - float(at) for seq, at in rows)
+    return {
+        "rate": rate, "events": len(rows), "achieved_rate": round(stats.rate),
+        "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
+        "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+    }
+
+
+def _landed(conn: psycopg.Connection, topic: str) -> int:
+    return conn.execute("SELECT count(*) FROM raw.events WHERE kafka_topic = %s",
+                        (topic,)).fetchone()[0]
+
+
+def broker_end_to_end(st: Stack, messages: int = 2000, size: int = 300) -> dict:
+    """Kafka's EndToEndLatency: produce one message (acks=all), consume it, repeat."""
+    topic = create_topic(st, "bench-e2e", partitions=1)
+    libs = kafka_server.libs_dir(st.settings)
+    out = run([st.settings.java, "-Xmx256m", "-cp", f"{libs}/*",
+               "org.apache.kafka.tools.EndToEndLatency", st.bootstrap, topic, str(messages),
+               "all", str(size)]).stdout
+    percentiles = re.search(r"50th = ([\d.]+), 99th = ([\d.]+)", out)
+    return {"p50_ms": float(percentiles[1]), "p99_ms": float(percentiles[2]),
+            "messages": messages}
+
+
+def bench_latency(st: Stack, rates=(1_000, 5_000, 20_000), seconds: float = 20.0) -> dict:
+    floor = broker_end_to_end(st)
+    runs = [_at_rate(st, rate, seconds) for rate in rates]
+    for r in runs:
+        r["p50_ratio_to_broker_p50"] = round(r["p50_ms"] / floor["p50_ms"], 1)
+    return {"broker_end_to_end": floor, "rates": runs, "seconds_per_rate": seconds,
+            "visibility_poll_ms": POLL_S * 1000}

@@ -1,0 +1,80 @@
+"""PNG charts of one `make bench` document (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
+
+def _bars(ax, labels: list[str], values: list[float], colors: list[str], unit: str) -> None:
+    bars = ax.barh(labels, values, color=colors)
+    ax.bar_label(bars, labels=[f"{v:,.0f} {unit}" for v in values], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.25)
+
+
+def throughput(doc: dict, path: Path) -> Path:
+    producer, sink = doc["producer"], doc["sink"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    _bars(ax, ["StreamFlow producer", "Kafka ProducerPerformance", "StreamFlow sink",
+               "raw COPY (PostgreSQL limit)", "reference design sink"],
+          [producer["streamflow_events_per_s"], producer["kafka_producer_performance_events_per_s"],
+           sink["events_per_s"], sink["raw_copy_rows_per_s"],
+           sink["reference_design_events_per_s"]],
+          ["#2b6cb0", "#a0aec0", "#2f855a", "#a0aec0", "#c05621"], "/s")
+    ax.set_title(f"Throughput, {sink['events']:,}-event backlog (events/s)")
+    return _save(fig, path)
+
+
+def latency(doc: dict, path: Path) -> Path:
+    runs = doc["latency"]["rates"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    width = 0.25
+    for i, key in enumerate(("p50_ms", "p95_ms", "p99_ms")):
+        xs = [j + (i - 1) * width for j in range(len(runs))]
+        ax.bar(xs, [r[key] for r in runs], width, label=key.split("_")[0])
+    ax.axhline(doc["latency"]["broker_end_to_end"]["p50_ms"], color="#718096", ls="--",
+               label="broker end-to-end p50")
+    ax.set_xticks(range(len(runs)), [f"{r['rate']:,}/s" for r in runs])
+    ax.set_ylabel("produce → row visible (ms)")
+    ax.set_title("Latency at fixed rates")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def memory(doc: dict, path: Path) -> Path:
+    labels, values = ["sink"], [doc["sink"]["peak_rss_mb"]]
+    if "producer_rss" in doc:
+        labels.insert(0, "producer")
+        values.insert(0, doc["producer_rss"]["peak_rss_mb"])
+    if "live" in doc and "peak_rss_mb" in doc["live"]:
+        labels.append("live view (200 clients)")
+        values.append(doc["live"]["peak_rss_mb"])
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    _bars(ax, labels, values, ["#2b6cb0"] * len(values), "MB")
+    ax.axvline(300, color="#c53030", ls="--", label="sink target 300 MB")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Peak RSS per worker")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_all(doc: dict, stem: Path) -> list[Path]:
+    """``stem``-throughput.png etc. for what ``doc`` holds."""
+    drawn = []
+    if "producer" in doc and "sink" in doc:
+        drawn.append(throughput(doc, stem.with_name(stem.name + "-throughput.png")))
+        drawn.append(memory(doc, stem.with_name(stem.name + "-memory.png")))
+    if "latency" in doc:
+        drawn.append(latency(doc, stem.with_name(stem.name + "-latency.png")))
+    return drawn

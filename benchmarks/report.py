@@ -1,0 +1,116 @@
+"""Results into the docs: the tables of docs/BENCHMARKS.md and docs/RELIABILITY.md are
+regenerated between markers from the latest run, so the numbers in the docs are always the
+ones a command produced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def replace_between(path: Path, name: str, body: str) -> None:
+    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    text = path.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    path.write_text(pattern.sub(lambda _m: f"{begin}\n{body.strip()}\n{end}", text))
+
+
+def chaos_table(result: dict) -> str:
+    plan = result["plan"]
+    faults = ", ".join(f"{f['fault']} at {f['at_s']} s (took {f['took_s']} s)"
+                       for f in result["faults"])
+    rows = [
+        ("events produced", f"{result['produced'] or 0:,}"),
+        ("messages in Kafka", f"{result['kafka_messages']:,}"),
+        ("landed in raw.events", f"{result['landed']:,}"),
+        ("dead-lettered (ingest)", f"{result['dead_lettered']:,}"),
+        ("**lost**", f"**{result['lost']}**"),
+        ("**duplicates**", f"**{result['duplicates']}**"),
+        ("faults", faults),
+        ("producer rate", f"{plan['rate']:,.0f} events/s, {plan['invalid_rate']:.0%} invalid"),
+        ("wall time", f"{result['seconds']} s"),
+    ]
+    return "\n".join(["| measure | result |", "|---|---|",
+                      *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def refresh_reliability(result: dict) -> None:
+    replace_between(DOCS / "RELIABILITY.md", "chaos", chaos_table(result))
+
+
+def _ratio(value: float, limit: float) -> str:
+    return f"{value / limit:.2f}" if limit else "-"
+
+
+def benchmark_rows(doc: dict) -> list[tuple[str, str, str, str, str]]:
+    """(measure, StreamFlow, limit or baseline, ratio, target) for what ``doc`` holds."""
+    rows = []
+    if "producer" in doc:
+        p = doc["producer"]
+        rows.append(("producer, events/s (1M events)", f"{p['streamflow_events_per_s']:,}",
+                     f"Kafka ProducerPerformance {p['kafka_producer_performance_events_per_s']:,}",
+                     f"{p['ratio']:.2f}", "≥ 100,000"))
+    if "sink" in doc:
+        s = doc["sink"]
+        rows.append(("sink, events/s draining the backlog", f"{s['events_per_s']:,}",
+                     f"raw COPY of the same rows {s['raw_copy_rows_per_s']:,}",
+                     f"{s['ratio_to_raw_copy']:.2f}", "≥ 50,000"))
+        rows.append(("sink vs the reference design", f"{s['events_per_s']:,}",
+                     f"one JSON parse + one INSERT per message "
+                     f"{s['reference_design_events_per_s']:,}",
+                     f"{s['ratio_to_reference_design']:.1f}×", "-"))
+        if "synchronous_commit_on_events_per_s" in s:
+            rows.append(("sink, synchronous_commit off vs on",
+                         f"{s['synchronous_commit_off_events_per_s']:,}",
+                         f"on: {s['synchronous_commit_on_events_per_s']:,}",
+                         _ratio(s["synchronous_commit_off_events_per_s"],
+                                s["synchronous_commit_on_events_per_s"]), "-"))
+    if "latency" in doc:
+        floor = doc["latency"]["broker_end_to_end"]
+        for r in doc["latency"]["rates"]:
+            rows.append((f"produce → row, {r['rate']:,} events/s (p50 / p95 / p99 ms)",
+                         f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']}",
+                         f"broker end-to-end p50 {floor['p50_ms']} ms",
+                         f"{r['p50_ratio_to_broker_p50']}× (p50)", "-"))
+    if "windows" in doc and "p95_s" in doc["windows"]:
+        w = doc["windows"]
+        rows.append(("window visible after close, p50 / p95 s", f"{w['p50_s']} / {w['p95_s']}",
+                     "10 s window, 10 s grace", _ratio(w["p95_s"], w["target_p95_s"]),
+                     f"p95 ≤ {w['target_p95_s']} s"))
+    if "live" in doc:
+        v = doc["live"]
+        rows.append(("produce → browser, p50 / p95 s",
+                     f"{v['produce_to_client_p50_s']} / {v['produce_to_client_p95_s']}",
+                     f"frame interval {1 / v['server_frame_rate']:.2f} s",
+                     _ratio(v["produce_to_client_p95_s"], v["target_p95_s"]),
+                     f"p95 ≤ {v['target_p95_s']} s"))
+        rows.append((f"live view fan-out, frames/s per client ({v['clients']} clients)",
+                     f"{v['frames_per_s_per_client']}", f"server rate {v['server_frame_rate']}",
+                     _ratio(v["frames_per_s_per_client"], v["server_frame_rate"]), "-"))
+    memory = [("producer", doc.get("producer_rss")), ("sink", doc.get("sink")),
+              ("live view, 200 clients", doc.get("live"))]
+    for name, part in memory:
+        if part and "peak_rss_mb" in part:
+            target = "≤ 300 MB" if name == "sink" else "-"
+            rows.append((f"peak RSS, {name}", f"{part['peak_rss_mb']} MB", "-", "-", target))
+    return rows
+
+
+def benchmark_table(doc: dict) -> str:
+    env = doc.get("environment", {})
+    head = (f"Run {doc.get('stamp', '?')} on {env.get('cpus', '?')} cores, "
+            f"{env.get('memory_gib', '?')} GiB, Kafka {env.get('kafka', '?')}, "
+            f"PostgreSQL {env.get('postgres', '?')}, Python {env.get('python', '?')}.")
+    lines = [head, "", "| measure | StreamFlow | limit or baseline | ratio | target |",
+             "|---|---:|---|---:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in benchmark_rows(doc)]
+    return "\n".join(lines)
+
+
+def refresh_benchmarks(doc: dict) -> None:
+    replace_between(DOCS / "BENCHMARKS.md", "benchmarks", benchmark_table(doc))

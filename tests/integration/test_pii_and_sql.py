@@ -1,0 +1,179 @@
+"""No clear e-mail address anywhere: every message of every topic a real run used and every
+text, JSON and binary column of every table, after `streamflow produce` (which generates
+e-mails and must mask them), the sink and the Dagster micro-batch.
+
+Masked forms (``j***@example.com``, contract.EMAIL_MASKED_RE) are not addresses: the local
+part is gone. The scan looks at whole tables and whole pipeline topics, not only this test's
+rows: a leak from any test of the session is a leak.
+
+(The static SQL check of this issue lives in tests/unit/test_sql_parameterised.py.)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+
+from resources import KafkaResource, PostgresResource
+from streamflow import contract, pii, topics
+from streamflow.db.engine import connect_admin, libpq_url
+from streamflow.kafka_clients import producer
+from tests.conftest import create_topic, wait_for, worker_env
+from tests.integration import lanes
+from tests.integration.lanes import offsets_stored, read_whole_topic, rows
+from tests.integration.microbatch_helpers import catch_up
+
+lane, engine = lanes.lane, lanes.engine  # fixtures
+
+CLEAR_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# The same pattern for PostgreSQL (POSIX ARE): the database pre-filters, Python confirms.
+CLEAR_EMAIL_SQL = CLEAR_EMAIL.pattern
+TEXT_TYPES = {"text": "{col}", "character varying": "{col}", "character": "{col}",
+              "json": "{col}::text", "jsonb": "{col}::text", "bytea": "encode({col}, 'escape')"}
+EVENTS = 3_000
+
+
+def clear_emails(blob: bytes | str | None) -> list[str]:
+    """Clear addresses in ``blob``; masked ones (``x***@domain``) do not match, since
+    ``*`` cannot be part of an address's local part here."""
+    if blob is None:
+        return []
+    text = blob.decode("utf-8", "replace") if isinstance(blob, bytes | memoryview) else blob
+    return CLEAR_EMAIL.findall(text)
+
+
+def scan_messages(messages: list) -> list[tuple[str, int, int, str]]:
+    """(topic, partition, offset, address) for every address in a value, key or header.
+
+    A JSON value is also scanned re-encoded, so ``\\u0040`` escapes cannot hide an ``@``."""
+    leaks = []
+    for msg in messages:
+        parts = [msg.value(), msg.key(), *(v for _, v in msg.headers() or [])]
+        try:
+            parts.append(orjson.dumps(orjson.loads(msg.value() or b"")))
+        except orjson.JSONDecodeError:
+            pass
+        found = {address for part in parts for address in clear_emails(part)}
+        leaks += [(msg.topic(), msg.partition(), msg.offset(), a) for a in sorted(found)]
+    return leaks
+
+
+def text_columns(conn: psycopg.Connection) -> list[tuple[str, str, str, str]]:
+    """(schema, table, column, data type) of every text-like column of every user table."""
+    return conn.execute(
+        "SELECT c.table_schema, c.table_name, c.column_name, c.data_type "
+        "FROM information_schema.columns c JOIN information_schema.tables t "
+        "  ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+        "WHERE t.table_type = 'BASE TABLE' AND c.data_type = ANY(%s) "
+        "  AND c.table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "  AND c.table_schema NOT LIKE 'pg\\_%%' "
+        "ORDER BY 1, 2, 3", (list(TEXT_TYPES),)).fetchall()
+
+
+def scan_database(conn: psycopg.Connection) -> tuple[list[tuple[str, str]], set[str]]:
+    """([(schema.table.column, address)], tables scanned): PostgreSQL finds candidate values
+    with the same pattern, ``clear_emails`` confirms each."""
+    leaks, tables = [], set()
+    for schema, table, column, data_type in text_columns(conn):
+        tables.add(f"{schema}.{table}")
+        value = sql.SQL(TEXT_TYPES[data_type]).format(col=sql.Identifier(column))
+        query = sql.SQL("SELECT {value} FROM {table} WHERE {value} ~ %s").format(
+            value=value, table=sql.Identifier(schema, table))
+        for (found,) in conn.execute(query, (CLEAR_EMAIL_SQL,)):
+            leaks += [(f"{schema}.{table}.{column}", a) for a in clear_emails(found)]
+    return leaks, tables
+
+
+# -- the scanner can fail ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("blob", [
+    "jane.doe@example.com",
+    b'{"user_id": "u1", "email": "Jane.Doe+news@mail.example.co.uk"}',
+    "contact: ana_smith12@corp.example.net.",
+])
+def test_the_scanner_flags_a_clear_address(blob):
+    assert len(clear_emails(blob)) == 1
+
+
+@pytest.mark.parametrize("blob", [
+    pii.mask_email("jane.doe@example.com"),
+    b'{"email_masked": "a***@mail.example.org", "email_hash": "' + b"ab" * 32 + b'"}',
+    "not an address: user@localhost, @example.com, j***@example.co.uk",
+    None,
+])
+def test_the_scanner_passes_masked_forms(blob):
+    assert clear_emails(blob) == []
+    if isinstance(blob, str) and "***" in blob and " " not in blob:
+        assert contract.EMAIL_MASKED_RE.match(blob)
+
+
+def test_the_scan_finds_a_planted_address(platform, unique_name):
+    """The whole path can fail: an address planted in a topic and in a table is found."""
+    topic = create_topic(platform, unique_name, partitions=1)
+    prod = producer(platform.bootstrap)
+    prod.produce(topic, b'{"ok": true}', b"k", headers=[("from", b"x.y@example.com")])
+    prod.produce(topic, b'{"to": "dara.kim7@example.org"}', b"k")
+    prod.produce(topic, b'{"to": "escaped\\u0040example.org"}', b"k")
+    assert prod.flush(30) == 0
+    leaks = scan_messages(read_whole_topic(platform, topic))
+    assert sorted(a for *_, a in leaks) == [
+        "dara.kim7@example.org", "escaped@example.org", "x.y@example.com"]
+
+    with psycopg.connect(libpq_url(platform.database_url)) as conn:  # rolled back below
+        probe = f"pii_probe_{uuid.uuid4().hex[:8]}"
+        conn.execute(sql.SQL("CREATE TABLE {} (t text, j jsonb, b bytea)").format(
+            sql.Identifier("raw", probe)))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+            sql.Identifier("raw", probe)),
+            ("to: a.b@example.com", '{"e": "c.d@example.com"}', b"\xff e.f@example.com"))
+        leaks, tables = scan_database(conn)
+        conn.rollback()
+    assert f"raw.{probe}" in tables
+    assert sorted(leaks) == [(f"raw.{probe}.b", "e.f@example.com"),
+                             (f"raw.{probe}.j", "c.d@example.com"),
+                             (f"raw.{probe}.t", "a.b@example.com")]
+
+
+# -- a real run -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def resources(platform):
+    return {"postgres": PostgresResource(database_url=platform.database_url),
+            "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
+
+
+def test_no_clear_email_in_any_topic_or_table(platform, lane, engine, resources):
+    # `streamflow produce` as a user runs it: it makes e-mails and must send only masks.
+    produced = subprocess.run(
+        [sys.executable, "-m", "streamflow.cli", "produce", "--topic", lane.topic, "--count",
+         str(EVENTS), "--max-rate", "--invalid-rate", "0.1", "--late-rate", "0.1",
+         "--users", "500", "--metrics-port", "0"],
+        env=worker_env(platform), capture_output=True, text=True, timeout=120)
+    assert produced.returncode == 0, produced.stderr[-3000:]
+    lane.start()
+    wait_for(lambda: offsets_stored(engine, lane.group, lane.topic) >= EVENTS, timeout_s=60,
+             message=f"the sink to consume all {EVENTS} events")
+    assert lane.stop() == 0
+    catch_up(resources, engine)  # the Dagster micro-batch: notifications, windows, report
+
+    messages = [m for t in (lane.topic, lane.dlq_topic, topics.NOTIFICATIONS, topics.ANALYTICS,
+                            topics.DEAD_LETTER) for m in read_whole_topic(platform, t)]
+    on_lane = [m for m in messages if m.topic() == lane.topic]
+    assert len(on_lane) == EVENTS
+    assert sum(b"***@" in (m.value() or b"") for m in on_lane) > EVENTS * 0.8  # masks are there
+    assert any(m.topic() == lane.dlq_topic for m in messages)  # invalid events were rejected
+    assert any(m.topic() == topics.NOTIFICATIONS for m in messages)
+    assert scan_messages(messages) == []
+
+    with connect_admin(platform.database_url) as conn:
+        leaks, tables = scan_database(conn)
+    assert {"raw.events", "raw.dead_letters", "streamflow.notifications"} <= tables
+    assert rows(engine, lane.topic)[0] > EVENTS * 0.8
+    assert leaks == []
