@@ -20,7 +20,7 @@ COPY resources ./resources
 COPY dbt_project ./dbt_project
 RUN uv pip install --system --no-cache --no-deps -e . \
     && mkdir -p "$DAGSTER_HOME"
-COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml
+COPY docker/dagster.yaml docker/workspace.yaml /opt/dagster/home/
 
 RUN useradd --create-home --uid 10001 streamflow \
     && chown -R streamflow /app /opt/dagster

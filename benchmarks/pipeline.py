@@ -69,5 +69,5 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         "groups_added_by_late_events": amended_groups,
         "first_window_after_start_s": round(first_window_s, 1),
         "note": "window complete in the table (a later window present) minus window_end; "
-                "sensor every 3 s, one Dagster run per micro-batch",
+                "sensor every 3-5 s (daemon tick), one warm Dagster run per micro-batch",
     }
