@@ -138,7 +138,11 @@ def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None
                     reasons[int(case.index)].append(
                         _describe(str(case.column), case.check, case.failure_case))
     for i in list(reasons):
-        reasons[i] = list(dict.fromkeys(reasons[i]))  # stable and without repeats
+        # A value of the wrong type was set to None, so pandera also calls it missing: keep the
+        # type failure, which says what was there.
+        typed = {r.split(":", 1)[0] for r in reasons[i] if ": expected " in r}
+        reasons[i] = [r for r in dict.fromkeys(reasons[i])  # stable and without repeats
+                      if not (r.endswith(": missing") and r.split(":", 1)[0] in typed)]
     bad = sorted(reasons)
     valid = df.drop(index=df.index[bad]) if bad else df
     return valid, dict(reasons)

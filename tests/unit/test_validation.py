@@ -63,3 +63,8 @@ def test_every_failure_of_a_row_is_reported():
 def test_validation_is_deterministic():
     payloads = [event(occurred_at="2026-11-25T12:04:00Z"), event(country="XX")]
     assert check(*payloads)[1] == check(*payloads)[1]
+
+
+def test_a_value_of_the_wrong_type_is_one_reason_not_also_missing():
+    _, reasons = check(event(schema_version="1", device=None))
+    assert reasons[0] == ["schema_version: expected int (64-bit), got '1'", "device: missing"]
