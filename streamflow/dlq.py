@@ -58,6 +58,11 @@ class DeadLetter:
         ]
 
 
+def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Kafka headers as a dead letter keeps them: text (bytes that are not UTF-8 replaced)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}
+
+
 def publish(producer: Producer, topic: str, letters: list[DeadLetter], *,
             timeout_s: float = 30.0) -> None:
     """Send and flush: the topic copy is at-least-once, so it is sent before the DB commit."""

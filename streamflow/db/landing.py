@@ -6,7 +6,7 @@ duplicates one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -14,7 +14,7 @@ from psycopg import sql
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS, OUTPUT_SCHEMA, RAW_SCHEMA
-from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.dlq import DeadLetter, Reason, Stage, headers_dict
 
 # Serialises the INSERT that allocates raw.events.ingest_seq across sink processes, so the
 # sequence is commit-ordered and Dagster's watermark never skips a row (ARCHITECTURE.md).
@@ -70,6 +70,9 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> next offset to read, i.e. last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # The consumed Kafka messages, kept by reference (no copy): a row PostgreSQL refuses is
+    # dead-lettered with its original key and headers, found here.
+    messages: Sequence = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ class LandingWriter:
                 raise
             except psycopg.Error:
                 # Step 3
-                rejected = self._copy_isolating_rejects(conn, batch.rows)
+                rejected = [_with_origin(d, batch.messages)
+                            for d in self._copy_isolating_rejects(conn, batch.rows)]
                 inserted = conn.execute(_INSERT_EVENTS).rowcount
                 rechecked = conn.execute(_RECHECK_CONTRACT_REJECTS, {
                     "seq": _INGEST_SEQ, "stage": Stage.CONTRACT.value}).rowcount
@@ -204,6 +208,15 @@ class LandingWriter:
 
 
 _IDX = {name: i for i, name in enumerate(LANDING_COLUMNS)}
+
+
+def _with_origin(letter: DeadLetter, messages: Sequence) -> DeadLetter:
+    """The refused row's dead letter with the key and headers of the message it came from."""
+    source = (letter.source_topic, letter.source_partition, letter.source_offset)
+    for msg in messages:  # only on the rare refused row: a scan beats indexing every batch
+        if (msg.topic(), msg.partition(), msg.offset()) == source:
+            return replace(letter, key=msg.key(), headers=headers_dict(msg.headers()))
+    return letter
 
 
 def _db_rejected(row: tuple, exc: psycopg.Error) -> DeadLetter:

@@ -12,7 +12,7 @@ import re
 import orjson
 
 from streamflow.contract import MAX_EVENT_BYTES, parse_time
-from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.dlq import DeadLetter, Reason, Stage, headers_dict
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
                      re.IGNORECASE)
@@ -51,10 +51,6 @@ def to_row(event: dict, text: str, topic: str, partition: int, offset: int) -> L
 
 def _str(value: object) -> str | None:
     return value if type(value) is str else None
-
-
-def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}
 
 
 def decode(

@@ -54,7 +54,7 @@ class SinkConfig:
 
 def build_batch(messages, max_event_bytes: int = MAX_EVENT_BYTES) -> Batch:
     """Decode messages into rows and dead letters, and note the offsets to store (pure)."""
-    batch = Batch()
+    batch = Batch(messages=messages)
     rows, letters, next_offsets = batch.rows, batch.dead_letters, batch.next_offsets
     for msg in messages:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -306,6 +306,7 @@ def _keep_partitions(batch: Batch, assigned: set[tuple[str, int]]) -> Batch:
         dead_letters=[d for d in batch.dead_letters
                       if (d.source_topic, d.source_partition) in assigned],
         next_offsets={tp: o for tp, o in batch.next_offsets.items() if tp in assigned},
+        messages=batch.messages,
     )
 
 

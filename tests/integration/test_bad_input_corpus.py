@@ -179,9 +179,8 @@ def test_each_kind_ends_where_expected(run: CorpusRun, item: BadInput):
         for part in expect.reasons:
             assert part in ingest_letter["reason"]
         assert bytes(ingest_letter["payload"] or b"") == (item.value or b"")
-        if expect.reason_code != Reason.DB_REJECTED:  # a refused row has lost them (report)
-            assert bytes(ingest_letter["message_key"] or b"") == (item.key or b"")
-            assert ingest_letter["headers"] == _stored_headers(item)
+        assert bytes(ingest_letter["message_key"] or b"") == (item.key or b"")
+        assert ingest_letter["headers"] == _stored_headers(item)
         on_topic = [m for m in run.sink_dlq if _source(m) == position]
         assert len(on_topic) == 1, "not exactly once on the sink's dead-letter topic"
         assert _header(on_topic[0], "dlq.reason_code") == expect.reason_code
