@@ -151,4 +151,6 @@ def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None
 def _describe(column: str, check: str, value: object) -> str:
     if check == "not_nullable":
         return f"{column}: missing"
+    if hasattr(value, "item"):  # a numpy scalar: show -500, not np.int64(-500)
+        value = value.item()
     return f"{column}: {check} (got {value!r:.60})"

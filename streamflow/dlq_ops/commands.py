@@ -84,13 +84,25 @@ def list_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str |
         for d in letters:
             sys.stdout.write(json.dumps(_json_letter(d, full=False)) + "\n")
         return
-    table = Table("id", "time (UTC)", "stage", "reason", "source", "payload", "replayed",
-                  title=f"{len(letters)} dead letters (newest first)")
-    for d in letters:
-        table.add_row(str(d.id), _time(d.created_at), d.stage,
-                      _cell(f"{d.reason_code}: {d.reason}"[:80]),
-                      _cell(f"{d.source_topic}/{d.source_partition}@{d.source_offset}"),
-                      _cell(display.preview(d.payload)), str(d.replay_count or "-"))
+    # One line per letter: fixed columns at their width, the text columns share the rest; a
+    # narrow terminal drops the source and replay count (`show` and `--json` have them).
+    wide = console.width >= 110
+    rows = [{"id": str(d.id),
+             "time (UTC)": d.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M"),
+             "stage": d.stage, "replays": str(d.replay_count or "-"),
+             "reason": _cell(f"{d.reason_code}: {d.reason}"[:200]),
+             "source": _cell(f"{d.source_topic}/{d.source_partition}@{d.source_offset}"),
+             "payload": _cell(display.preview(d.payload, 200))} for d in letters]
+    fixed = {"id": max((len(r["id"]) for r in rows), default=2),
+             "time (UTC)": 19 if wide else 11, "stage": 8, **({"replays": 7} if wide else {})}
+    shares = {"reason": 4, "source": 2, "payload": 4} if wide else {"reason": 4, "payload": 6}
+    free = max(console.width - sum(fixed.values()) - 3 * (len(fixed) + len(shares)) - 1, 20)
+    widths = {**fixed, **{n: free * k // sum(shares.values()) for n, k in shares.items()}}
+    table = Table(title=f"{len(letters)} dead letters (newest first)")
+    for name, width in widths.items():
+        table.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[name] for name in widths))
     console.print(table)
 
 
