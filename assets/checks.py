@@ -5,6 +5,8 @@ import dagster as dg
 from assets.lineage import RAW_EVENTS
 from assets.microbatch import dlq_report, event_windows, notifications
 from resources import PostgresResource
+from streamflow.dlq import Stage
+from streamflow.microbatch import windows
 from streamflow.microbatch.windows import WINDOW_SECONDS
 
 # Thresholds (shares of the last hour's events): a pipeline under normal traffic sits far
@@ -27,7 +29,8 @@ def contract_pass_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
         SELECT (SELECT count(*) FROM streamflow.notifications
                 WHERE validated_at > now() - interval '1 hour'),
                (SELECT count(*) FROM raw.dead_letters
-                WHERE stage = 'contract' AND created_at > now() - interval '1 hour')""")
+                WHERE stage = %s AND created_at > now() - interval '1 hour')""",
+        (Stage.CONTRACT.value,))
     checked = valid + rejected
     rate = valid / checked if checked else 1.0
     return dg.AssetCheckResult(passed=rate >= MIN_PASS_RATE, severity=dg.AssetCheckSeverity.WARN,
@@ -51,8 +54,10 @@ def dlq_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=RAW_EVENTS, description=f"An event landed in the last "
                                               f"{FRESHNESS_MINUTES} minutes.")
 def raw_events_fresh(postgres: PostgresResource) -> dg.AssetCheckResult:
-    (age_s,) = _one(postgres, "SELECT extract(epoch FROM now() - max(ingested_at)) "
-                              "FROM raw.events")
+    # The newest row by ingest sequence (its unique index): max(ingested_at) would scan it all.
+    row = _one(postgres, "SELECT extract(epoch FROM now() - ingested_at) FROM raw.events "
+                         "ORDER BY ingest_seq DESC LIMIT 1")
+    age_s = row[0] if row else None
     passed = age_s is not None and age_s <= FRESHNESS_MINUTES * 60
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"newest_event_age_s": float(age_s or -1)})
@@ -69,11 +74,11 @@ def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
             FROM streamflow.notifications
             WHERE occurred_at > now() - interval '1 hour'
               AND ingest_seq <= (SELECT coalesce(max(last_seq), 0) FROM streamflow.watermarks
-                                 WHERE name = 'event_windows')
+                                 WHERE name = %s)
         ) n
         WHERE NOT EXISTS (SELECT 1 FROM streamflow.event_windows w
                           WHERE w.window_start = n.ws AND w.event_type = n.event_type)""",
-        (WINDOW_SECONDS, WINDOW_SECONDS))
+        (WINDOW_SECONDS, WINDOW_SECONDS, windows.STEP))
     return dg.AssetCheckResult(passed=missing == 0, metadata={"missing_windows": missing})
 
 

@@ -39,7 +39,6 @@ def replay_dead_letters(context: dg.OpExecutionContext, config: ReplayConfig,
                           source_topic=config.source,
                           limit=config.limit, ids=tuple(config.ids))
     with postgres.connect() as conn:
-        conn.autocommit = True
         result = replay(conn, None if config.dry_run else kafka.producer(), selection,
                         topic=config.topic, dry_run=config.dry_run, rate=config.rate,
                         force=config.force,

@@ -11,15 +11,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 import time
 
 import psycopg
-from confluent_kafka.admin import NewTopic
 from psycopg import sql
 
-from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, run
+from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, create_topic, run
 from streamflow import kafka_clients
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS
@@ -29,14 +26,8 @@ from streamflow.sink.decode import to_row
 from streamflow.workers.runtime import Progress, StopFlag
 
 
-def create_topic(st: Stack, name: str, partitions: int = 3) -> str:
-    admin = kafka_clients.admin_client(st.bootstrap)
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
-    return name
-
-
 def bench_producer(st: Stack, events: int) -> dict:
-    topic = create_topic(st, "bench-events")
+    topic = create_topic(st.bootstrap, "bench-events")
     stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, count=events, seed=1),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
     record_bytes = _mean_record_size(st, topic)
@@ -64,7 +55,7 @@ def _mean_record_size(st: Stack, topic: str) -> int:
 
 
 def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
-    topic = create_topic(st, "bench-perf")
+    topic = create_topic(st.bootstrap, "bench-perf")
     libs = kafka_server.libs_dir(st.settings)
     out = run([st.settings.java, "-Xmx512m", "-cp", f"{libs}/*",
                "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
@@ -76,24 +67,22 @@ def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
     return float(re.search(r"([\d.]+) records/sec", summary).group(1))
 
 
-def _count(conn: psycopg.Connection, topic: str) -> int:
-    return conn.execute("SELECT count(*) FROM raw.events WHERE kafka_topic = %s",
-                        (topic,)).fetchone()[0]
+def consumed(conn: psycopg.Connection, group: str, topic: str) -> int:
+    """Messages of ``topic`` the sink group has landed: its offsets stored with the rows.
+    (A count(*) of raw.events would scan millions of rows beside the sink being timed.)"""
+    return conn.execute("SELECT coalesce(sum(next_offset), 0) FROM raw.consumer_offsets "
+                        "WHERE group_id = %s AND topic = %s", (group, topic)).fetchone()[0]
 
 
 def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
                     extra: list[str] = ()) -> dict:
     """Run `streamflow sink` on a backlog of ``events``; time first row to last row."""
-    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
-           "DATABASE_URL": st.database_url, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamflow.cli", "sink", "--topic", topic, "--group", group,
-         "--metrics-port", "0", "--stop-when-idle", "3", *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = st.start("sink", "--topic", topic, "--group", group, "--metrics-port", "0",
+                    "--stop-when-idle", "3", *extra)
     rss = RssSampler(proc.pid)
     with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
         first = last = None
-        while (landed := _count(conn, topic)) < events:
+        while (landed := consumed(conn, group, topic)) < events:
             now = time.monotonic()
             if landed and first is None:
                 first = (now, landed)
@@ -154,7 +143,7 @@ def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
     }
     if compare_sync_commit:
         for mode, flag in (("async", "--async-commit"), ("sync", "--synchronous-commit")):
-            name = create_topic(st, f"bench-commit-{mode}")
+            name = create_topic(st.bootstrap, f"bench-commit-{mode}")
             run_producer(ProducerConfig(st.bootstrap, topic=name, count=compare_sync_commit),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
             result[f"synchronous_commit_{'off' if mode == 'async' else 'on'}_events_per_s"] = (
@@ -195,13 +184,9 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
 
 def producer_peak_rss(st: Stack, events: int) -> dict:
     """`streamflow produce --max-rate` of ``events`` as its own process, RSS sampled."""
-    topic = create_topic(st, "bench-producer-rss")
-    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
-           "STREAMFLOW_PII_KEY": BENCH_PII_KEY, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamflow.cli", "produce", "--topic", topic, "--count",
-         str(events), "--max-rate", "--seed", "3", "--metrics-port", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    topic = create_topic(st.bootstrap, "bench-producer-rss")
+    proc = st.start("produce", "--topic", topic, "--count", str(events), "--max-rate",
+                    "--seed", "3", "--metrics-port", "0")
     rss = RssSampler(proc.pid)
     if proc.wait(1800) != 0:
         raise RuntimeError(f"producer exited with {proc.returncode}")

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
-from benchmarks.harness import BENCH_PII_KEY, isolated_stack, write_results
-from streamflow import kafka_clients, topics
+from benchmarks.harness import create_topic, isolated_stack, worker_env, write_results
+from streamflow import topics
 from streamflow.db.engine import libpq_url
 from streamflow.infra import kafka_server, postgres_server
 from streamflow.settings import Settings
@@ -104,17 +104,12 @@ def _count(database_url: str, topic: str) -> tuple[int, int, int]:
 
 def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: ChaosPlan,
               echo=print) -> dict:
-    from confluent_kafka.admin import NewTopic
 
     tag = uuid.uuid4().hex[:8]
     topic, dlq_topic = f"chaos-{tag}", f"chaos-dlq-{tag}"
-    admin = kafka_clients.admin_client(bootstrap)
     for name in (topic, dlq_topic):
-        admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
-    del admin  # an idle client would log every reconnect attempt while the broker restarts
-    env = {**os.environ, "STREAMFLOW_HOME": str(settings.home_dir),
-           "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url,
-           "STREAMFLOW_PII_KEY": BENCH_PII_KEY, "STREAMFLOW_LOG_LEVEL": "WARNING"}
+        create_topic(bootstrap, name)
+    env = worker_env(settings, bootstrap, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     producer = Worker(["produce", "--topic", topic, "--count", str(plan.events), "--rate",
                        str(plan.rate), "--invalid-rate", str(plan.invalid_rate),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform as host
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from confluent_kafka.admin import NewTopic
 
-from streamflow import endpoints, stack
+from streamflow import endpoints, kafka_clients, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
@@ -32,10 +34,20 @@ class Stack:
     bootstrap: str
     database_url: str
 
+    def worker_env(self, **extra: str) -> dict:
+        return worker_env(self.settings, self.bootstrap, self.database_url, **extra)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """A `streamflow` CLI worker on this stack (its output discarded)."""
+        return subprocess.Popen([sys.executable, "-m", "streamflow.cli", *args],
+                                env=self.worker_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
 
 @contextlib.contextmanager
 def isolated_stack():
     """A fresh embedded Kafka + PostgreSQL (no workers) in a temp dir, torn down afterwards."""
+    jars = kafka_server.fetch(load_settings())  # once, in the default home (make fetch-kafka)
     with tempfile.TemporaryDirectory(prefix="streamflow-bench-") as home:
         settings = load_settings(
             STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
@@ -44,11 +56,30 @@ def isolated_stack():
             STREAMFLOW_METRICS_PORT=free_port(), STREAMFLOW_LIVE_PORT=free_port(),
             KAFKA_BOOTSTRAP_SERVERS=None,
             DATABASE_URL=None)
+        kafka_server.share_jars(settings, jars)
         stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
         try:
             yield Stack(settings, settings.bootstrap_servers, endpoints.database_url(settings))
         finally:
             stack.down(settings, echo=lambda m: print(m, file=sys.stderr))
+
+
+def worker_env(settings: Settings, bootstrap: str, database_url: str, **extra: str) -> dict:
+    """The environment of a `streamflow` worker process pointed at a benchmark stack."""
+    return {**os.environ, "STREAMFLOW_HOME": str(settings.home_dir),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url,
+            "STREAMFLOW_PII_KEY": BENCH_PII_KEY, **extra}
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
+    admin = kafka_clients.admin_client(bootstrap)
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    return name
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The q-quantile (0..1) of an ascending list, nearest rank below."""
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))]
 
 
 class RssSampler:

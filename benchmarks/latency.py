@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import bisect
 import re
-import subprocess
-import sys
 import threading
 import time
 
 import psycopg
 
-from benchmarks.backbone import create_topic
-from benchmarks.harness import BENCH_PII_KEY, Stack, run
+from benchmarks.backbone import consumed
+from benchmarks.harness import BENCH_PII_KEY, Stack, create_topic, percentile, run
 from streamflow.db.engine import libpq_url
 from streamflow.infra import kafka_server
+from streamflow.infra.processes import wait_until
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.workers.runtime import Progress, StopFlag
 
@@ -48,39 +47,32 @@ class VisibilityPoller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._seqs = [s for s, _ in self.samples]  # ascending: the sequence only grows
 
     def visible_at(self, seq: int) -> float:
-        seqs = [s for s, _ in self.samples]
-        return self.samples[bisect.bisect_left(seqs, seq)][1]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * (len(values) - 1)))]
+        return self.samples[bisect.bisect_left(self._seqs, seq)][1]
 
 
 def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
-    topic = create_topic(st, f"bench-latency-{rate}")
-    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
-           "DATABASE_URL": st.database_url, "PATH": "/usr/bin:/bin"}
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "streamflow.cli", "sink", "--topic", topic, "--group",
-         f"bench-latency-{rate}", "--metrics-port", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    topic = group = create_topic(st.bootstrap, f"bench-latency-{rate}")
+    sink = st.start("sink", "--topic", topic, "--group", group, "--metrics-port", "0")
     key = BENCH_PII_KEY.encode()
     try:
         with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
             # Warm-up: the sink has its partitions and a connection before measuring.
             run_producer(ProducerConfig(st.bootstrap, topic=topic, count=100), key, StopFlag(),
                          progress=Progress("warm-up"))
-            while _landed(conn, topic) < 100:
-                time.sleep(0.1)
+            if not wait_until(lambda: consumed(conn, group, topic) >= 100, timeout_s=120):
+                raise RuntimeError(f"the sink landed no warm-up events (alive: "
+                                   f"{sink.poll() is None})")
             after = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()[0]
             poller = VisibilityPoller(st.database_url)
             stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, rate=rate,
                                                 duration_s=seconds), key, StopFlag(),
                                  progress=Progress(f"producer {rate}/s"))
             deadline = time.monotonic() + 120
-            while _landed(conn, topic) < 100 + stats.produced and time.monotonic() < deadline:
+            while (consumed(conn, group, topic) < 100 + stats.produced
+                   and time.monotonic() < deadline):
                 time.sleep(0.1)
             time.sleep(3 * POLL_S)
             poller.stop()
@@ -93,20 +85,15 @@ def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
     latencies = sorted(poller.visible_at(seq) - float(at) for seq, at in rows)
     return {
         "rate": rate, "events": len(rows), "achieved_rate": round(stats.rate),
-        "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
-        "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
-        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+        "p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+        "p95_ms": round(1000 * percentile(latencies, 0.95), 1),
+        "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
     }
-
-
-def _landed(conn: psycopg.Connection, topic: str) -> int:
-    return conn.execute("SELECT count(*) FROM raw.events WHERE kafka_topic = %s",
-                        (topic,)).fetchone()[0]
 
 
 def broker_end_to_end(st: Stack, messages: int = 2000, size: int = 300) -> dict:
     """Kafka's EndToEndLatency: produce one message (acks=all), consume it, repeat."""
-    topic = create_topic(st, "bench-e2e", partitions=1)
+    topic = create_topic(st.bootstrap, "bench-e2e", partitions=1)
     libs = kafka_server.libs_dir(st.settings)
     out = run([st.settings.java, "-Xmx256m", "-cp", f"{libs}/*",
                "org.apache.kafka.tools.EndToEndLatency", st.bootstrap, topic, str(messages),

@@ -9,7 +9,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -17,19 +16,17 @@ import uuid
 import orjson
 import websockets
 
-from benchmarks.harness import RssSampler, Stack
+from benchmarks.harness import RssSampler, Stack, percentile
 from streamflow import kafka_clients, topics
 from streamflow.infra.processes import free_port, wait_until
+from streamflow.live.server import FRAMES_PER_S
 
 CLIENTS = 200
 
 
 def _start(st: Stack) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = {"STREAMFLOW_HOME": str(st.settings.home_dir), "KAFKA_BOOTSTRAP_SERVERS": st.bootstrap,
-           "DATABASE_URL": st.database_url, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = st.start("live", "--port", str(port))
 
     def assigned() -> bool:
         try:
@@ -100,12 +97,12 @@ def bench_live(st: Stack, seconds: float = 10.0, samples: int = 50) -> dict:
         peak = rss.stop()
     return {
         "produce_to_client_p50_s": round(statistics.median(latencies), 3),
-        "produce_to_client_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
+        "produce_to_client_p95_s": round(percentile(latencies, 0.95), 3),
         "samples": len(latencies),
         "target_p95_s": 1.0,
         "clients": CLIENTS,
         "frames_per_s_total": round(frames / seconds),
         "frames_per_s_per_client": round(frames / seconds / CLIENTS, 2),
-        "server_frame_rate": 4,
+        "server_frame_rate": FRAMES_PER_S,
         "peak_rss_mb": round(peak / 2**20, 1),
     }

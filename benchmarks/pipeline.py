@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from benchmarks.harness import Stack
+from benchmarks.harness import Stack, percentile
 from streamflow import stack
 from streamflow.db.engine import libpq_url
 
@@ -63,7 +63,7 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         "windows": len(latencies),
         "watch_seconds": duration_s,
         "p50_s": round(statistics.median(latencies), 2),
-        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+        "p95_s": round(percentile(latencies, 0.95), 2),
         "max_s": round(latencies[-1], 2),
         "target_p95_s": 30,
         "groups_added_by_late_events": amended_groups,

@@ -7,7 +7,7 @@ import psycopg
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from streamflow.db.engine import libpq_url, make_engine
+from streamflow.db.engine import connect_admin, make_engine
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -23,9 +23,9 @@ class PostgresResource(dg.ConfigurableResource):
         return self._engine
 
     def connect(self) -> psycopg.Connection:
-        """A psycopg connection for the micro-batch steps (the caller closes it)."""
-        return psycopg.connect(libpq_url(self.database_url), connect_timeout=5,
-                               application_name="streamflow-dagster")
+        """An autocommit connection for the micro-batch steps (each step is its own
+        ``conn.transaction()``); the caller closes it."""
+        return connect_admin(self.database_url, "streamflow-dagster")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:

@@ -11,14 +11,13 @@ from resources import KafkaResource
 from streamflow import topics
 
 INTERVAL_S = 30
-SINK_GROUP = "db-sink"
 TIMEOUT_S = 5.0
 
 
 def observe(kafka: KafkaResource) -> list[dg.AssetObservation]:
     names = [topics.USER_EVENTS, topics.ANALYTICS, topics.NOTIFICATIONS, topics.DEAD_LETTER]
     metadata = kafka.admin().list_topics(timeout=TIMEOUT_S).topics
-    probe = kafka.consumer(SINK_GROUP)  # never subscribes: reads committed offsets only
+    probe = kafka.consumer(topics.SINK_GROUP)  # never subscribes: reads committed offsets only
     observations = []
     try:
         for name in names:
@@ -31,7 +30,7 @@ def observe(kafka: KafkaResource) -> list[dg.AssetObservation]:
                 committed = probe.committed(parts, timeout=TIMEOUT_S)
                 lag = sum(max(end - max(c.offset, 0), 0)
                           for end, c in zip(ends, committed, strict=True))
-                meta["consumer_group"] = SINK_GROUP
+                meta["consumer_group"] = topics.SINK_GROUP
                 meta["consumer_lag"] = lag
             observations.append(dg.AssetObservation(asset_key=topic_key(name), metadata=meta))
     finally:

@@ -140,7 +140,8 @@ def produce(
 @app.command()
 def sink(
     topic: str = typer.Option(topics.USER_EVENTS, "--topic"),
-    group: str = typer.Option("db-sink", "--group", help="Consumer group (shared by sinks)."),
+    group: str = typer.Option(topics.SINK_GROUP, "--group",
+                              help="Consumer group (shared by sinks)."),
     dlq_topic: str = typer.Option(topics.DEAD_LETTER, "--dlq-topic"),
     batch_size: int = typer.Option(10_000, "--batch-size", min=1),
     synchronous_commit: bool = typer.Option(False, "--synchronous-commit/--async-commit",

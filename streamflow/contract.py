@@ -12,8 +12,6 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import orjson
-
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
 # Largest event the sink lands (bytes); larger ones are dead-lettered as `too_large`.
@@ -47,9 +45,10 @@ FIELDS: dict[str, tuple[type, str]] = {
     "success": (bool, "login outcome (login events only)"),
     "amount_cents": (int, "purchase amount in cents, > 0 (purchase events only)"),
 }
-REQUIRED = ("event_id", "schema_version", "event_type", "user_id", "email_hash",
-            "email_masked", "occurred_at", "country", "device")
-
+# UUIDs are case-insensitive (RFC 9562); they are stored and compared lower-case.
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+                     re.IGNORECASE)
+INT64 = 2**63  # integers are 64-bit: -INT64 <= n < INT64
 EMAIL_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 EMAIL_MASKED_RE = re.compile(r"^[^@\s*]\*\*\*@[^@\s]+\.[^@\s]+$")
 
@@ -57,10 +56,6 @@ HEADERS: list[tuple[str, bytes]] = [
     ("schema_version", str(SCHEMA_VERSION).encode()),
     ("content-type", CONTENT_TYPE.encode()),
 ]
-
-
-def encode(event: dict) -> bytes:
-    return orjson.dumps(event)
 
 
 def format_time(moment: datetime) -> str:

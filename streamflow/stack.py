@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
-from streamflow import endpoints, metrics, pii, supervisor, topics
+from streamflow import endpoints, pii, supervisor, topics
 from streamflow.db import migrate
 from streamflow.db.engine import server_version
 from streamflow.errors import WorkersFailed
@@ -157,6 +157,8 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         detail = "not running"
         address = worker.address if worker else ""
         if alive and address.endswith("/metrics"):  # the port the supervisor gave it
+            from streamflow import metrics  # prometheus_client: not for every CLI start
+
             rate = metrics.scrape_rate(int(address.rsplit(":", 1)[1].split("/")[0]))
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
         elif alive and address.startswith("grpc://"):  # answers when its port is taken

@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamflow.errors import WorkersFailed
 from streamflow.infra import processes
 from streamflow.settings import Settings
 from streamflow.workers.runtime import Backoff, StopFlag
@@ -38,8 +40,7 @@ STOP_TIMEOUT_S = 30.0
 class WorkerSpec:
     name: str
     command: list[str]
-    address: str = ""  # what `status` shows: a metrics or UI URL
-    metrics_port: int | None = None  # where `status` reads the worker's live rate
+    address: str = ""  # what `status` shows, and where it reads a worker's live rate
     env: dict[str, str] = field(default_factory=dict)
     health_path: str = ""  # appended to ``address`` for `status`
 
@@ -63,7 +64,7 @@ def _tool(name: str) -> str:
 
 def _metrics_worker(name: str, args: list[str], port: int) -> WorkerSpec:
     return WorkerSpec(name, _cli(*args, "--metrics-port", str(port)),
-                      f"http://127.0.0.1:{port}/metrics", port)
+                      f"http://127.0.0.1:{port}/metrics")
 
 
 def worker_specs(settings: Settings) -> list[WorkerSpec]:
@@ -126,8 +127,6 @@ def prepare_dagster_instance(settings: Settings, database_url: str) -> None:
     together they can race and stamp the SQLite schema twice ("more than one head"), after
     which the webserver never starts again.
     """
-    from streamflow.errors import WorkersFailed
-
     write_dagster_yaml(settings)
     result = subprocess.run(
         [_tool("dagster"), "instance", "migrate"], capture_output=True, text=True, timeout=300,
@@ -188,10 +187,14 @@ class Supervisor:
             self._start(spec)
 
     def shutdown(self) -> None:
-        for name, child in self.children.items():
-            outcome = processes.terminate(child.pid, timeout_s=STOP_TIMEOUT_S)
-            processes.clear_state(self.settings.run_dir, name)
-            log.info("%s: %s", name, outcome)
+        # All at once: one slow child must not use up the others' time to stop.
+        with ThreadPoolExecutor(max(len(self.children), 1)) as pool:
+            outcomes = pool.map(
+                lambda child: processes.terminate(child.pid, timeout_s=STOP_TIMEOUT_S),
+                self.children.values())
+            for name, outcome in zip(self.children, outcomes, strict=True):
+                processes.clear_state(self.settings.run_dir, name)
+                log.info("%s: %s", name, outcome)
 
 
 def run_supervisor(settings: Settings) -> None:

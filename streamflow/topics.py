@@ -14,6 +14,8 @@ USER_EVENTS = "user-events"
 ANALYTICS = "analytics"
 NOTIFICATIONS = "notifications"
 DEAD_LETTER = "dead-letter-topic"
+# The sink's consumer group: its lag is the pipeline's lag.
+SINK_GROUP = "db-sink"
 
 HOUR_MS = 3_600_000
 

@@ -15,7 +15,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from streamflow import contract
-from streamflow.contract import EventType
+from streamflow.contract import INT64, EventType
 
 # How far ahead of its ingestion an event's clock may run (client clock skew).
 FUTURE_SKEW = timedelta(minutes=5)
@@ -31,8 +31,7 @@ _BOOL_FIELDS = {name for name, (kind, _) in contract.FIELDS.items() if kind is b
 class EventContract(pa.DataFrameModel):
     """Contract v1 (streamflow.contract) for a batch of events."""
 
-    event_id: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
-                                                 r"[0-9a-f]{4}-[0-9a-f]{12}$")
+    event_id: Series[str] = pa.Field(str_matches=contract.UUID_RE.pattern)  # lower-case here
     schema_version: Series[pd.Int64Dtype] = pa.Field(eq=contract.SCHEMA_VERSION)
     event_type: Series[str] = pa.Field(isin=[t.value for t in EventType])
     user_id: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 128})
@@ -63,7 +62,6 @@ class EventContract(pa.DataFrameModel):
 
 # What a pandas column can hold: int64 and nanosecond timestamps. A value outside is a type
 # failure of that row, never an exception that would stop the whole batch.
-_INT64 = range(-(2**63), 2**63)
 _TIME_RANGE = (pd.Timestamp.min.to_pydatetime().replace(tzinfo=UTC),
                pd.Timestamp.max.to_pydatetime().replace(tzinfo=UTC))
 _EXPECTED = {name: kind.__name__ for name, (kind, _) in contract.FIELDS.items()}
@@ -76,7 +74,7 @@ def _typed(name: str, value: object) -> object:
     if value is None:
         return None
     if name in _INT_FIELDS:
-        return value if type(value) is int and value in _INT64 else None
+        return value if type(value) is int and -INT64 <= value < INT64 else None
     if name in _BOOL_FIELDS:
         return value if type(value) is bool else None
     if name == "occurred_at":

@@ -20,7 +20,7 @@ from dagster._cli.api import grpc_command
 from dagster._grpc import server
 
 # Imported once by the forkserver, inherited by every run process it forks.
-PRELOAD = ["dagster", "streamflow_defs.definitions"]
+PRELOAD = ["streamflow_defs.definitions"]
 
 
 def warm_run_workers() -> None:

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
-from streamflow.db.tables import LANDING_COLUMNS, OUTPUT_SCHEMA, RAW_SCHEMA
+from streamflow.db.tables import LANDING_COLUMNS, LANDING_INDEX, OUTPUT_SCHEMA, RAW_SCHEMA
 from streamflow.dlq import DeadLetter, Reason, Stage, headers_dict
 
 # Serialises the INSERT that allocates raw.events.ingest_seq across sink processes, so the
@@ -40,17 +40,19 @@ _INSERT_EVENTS = sql.SQL(
 # a new ingest_seq, so the next micro-batch checks it again; once validated it never does.
 _RECHECK_CONTRACT_REJECTS = sql.SQL(
     "UPDATE {schema}.events e SET ({cols}) = ({landed}), "
-    "ingest_seq = nextval(%(seq)s::regclass), ingested_at = now() FROM landing l "
+    "ingest_seq = nextval({seq}::regclass), ingested_at = now() FROM landing l "
     "WHERE e.event_id = l.event_id "
     "AND (e.kafka_topic, e.kafka_partition, e.kafka_offset) "
     "    IS DISTINCT FROM (l.kafka_topic, l.kafka_partition, l.kafka_offset) "
     "AND EXISTS (SELECT 1 FROM {schema}.dead_letters d "
-    "            WHERE d.stage = %(stage)s AND lower(d.event_id) = e.event_id::text) "
+    "            WHERE d.stage = {contract} AND lower(d.event_id) = e.event_id::text) "
     "AND NOT EXISTS (SELECT 1 FROM {output}.notifications n WHERE n.event_id = e.event_id)"
 ).format(schema=sql.Identifier(RAW_SCHEMA), output=sql.Identifier(OUTPUT_SCHEMA),
+         # Constants as literals: a generic plan could not use the partial index on a parameter.
+         seq=sql.Literal(f"{RAW_SCHEMA}.events_ingest_seq"),
+         contract=sql.Literal(Stage.CONTRACT.value),
          cols=sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS[1:])),
          landed=sql.SQL(", ").join(sql.Identifier("l", c) for c in LANDING_COLUMNS[1:]))
-_INGEST_SEQ = f"{RAW_SCHEMA}.events_ingest_seq"
 _UPSERT_OFFSET = sql.SQL(
     "INSERT INTO {schema}.consumer_offsets (group_id, topic, kafka_partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET "
@@ -160,11 +162,10 @@ class LandingWriter:
                 raise
             except psycopg.Error:
                 # Step 3
-                rejected = [_with_origin(d, batch.messages)
-                            for d in self._copy_isolating_rejects(conn, batch.rows)]
+                rejected = _with_origins(self._copy_isolating_rejects(conn, batch.rows),
+                                         batch.messages)
                 inserted = conn.execute(_INSERT_EVENTS).rowcount
-                rechecked = conn.execute(_RECHECK_CONTRACT_REJECTS, {
-                    "seq": _INGEST_SEQ, "stage": Stage.CONTRACT.value}).rowcount
+                rechecked = conn.execute(_RECHECK_CONTRACT_REJECTS).rowcount
             # Step 4
             letters = batch.dead_letters + rejected
             if letters:
@@ -207,23 +208,27 @@ class LandingWriter:
                     + self._copy_isolating_rejects(conn, rows[middle:]))
 
 
-_IDX = {name: i for i, name in enumerate(LANDING_COLUMNS)}
+def _with_origins(letters: list[DeadLetter], messages: Sequence) -> list[DeadLetter]:
+    """Refused rows' dead letters with the key and headers of the messages they came from.
 
-
-def _with_origin(letter: DeadLetter, messages: Sequence) -> DeadLetter:
-    """The refused row's dead letter with the key and headers of the message it came from."""
-    source = (letter.source_topic, letter.source_partition, letter.source_offset)
-    for msg in messages:  # only on the rare refused row: a scan beats indexing every batch
-        if (msg.topic(), msg.partition(), msg.offset()) == source:
-            return replace(letter, key=msg.key(), headers=headers_dict(msg.headers()))
-    return letter
+    The index is built only when a row was refused: never on the fast path."""
+    if not letters:
+        return letters
+    by_source = {(m.topic(), m.partition(), m.offset()): m for m in messages}
+    out = []
+    for d in letters:
+        msg = by_source.get((d.source_topic, d.source_partition, d.source_offset))
+        out.append(d if msg is None else
+                   replace(d, key=msg.key(), headers=headers_dict(msg.headers())))
+    return out
 
 
 def _db_rejected(row: tuple, exc: psycopg.Error) -> DeadLetter:
     detail = (exc.diag.message_primary or str(exc)).strip()
+    at = LANDING_INDEX
     return DeadLetter(
         Stage.INGEST, Reason.DB_REJECTED, f"PostgreSQL rejected the row: {detail}",
-        row[_IDX["payload"]].encode(), None, {},
-        row[_IDX["kafka_topic"]], row[_IDX["kafka_partition"]], row[_IDX["kafka_offset"]],
-        row[_IDX["event_id"]],
+        row[at["payload"]].encode(), None, {},
+        row[at["kafka_topic"]], row[at["kafka_partition"]], row[at["kafka_offset"]],
+        row[at["event_id"]],
     )

@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from streamflow import contract
+
 RAW_SCHEMA = "raw"          # landing: what the sink wrote, as it arrived
 OUTPUT_SCHEMA = "streamflow"  # micro-batch outputs built by Dagster
 
@@ -83,11 +85,10 @@ consumer_offsets = Table(
 )
 
 # The columns the sink writes, in COPY order (ingest_seq and ingested_at are the database's).
-LANDING_COLUMNS = (
-    "event_id", "schema_version", "event_type", "user_id", "email_hash", "email_masked",
-    "occurred_at", "country", "device", "success", "amount_cents", "payload",
-    "kafka_topic", "kafka_partition", "kafka_offset",
-)
+# The contract's fields in its order, then what the message was and where it came from.
+LANDING_COLUMNS = (*contract.FIELDS, "payload", "kafka_topic", "kafka_partition",
+                   "kafka_offset")
+LANDING_INDEX = {name: i for i, name in enumerate(LANDING_COLUMNS)}
 
 # -- micro-batch outputs (Dagster) -------------------------------------------------------------
 

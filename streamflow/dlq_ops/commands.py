@@ -48,7 +48,6 @@ def _time(moment: datetime | None) -> str:
 
 
 def _json_letter(d: sel.StoredDeadLetter, *, full: bool) -> dict:
-    payload = display.safe_payload(d.payload, keep_newlines=True)
     document = {
         "id": d.id, "created_at": d.created_at.isoformat(), "stage": d.stage,
         "reason_code": d.reason_code, "reason": d.reason, "event_id": d.event_id,
@@ -61,7 +60,7 @@ def _json_letter(d: sel.StoredDeadLetter, *, full: bool) -> dict:
         document.update(
             headers=d.headers or {},
             key=display.safe_payload(d.message_key).__dict__,
-            payload=payload.__dict__,
+            payload=display.safe_payload(d.payload, keep_newlines=True).__dict__,
             reasons=d.reason.split("; ") if d.stage == Stage.CONTRACT else [d.reason])
     else:
         document["preview"] = display.preview(d.payload)

@@ -89,6 +89,12 @@ def fetch(settings: Settings, *, echo=print) -> Path:
     return target
 
 
+def share_jars(settings: Settings, libs: Path) -> None:
+    """Let a fresh STREAMFLOW_HOME use jars fetched elsewhere (a symlink: no Maven run)."""
+    libs_dir(settings).parent.mkdir(parents=True, exist_ok=True)
+    libs_dir(settings).symlink_to(libs)
+
+
 def java_major(java: str) -> int:
     """Major version of ``java``; raises JavaNotFound when it is missing or older than 17."""
     exe = shutil.which(java)

@@ -19,20 +19,16 @@ class Client:
     websocket: object
     latest: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    sent: int = 0
-    coalesced: int = 0
 
 
 class Hub:
     def __init__(self) -> None:
         self.clients: set[Client] = set()
-        self.frames = 0
+        self.frames = 0  # published so far (/health)
 
     def publish(self, frame: str) -> None:
         self.frames += 1
         for client in self.clients:
-            if client.latest is not None:
-                client.coalesced += 1
             client.latest = frame
             client.ready.set()
 
@@ -52,7 +48,6 @@ class Hub:
                 if frame is None:
                     continue
                 await asyncio.wait_for(websocket.send_text(frame), SEND_TIMEOUT_S)
-                client.sent += 1
         except (TimeoutError, RuntimeError, OSError):
             pass  # stalled or gone: only this client is dropped
         except Exception as exc:  # noqa: BLE001 - starlette raises its own disconnect types

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from streamflow.microbatch import batch as batches
+
+STEP = "dlq_report"
+
 _REFRESH = """
     INSERT INTO streamflow.dlq_report AS r (hour, stage, reason_code, dead_letters)
     SELECT date_trunc('hour', created_at), stage, reason_code, count(*)
@@ -24,7 +28,7 @@ class ReportResult:
 
 def run(conn: psycopg.Connection) -> ReportResult:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('streamflow.microbatch.dlq_report'))")
+        batches.lock(conn, STEP)
         conn.execute(_REFRESH)
         rows = conn.execute(
             "SELECT stage, reason_code, "

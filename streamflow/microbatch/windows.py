@@ -25,12 +25,6 @@ WINDOW_SECONDS = int(WINDOW.total_seconds())
 DEFAULT_GRACE = timedelta(seconds=10)
 
 
-def window_start(moment: datetime) -> datetime:
-    """The start of the 10 s window holding ``moment`` (windows align to the epoch)."""
-    epoch = moment.timestamp()
-    return datetime.fromtimestamp(epoch - epoch % WINDOW_SECONDS, tz=moment.tzinfo)
-
-
 def closed_before(max_event_time: datetime | None, grace: timedelta) -> datetime | None:
     """Windows ending at or before this instant are closed."""
     return None if max_event_time is None else max_event_time - grace
@@ -42,10 +36,11 @@ _TOUCHED = """
 """
 
 # Recompute the touched windows from all validated events in them (late ones included).
+# Each touched window reads only its own 10 s (event-time index): an old late event must not
+# make the step scan everything between it and now.
 _UPSERT = """
     WITH agg AS (
-        SELECT to_timestamp(floor(extract(epoch FROM occurred_at) / %(w)s) * %(w)s)
-                   AS window_start,
+        SELECT s.window_start,
                event_type,
                count(*) AS events,
                count(DISTINCT user_id) AS distinct_users,
@@ -53,15 +48,16 @@ _UPSERT = """
                count(*) FILTER (WHERE event_type = 'login' AND NOT success) AS login_failures,
                coalesce(sum(amount_cents) FILTER (WHERE event_type = 'purchase'), 0)
                    AS purchase_cents
-        FROM streamflow.notifications
-        WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s
+        FROM unnest(%(starts)s::timestamptz[]) AS s(window_start)
+        JOIN streamflow.notifications
+          ON occurred_at >= s.window_start AND occurred_at < s.window_start + %(width)s
         GROUP BY 1, 2
     )
     INSERT INTO streamflow.event_windows AS w (window_start, window_end, event_type, events,
         distinct_users, login_successes, login_failures, purchase_cents)
     SELECT window_start, window_start + %(width)s, event_type, events, distinct_users,
            login_successes, login_failures, purchase_cents
-    FROM agg WHERE window_start = ANY(%(starts)s)
+    FROM agg
     ON CONFLICT (window_start, event_type) DO UPDATE SET
         events = EXCLUDED.events, distinct_users = EXCLUDED.distinct_users,
         login_successes = EXCLUDED.login_successes, login_failures = EXCLUDED.login_failures,
@@ -110,9 +106,7 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
                                                          "upto": upto})]
         changed = 0
         if starts:
-            changed = conn.execute(_UPSERT, {
-                "w": WINDOW_SECONDS, "width": WINDOW, "starts": starts,
-                "lo": min(starts), "hi": max(starts) + WINDOW}).rowcount
+            changed = conn.execute(_UPSERT, {"width": WINDOW, "starts": starts}).rowcount
         max_time = conn.execute(
             "SELECT max(occurred_at) FROM streamflow.notifications").fetchone()[0]
         closed = closed_before(max_time, grace)

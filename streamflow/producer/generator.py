@@ -84,7 +84,8 @@ class EventGenerator:
     def _event_id(self, epoch_ms: int) -> str:
         # UUIDv7 (RFC 9562): 48 bits of Unix milliseconds first, then random bits from the
         # seeded generator (reproducible runs). Time-ordered ids append to the primary-key
-        # index instead of splitting random pages: the sink lands ~X% faster (make bench).
+        # index instead of splitting random pages (with the sink's GIL switch interval, this
+        # took the sink from 46.8k to 64k events/s: benchmarks/results/20261125T2*-backbone).
         h = f"{epoch_ms & 0xFFFFFFFFFFFF:012x}{self.rng.getrandbits(80):020x}"
         return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 

@@ -7,17 +7,12 @@ NULL in the typed columns that do not fit; the Dagster contract check judges the
 
 from __future__ import annotations
 
-import re
-
 import orjson
 
-from streamflow.contract import MAX_EVENT_BYTES, parse_time
+from streamflow.contract import INT64, MAX_EVENT_BYTES, UUID_RE, parse_time
 from streamflow.dlq import DeadLetter, Reason, Stage, headers_dict
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-                     re.IGNORECASE)
 INT32 = 2**31
-INT64 = 2**63
 
 LandingRow = tuple  # in streamflow.db.tables.LANDING_COLUMNS order
 

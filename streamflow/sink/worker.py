@@ -22,8 +22,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from streamflow import kafka_clients, metrics, topics
 from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.db.landing import CONNECTION_ERRORS, Batch, LandingWriter, LandResult
-from streamflow.db.tables import LANDING_COLUMNS
-from streamflow.dlq import DeadLetter, publish
+from streamflow.db.tables import LANDING_INDEX
+from streamflow.dlq import DeadLetter, Reason, Stage, publish
 from streamflow.sink.decode import decode
 from streamflow.workers.runtime import Backoff, Progress, StopFlag
 
@@ -37,7 +37,7 @@ class SinkConfig:
     bootstrap_servers: str
     database_url: str
     topic: str = topics.USER_EVENTS
-    group_id: str = "db-sink"
+    group_id: str = topics.SINK_GROUP
     dlq_topic: str = topics.DEAD_LETTER
     # Messages per consume() call = per transaction. 10k keeps a batch ~3 MB and ~0.1-0.2 s
     # of work: big enough to amortise the commit, small enough for a quick replay.
@@ -271,14 +271,18 @@ class Sink:
         for letter in batch.dead_letters:
             metrics.DEAD_LETTERS.labels(letter.stage.value, letter.reason_code.value).inc()
         if result.db_rejected:
-            metrics.DEAD_LETTERS.labels("ingest", "db_rejected").inc(result.db_rejected)
+            metrics.DEAD_LETTERS.labels(Stage.INGEST.value, Reason.DB_REJECTED.value).inc(
+                result.db_rejected)
         if result.rechecked:
             log.info("%d replayed contract rejects queued for a new contract check",
                      result.rechecked)
         # For lag tooling only: PostgreSQL already holds these offsets.
-        self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                      for (t, p), o in batch.next_offsets.items()],
-                             asynchronous=True)
+        # Only partitions still ours: a revoked one was committed by _on_revoke, and its new
+        # owner's offset must not be moved back.
+        mine = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()
+                if (t, p) in self.assigned]
+        if mine:
+            self.consumer.commit(offsets=mine, asynchronous=True)
         for (topic, partition), next_offset in batch.next_offsets.items():
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True)
@@ -299,8 +303,8 @@ class InFlight:
 
 
 def _keep_partitions(batch: Batch, assigned: set[tuple[str, int]]) -> Batch:
-    kafka_topic = LANDING_COLUMNS.index("kafka_topic")
-    kafka_partition = LANDING_COLUMNS.index("kafka_partition")
+    kafka_topic = LANDING_INDEX["kafka_topic"]
+    kafka_partition = LANDING_INDEX["kafka_partition"]
     return Batch(
         rows=[r for r in batch.rows if (r[kafka_topic], r[kafka_partition]) in assigned],
         dead_letters=[d for d in batch.dead_letters
@@ -312,7 +316,7 @@ def _keep_partitions(batch: Batch, assigned: set[tuple[str, int]]) -> Batch:
 
 def run_sink(config: SinkConfig, stop: StopFlag | None = None) -> Sink:
     """Set up, loop until stopped, close. Returns the sink (its counters) for callers/tests."""
-    sink = Sink(config, stop or StopFlag().install())
+    sink = Sink(config, stop if stop is not None else StopFlag().install())
     sink.setup()
     try:
         sink.run()

@@ -24,9 +24,6 @@ class StopFlag:
     def _handle(self, signum, _frame) -> None:
         self._set = True
 
-    def set(self) -> None:
-        self._set = True
-
     def __bool__(self) -> bool:
         return self._set
 
@@ -50,12 +47,12 @@ class Progress:
         (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def update(self, count: int, detail: str = "", *, force: bool = False) -> None:
+    def update(self, count: int, detail: str = "") -> None:
         now = time.monotonic()
         if now - self._samples[-1][0] >= 1.0:
             self._samples.append((now, count))
             metrics.RATE.labels(self.worker).set(self.rate())
-        if not force and now - self._last < self.interval_s:
+        if now - self._last < self.interval_s:
             return
         self._last = now
         line = f"{self.worker}: {count:,} events, {self.rate():,.0f}/s {detail}".rstrip()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
-from streamflow.settings import env_var_names
+from streamflow.settings import env_var_names, load_settings
 from tests.conftest import wait_for
 
 STREAMFLOW = [sys.executable, "-m", "streamflow.cli"]
@@ -121,8 +122,8 @@ def test_missing_maven_says_what_to_do(tmp_path):
 def _home_with_jars(tmp_path: Path, platform) -> Path:
     """A fresh home sharing the session stack's fetched jars (skips a Maven run)."""
     home = tmp_path / "home"
-    (home / "kafka").mkdir(parents=True)
-    (home / "kafka" / "libs").symlink_to(platform.settings.kafka_dir / "libs")
+    kafka_server.share_jars(load_settings(STREAMFLOW_HOME=str(home)),
+                            kafka_server.libs_dir(platform.settings))
     return home
 
 

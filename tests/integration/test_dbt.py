@@ -3,23 +3,17 @@
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 from dagster_dbt import DbtCliResource
 from sqlalchemy import text
 
 from assets.dbt import streamflow_dbt
 from resources import PostgresResource
-from streamflow.db.engine import make_engine
 from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_executable
 from tests.conftest import create_topic
+from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, catch_up, land
 
-
-@pytest.fixture(scope="module")
-def engine(platform):
-    eng = make_engine(platform.database_url)
-    yield eng
-    eng.dispose()
+engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 
 def build(platform) -> dg.ExecuteInProcessResult:
@@ -29,17 +23,14 @@ def build(platform) -> dg.ExecuteInProcessResult:
         "postgres": PostgresResource(database_url=platform.database_url)})
 
 
-def test_dbt_build_passes_with_its_tests(platform, engine, unique_name):
-    from resources import KafkaResource
-
+def test_dbt_build_passes_with_its_tests(platform, engine, resources, unique_name):
     s = Scenario()
     t = s.w0 + timedelta(seconds=3)
     events = [s.event("login", 1, t, success=True), s.event("login", 1, t, success=False),
               s.event("purchase", 2, t, amount_cents=250), s.event("page_view", 3, t),
               s.event("teleport", 4, t)]
     land(platform, create_topic(platform, unique_name), events)
-    catch_up({"postgres": PostgresResource(database_url=platform.database_url),
-              "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}, engine)
+    catch_up(resources, engine)
 
     result = build(platform)
     assert result.success

@@ -21,12 +21,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from resources import KafkaResource, PostgresResource
 from streamflow import contract, pii, topics
 from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.kafka_clients import producer
 from tests.conftest import create_topic, wait_for, worker_env
-from tests.integration import lanes
+from tests.integration import lanes, microbatch_helpers
 from tests.integration.lanes import offsets_stored, read_whole_topic, rows
 from tests.integration.microbatch_helpers import catch_up
 
@@ -143,10 +142,7 @@ def test_the_scan_finds_a_planted_address(platform, unique_name):
 
 # -- a real run -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def resources(platform):
-    return {"postgres": PostgresResource(database_url=platform.database_url),
-            "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
+resources = microbatch_helpers.resources  # fixture
 
 
 def test_no_clear_email_in_any_topic_or_table(platform, lane, engine, resources):

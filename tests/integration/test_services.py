@@ -101,3 +101,16 @@ def test_raw_events_has_the_landing_columns(platform):
         assert name in columns
     tables = {r[:2] for r in _schema_snapshot(platform.database_url)}
     assert ("raw", "dead_letters") in tables and ("raw", "consumer_offsets") in tables
+
+
+def test_the_migrated_schema_matches_the_table_definitions(platform):
+    """streamflow.db.tables is the one home of the schema: the migrations must build exactly
+    the columns it declares, for every table."""
+    from streamflow.db.tables import metadata
+
+    migrated: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column, *_ in _schema_snapshot(platform.database_url):
+        migrated.setdefault((schema, table), set()).add(column)
+    for table in metadata.tables.values():
+        assert migrated.get((table.schema, table.name)) == {c.name for c in table.columns}, (
+            f"{table.schema}.{table.name}")

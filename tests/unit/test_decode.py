@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streamflow.db.tables import LANDING_COLUMNS
+from streamflow.db.tables import LANDING_INDEX
 from streamflow.dlq import DeadLetter, Reason
 from streamflow.sink.decode import decode
 
 EID = "0b7e3c1e-9a55-4c62-8f1d-3b7a0e42f00d"
-COL = {name: i for i, name in enumerate(LANDING_COLUMNS)}
+COL = LANDING_INDEX
 
 
 def _decode(value, **kw):
