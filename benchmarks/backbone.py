@@ -70,7 +70,7 @@ def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
 def consumed(conn: psycopg.Connection, group: str, topic: str) -> int:
     """Messages of ``topic`` the sink group has landed: its offsets stored with the rows.
     (A count(*) of raw.events would scan millions of rows beside the sink being timed.)"""
-    return conn.execute("SELECT coalesce(sum(next_offset), 0) FROM raw.consumer_offsets "
+    return conn.execute("SELECT coalesce(sum(next_offset), 0)::bigint FROM raw.consumer_offsets "
                         "WHERE group_id = %s AND topic = %s", (group, topic)).fetchone()[0]
 
 

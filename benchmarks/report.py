@@ -97,8 +97,11 @@ def benchmark_rows(doc: dict) -> list[tuple[str, str, str, str, str]]:
               ("live view, 200 clients", doc.get("live"))]
     for name, part in memory:
         if part and "peak_rss_mb" in part:
-            target = "≤ 300 MB" if name == "sink" else "-"
-            rows.append((f"peak RSS, {name}", f"{part['peak_rss_mb']} MB", "-", "-", target))
+            limit = part.get("target_peak_rss_mb")
+            rows.append((f"peak RSS, {name}", f"{part['peak_rss_mb']} MB",
+                         f"target {limit} MB" if limit else "-",
+                         _ratio(part["peak_rss_mb"], limit) if limit else "-",
+                         f"≤ {limit} MB" if limit else "-"))
     return rows
 
 
