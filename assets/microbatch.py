@@ -44,6 +44,8 @@ def notifications(context: dg.AssetExecutionContext, config: BatchConfig,
                      f"{result.valid} valid, {result.rejected} rejected")
     return dg.MaterializeResult(metadata={
         "checked": result.checked, "valid": result.valid, "rejected": result.rejected,
+        "published": result.published, "chunks": result.chunks,
+        "seconds_by_phase": result.phases.rounded(),
         "pass_rate": dg.MetadataValue.float(round(result.pass_rate, 4)),
         "ingest_seq_range": f"({result.after}, {result.upto}]",
         "top_reasons": dg.MetadataValue.md(
@@ -66,6 +68,7 @@ def event_windows(context: dg.AssetExecutionContext, config: WindowConfig,
         "windows_published": result.published,
         "closed_before": str(result.watermark) if result.watermark else "none yet",
         "ingest_seq_range": f"({result.after}, {result.upto}]",
+        "seconds_by_phase": result.phases.rounded(),
     })
 
 

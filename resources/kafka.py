@@ -20,9 +20,21 @@ class KafkaResource(dg.ConfigurableResource):
     def admin(self) -> AdminClient:
         return kafka_clients.admin_client(self.bootstrap_servers)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A new producer needs ~0.5 s (connection, idempotent producer id, metadata) before
+        # its first delivery: start that now, so it overlaps the step's database work.
+        self.producer()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # Everything published was flushed by its step; the client goes with the run.
+        self._producer = None
+
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = kafka_clients.producer(self.bootstrap_servers)
+            # deliver() only collects failures: a Python callback per delivered message would
+            # cost ~30 % of publishing a batch (measured, 50k notifications).
+            self._producer = kafka_clients.producer(
+                self.bootstrap_servers, **{"delivery.report.only.error": True})
         return self._producer
 
     def consumer(self, group_id: str, **overrides) -> Consumer:

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # Dagster's run/event storage: SQLite under DAGSTER_HOME, or the PostgreSQL of DATABASE_URL.
     dagster_storage: Literal["sqlite", "postgres"] = Field(
         "sqlite", alias="STREAMFLOW_DAGSTER_STORAGE")
+    # Events per second of the local stack's demo producer (`make soak` raises it).
+    demo_rate: float = Field(50.0, gt=0, le=1_000_000, alias="STREAMFLOW_DEMO_RATE")
     live_port: Port = Field(3001, alias="STREAMFLOW_LIVE_PORT")
     live_token: SecretStr | None = Field(None, alias="STREAMFLOW_LIVE_TOKEN")
     # First Prometheus port; each worker takes the next free one from here.

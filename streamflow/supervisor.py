@@ -25,8 +25,7 @@ from streamflow.workers.runtime import Backoff, StopFlag
 log = logging.getLogger("streamflow.supervisor")
 
 COMPONENT = "supervisor"
-# Demo stream of the local stack: gentle enough for a laptop, busy enough for the windows.
-DEMO_RATE = 50
+# Demo stream of the local stack (its rate: STREAMFLOW_DEMO_RATE, 50 events/s by default).
 DEMO_LATE_RATE = 0.05
 DEMO_INVALID_RATE = 0.01
 # The Dagster code location: the module the code server loads, and its name in the UI.
@@ -72,7 +71,7 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
     dagster_env = {"DAGSTER_HOME": str(settings.dagster_home_dir)}
     workspace = ["-w", str(settings.dagster_home_dir / "workspace.yaml")]
     return [
-        _metrics_worker("producer", ["produce", "--rate", str(DEMO_RATE), "--late-rate",
+        _metrics_worker("producer", ["produce", "--rate", str(settings.demo_rate), "--late-rate",
                                      str(DEMO_LATE_RATE), "--invalid-rate",
                                      str(DEMO_INVALID_RATE)],
                         _port(settings.metrics_port, taken)),

@@ -85,33 +85,51 @@ def _typed(name: str, value: object) -> object:
     return value if type(value) is str else None
 
 
+_STR_COLUMNS = ("event_id", "event_type", "user_id", "email_hash", "email_masked", "country",
+                "device")
+
+
+def typed_fields(payload: dict, type_errors: list[str]) -> dict[str, object]:
+    """Each contract field of one payload, typed (None when missing or of the wrong type).
+
+    A value of the wrong type adds its reason to ``type_errors``."""
+    out = {}
+    for name in CONTRACT_COLUMNS:
+        raw = payload.get(name)
+        value = _typed(name, raw)
+        if raw is not None and value is None:
+            type_errors.append(f"{name}: expected {_EXPECTED[name]}, got {raw!r:.60}")
+        out[name] = value
+    return out
+
+
 def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, dict[int, list]]:
     """A typed DataFrame of ``payloads`` (+ ``extra`` columns) and the type errors per row."""
     type_errors: dict[int, list[str]] = defaultdict(list)
     columns: dict[str, list] = {name: [] for name in CONTRACT_COLUMNS}
     for i, payload in enumerate(payloads):
-        for name in CONTRACT_COLUMNS:
-            raw = payload.get(name)
-            value = _typed(name, raw)
-            if raw is not None and value is None:
-                type_errors[i].append(f"{name}: expected {_EXPECTED[name]}, got {raw!r:.60}")
+        for name, value in typed_fields(payload, type_errors[i]).items():
             columns[name].append(value)
+    return columns_frame(columns, extra), {i: e for i, e in type_errors.items() if e}
+
+
+def columns_frame(columns: dict[str, list], extra: dict[str, object]) -> pd.DataFrame:
+    """The DataFrame the contract validates, from typed column lists (None = missing).
+
+    ``occurred_at`` may be a list of datetimes or a ready ``datetime64[ns, UTC]`` array."""
+    occurred = columns["occurred_at"]
+    if not isinstance(occurred, (pd.Series, pd.DatetimeIndex)):
+        occurred = pd.to_datetime(pd.Series(occurred, dtype=object), utc=True)
     df = pd.DataFrame({
-        **{name: pd.array(columns[name], dtype="string[python]") for name in
-           ("event_id", "event_type", "user_id", "email_hash", "email_masked", "country",
-            "device")},
+        # pandera's `str` checks want object columns of str; missing values stay None.
+        **{name: pd.Series(columns[name], dtype=object) for name in _STR_COLUMNS},
         "schema_version": pd.array(columns["schema_version"], dtype="Int64"),
-        "occurred_at": pd.to_datetime(pd.Series(columns["occurred_at"], dtype=object),
-                                      utc=True),
+        "occurred_at": pd.Series(occurred).reset_index(drop=True),
         "success": pd.array(columns["success"], dtype="boolean"),
         "amount_cents": pd.array(columns["amount_cents"], dtype="Int64"),
         **extra,
     })
-    # pandera's `str` checks want object columns of str; missing values stay None.
-    for name in ("event_id", "event_type", "user_id", "email_hash", "email_masked", "country",
-                 "device"):
-        df[name] = df[name].astype(object).where(df[name].notna(), None)
-    return df, type_errors
+    return df
 
 
 def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None

@@ -1,28 +1,50 @@
 """Contract check of a batch: valid events -> streamflow.notifications + `notifications` topic;
-failures -> raw.dead_letters (stage `contract`, every pandera reason) + `dead-letter-topic`."""
+failures -> raw.dead_letters (stage `contract`, every pandera reason) + `dead-letter-topic`.
+
+Only the checking happens in Python (pandera over the sink's typed columns). Valid rows never
+travel back: PostgreSQL copies them from raw.events and renders their topic messages in the
+same statement (profile and numbers: docs/BENCHMARKS.md, "Where a micro-batch spends").
+"""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import orjson
-import pandas as pd
 import psycopg
+from psycopg import sql
 
-from streamflow import contract
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch as batches
-from streamflow.validation import frame, validate
+from streamflow.microbatch.phases import Phases
+from streamflow.validation import columns_frame, validate
 
 STEP = "notifications"
 
-_INSERT = (
-    "INSERT INTO streamflow.notifications (event_id, ingest_seq, schema_version, event_type, "
-    "user_id, email_hash, email_masked, occurred_at, country, device, success, amount_cents) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
-)
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, (
+    "event_id", "ingest_seq", "schema_version", "event_type", "user_id", "email_hash",
+    "email_masked", "occurred_at", "country", "device", "success", "amount_cents")))
+# The valid rows of a batch: its ingest range minus the rejects. A row can only leave the
+# range meanwhile (a replay re-sequences it past every current row), never enter it.
+# RETURNING renders each new row's message (key, JSON) as the contract formats it: time in
+# ISO-8601 UTC milliseconds, `success` / `amount_cents` only where the event type has them.
+_INSERT_VALID = sql.SQL("""
+    INSERT INTO streamflow.notifications ({cols})
+    SELECT {cols} FROM raw.events
+    WHERE ingest_seq > %(after)s AND ingest_seq <= %(last)s
+      AND NOT (ingest_seq = ANY(%(rejected)s))
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING user_id, json_strip_nulls(json_build_object(
+        'event_id', event_id, 'schema_version', schema_version, 'event_type', event_type,
+        'user_id', user_id, 'email_hash', email_hash, 'email_masked', email_masked,
+        'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'country', country, 'device', device, 'success', success,
+        'amount_cents', amount_cents))::text
+""").format(cols=_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,9 @@ class NotificationsResult:
     valid: int
     rejected: int
     top_reasons: list[tuple[str, int]]
+    published: int = 0  # new notifications (a re-run of a committed range publishes none)
+    chunks: int = 1
+    phases: Phases = field(default_factory=Phases, compare=False)
 
     @property
     def pass_rate(self) -> float:
@@ -44,67 +69,85 @@ PublishDeadLetters = Callable[[list[DeadLetter]], None]
 
 
 def run(conn: psycopg.Connection, upto: int, publish: Publish,
-        publish_dead_letters: PublishDeadLetters) -> NotificationsResult:
-    """Validate events after the watermark up to ``upto``, in one transaction:
+        publish_dead_letters: PublishDeadLetters,
+        limit: int = batches.MAX_BATCH) -> NotificationsResult:
+    """Validate every event after the watermark up to ``upto``, ``limit`` at a time (each
+    chunk its own transaction: memory stays bounded, a failure keeps the chunks before it)."""
+    chunks: list[NotificationsResult] = []
+    while True:
+        chunk = run_chunk(conn, upto, publish, publish_dead_letters, limit)
+        chunks.append(chunk)
+        if not chunk.checked or chunk.upto >= upto:
+            break
+    counts: Counter[str] = Counter()
+    phases = Phases()
+    for chunk in chunks:
+        counts.update(dict(chunk.top_reasons))
+        phases.merge(chunk.phases)
+    return NotificationsResult(
+        chunks[0].after, chunks[-1].upto, sum(c.checked for c in chunks),
+        sum(c.valid for c in chunks), sum(c.rejected for c in chunks), counts.most_common(10),
+        sum(c.published for c in chunks), len([c for c in chunks if c.checked]), phases)
 
-    1. Lock the step and read events after its watermark (at most MAX_BATCH).
+
+def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
+              publish_dead_letters: PublishDeadLetters,
+              limit: int = batches.MAX_BATCH) -> NotificationsResult:
+    """Validate events after the watermark up to ``upto`` (at most ``limit``), in one
+    transaction:
+
+    1. Lock the step; read the typed columns of events after its watermark (at most
+       ``limit``); the payload only of rows whose typed columns cannot tell.
     2. Validate them against the pandera contract, lazily (every reason per row).
-    3. Publish valid events and dead letters to Kafka and flush, before the commit.
-    4. Insert valid rows and dead letters (both idempotent), advance the watermark, commit.
+    3. Copy the valid rows into streamflow.notifications (idempotent on event_id), which
+       renders the messages of the new ones.
+    4. Publish those and the dead letters to Kafka and flush, before the commit.
+    5. Insert the dead letters (idempotent on their source), advance the watermark, commit.
     """
+    phase = Phases()
     with conn.transaction():
-        batches.lock(conn, STEP)
-        after = batches.watermark(conn, STEP)
-        events = batches.read_events(conn, after, upto)
-        if not events:
-            return NotificationsResult(after, after, 0, 0, 0, [])
-        payloads = [e.payload for e in events]
-        df, type_errors = frame(payloads, {
-            "ingest_seq": [e.ingest_seq for e in events],
-            "ingested_at": [e.ingested_at for e in events]})
-        valid, reasons = validate(df, type_errors)
-        letters = [_dead_letter(events[i], why) for i, why in sorted(reasons.items())]
-        rows = [_row(r) for r in valid.itertuples(index=False)]
-        publish([(r[4].encode(), orjson.dumps(_message(r))) for r in rows])
-        publish_dead_letters(letters)
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT, rows)
-        insert_dead_letters(conn, letters)
-        last = events[-1].ingest_seq
+        # Step 1
+        with phase("lock"):
+            batches.lock(conn, STEP)
+            after = batches.watermark(conn, STEP)
+        with phase("read"):
+            events = batches.read_typed(conn, after, upto, limit)
+        if not len(events):
+            return NotificationsResult(after, after, 0, 0, 0, [], phases=phase)
+        last = events.seqs[-1]
+        # Step 2
+        with phase("validate"):
+            df = columns_frame(events.columns, {"ingest_seq": events.seqs,
+                                                "ingested_at": events.ingested_at})
+            valid, reasons = validate(df, events.type_errors)
+        rejected = [events.seqs[i] for i in sorted(reasons)]
+        # Step 3: every row that passed has all its typed columns (a field the sink could
+        # not type is a type failure here too), so the copy is the validated values.
+        with phase("insert"):
+            messages = [(user.encode(), text.encode()) for user, text in conn.execute(
+                _INSERT_VALID, {"after": after, "last": last, "rejected": rejected}).fetchall()]
+        with phase("dead_letters"):
+            origins = batches.read_origins(conn, rejected)
+            letters = [_dead_letter(origins[events.seqs[i]], why)
+                       for i, why in sorted(reasons.items()) if events.seqs[i] in origins]
+        # Step 4
+        with phase("publish"):
+            publish(messages)
+            publish_dead_letters(letters)
+        # Step 5
+        with phase("dead_letters"):
+            insert_dead_letters(conn, letters)
         batches.advance(conn, STEP, last)
-    counts: dict[str, int] = {}
-    for why in reasons.values():
-        for reason in why:
-            key = reason.split(" (got")[0]
-            counts[key] = counts.get(key, 0) + 1
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
-    return NotificationsResult(after, last, len(events), len(rows), len(letters), top)
+        committing = time.perf_counter()
+    phase.add("commit", time.perf_counter() - committing)
+    # Top reasons by check, without the offending values ("x: isin", not "x: isin (got 'y')").
+    counts = Counter(reason.split(" (got")[0] for why in reasons.values() for reason in why)
+    return NotificationsResult(after, last, len(events), len(valid), len(rejected),
+                               counts.most_common(10), len(messages), phases=phase)
 
 
-def _row(r) -> tuple:
-    return (r.event_id, r.ingest_seq, int(r.schema_version), r.event_type, r.user_id,
-            r.email_hash, r.email_masked, r.occurred_at.to_pydatetime(), r.country, r.device,
-            None if pd.isna(r.success) else bool(r.success),
-            None if pd.isna(r.amount_cents) else int(r.amount_cents))
-
-
-def _message(row: tuple) -> dict:
-    (event_id, _, version, event_type, user_id, email_hash, email_masked, occurred_at, country,
-     device, success, amount) = row
-    message = {"event_id": event_id, "schema_version": version, "event_type": event_type,
-               "user_id": user_id, "email_hash": email_hash, "email_masked": email_masked,
-               "occurred_at": contract.format_time(occurred_at), "country": country,
-               "device": device}
-    if success is not None:
-        message["success"] = success
-    if amount is not None:
-        message["amount_cents"] = amount
-    return message
-
-
-def _dead_letter(event: batches.LandedEvent, reasons: list[str]) -> DeadLetter:
-    user = event.payload.get("user_id")
+def _dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
     return DeadLetter(
-        Stage.CONTRACT, Reason.CONTRACT, "; ".join(reasons), event.raw,
-        user.encode() if isinstance(user, str) else None, {}, event.kafka_topic,
-        event.kafka_partition, event.kafka_offset, str(event.payload.get("event_id")))
+        Stage.CONTRACT, Reason.CONTRACT, "; ".join(reasons), origin.payload,
+        origin.user_id.encode() if origin.user_id is not None else None, {},
+        origin.kafka_topic, origin.kafka_partition, origin.kafka_offset, origin.event_id)

@@ -9,7 +9,7 @@ closed windows with a revision not yet published go to the `analytics` topic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
@@ -17,6 +17,7 @@ import psycopg
 
 from streamflow import contract
 from streamflow.microbatch import batch as batches
+from streamflow.microbatch.phases import Phases
 
 STEP = "event_windows"
 WINDOW = timedelta(seconds=10)
@@ -84,6 +85,7 @@ class WindowsResult:
     changed: int
     published: int
     watermark: datetime | None
+    phases: Phases = field(default_factory=Phases, compare=False)
 
 
 Publish = Callable[[list[tuple[bytes, bytes]]], None]
@@ -98,29 +100,34 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
     3. Publish closed windows with an unpublished revision to Kafka and flush.
     4. Mark them published, advance the watermark, commit.
     """
+    phase = Phases()
     with conn.transaction():
-        batches.lock(conn, STEP)
-        after = batches.watermark(conn, STEP)
-        upto = max(after, min(upto, _validated_upto(conn)))
-        starts = [r[0] for r in conn.execute(_TOUCHED, {"w": WINDOW_SECONDS, "after": after,
-                                                         "upto": upto})]
+        with phase("lock"):
+            batches.lock(conn, STEP)
+            after = batches.watermark(conn, STEP)
+            upto = max(after, min(upto, _validated_upto(conn)))
+        with phase("touched"):
+            starts = [r[0] for r in conn.execute(_TOUCHED, {"w": WINDOW_SECONDS,
+                                                             "after": after, "upto": upto})]
         changed = 0
-        if starts:
-            changed = conn.execute(_UPSERT, {"width": WINDOW, "starts": starts}).rowcount
-        max_time = conn.execute(
-            "SELECT max(occurred_at) FROM streamflow.notifications").fetchone()[0]
-        closed = closed_before(max_time, grace)
-        rows = conn.execute(_TO_PUBLISH, {"closed": closed}).fetchall() if closed else []
-        publish([(f"{r[0].isoformat()}|{r[2]}".encode(), orjson.dumps(_message(r)))
-                 for r in rows])
-        if rows:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE streamflow.event_windows SET published_revision = %s "
-                    "WHERE window_start = %s AND event_type = %s",
-                    [(r[8], r[0], r[2]) for r in rows])
+        with phase("recompute"):
+            if starts:
+                changed = conn.execute(_UPSERT, {"width": WINDOW, "starts": starts}).rowcount
+        with phase("publish"):
+            max_time = conn.execute(
+                "SELECT max(occurred_at) FROM streamflow.notifications").fetchone()[0]
+            closed = closed_before(max_time, grace)
+            rows = conn.execute(_TO_PUBLISH, {"closed": closed}).fetchall() if closed else []
+            publish([(f"{r[0].isoformat()}|{r[2]}".encode(), orjson.dumps(_message(r)))
+                     for r in rows])
+            if rows:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE streamflow.event_windows SET published_revision = %s "
+                        "WHERE window_start = %s AND event_type = %s",
+                        [(r[8], r[0], r[2]) for r in rows])
         batches.advance(conn, STEP, upto)
-    return WindowsResult(after, upto, len(starts), changed, len(rows), closed)
+    return WindowsResult(after, upto, len(starts), changed, len(rows), closed, phase)
 
 
 def _validated_upto(conn: psycopg.Connection) -> int:

@@ -91,7 +91,9 @@ class Sink:
         # rows/s under decode load at 1 ms).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._with_database(self.writer.setup)
-        self.dlq_producer = kafka_clients.producer(self.config.bootstrap_servers)
+        # Reports for failures only: dlq.publish() collects nothing else.
+        self.dlq_producer = kafka_clients.producer(self.config.bootstrap_servers,
+                                                   **{"delivery.report.only.error": True})
         self.consumer = kafka_clients.consumer(
             self.config.bootstrap_servers, self.config.group_id,
             # A batch waits at most poll_timeout_s; fetch in big chunks to keep up at 50k/s+.
