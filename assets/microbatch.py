@@ -84,6 +84,11 @@ def dlq_report(context: dg.AssetExecutionContext,
 
 
 MICROBATCH_ASSETS = [notifications, event_windows, dlq_report]
+# Run monitoring fails a micro-batch run after this long (a healthy one takes seconds; a
+# 1M-event backlog about a minute on 2 cores): a hung run cannot hold a sensor slot forever.
+MAX_RUNTIME = timedelta(minutes=15)
+# The instance's run_monitoring.start_timeout_seconds (streamflow/supervisor.py).
+START_TIMEOUT = timedelta(minutes=3)
 STEPS = [contract_step.STEP, windows.STEP]  # steps with a watermark
 
 microbatch_job = dg.define_asset_job(
@@ -91,7 +96,8 @@ microbatch_job = dg.define_asset_job(
     # Checks run on their own schedule (assets/checks.py): every step here delays windows.
     selection=dg.AssetSelection.assets(*MICROBATCH_ASSETS).without_checks(),
     description="One micro-batch: contract check, windows, DLQ report.",
-    tags={"dagster/max_retries": "2"},
+    tags={"dagster/max_retries": "2",
+          "dagster/max_runtime": str(int(MAX_RUNTIME.total_seconds()))},
     # All steps in the run's own process: a subprocess per step costs seconds of start-up on
     # 2 cores, more than the steps themselves (window visibility p95, see `make bench`).
     executor_def=dg.in_process_executor,

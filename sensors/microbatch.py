@@ -4,11 +4,11 @@ It reads two numbers from PostgreSQL (the truth; the cursor is only a hint), nev
 returns in milliseconds. The run key names the range, so the same range never runs twice.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.microbatch import STEPS, microbatch_job, run_config
+from assets.microbatch import MAX_RUNTIME, START_TIMEOUT, STEPS, microbatch_job, run_config
 from resources import PostgresResource
 from streamflow.microbatch import batch
 
@@ -18,11 +18,24 @@ INTERVAL_S = 3
 # costs as much as the work, so overlapping the two halves window latency. The steps lock
 # and read their own watermarks, so overlapping runs never process a row twice.
 MAX_ACTIVE_RUNS = 2
-# A run not updated for this long is not in progress: it was orphaned (the stack stopped
-# under it) and must not block the sensor; run monitoring marks it failed.
-STALE_AFTER = timedelta(minutes=2)
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def is_active(status: dg.DagsterRunStatus, created: datetime, started: datetime | None,
+              now: datetime) -> bool:
+    """Whether a micro-batch run still holds one of the sensor's slots.
+
+    Dagster moves a run's update time only when its status changes, so a long run looks idle
+    however busy it is: the rule uses what Dagster records instead. A started run counts
+    until it has run for MAX_RUNTIME (run monitoring fails it then, see assets/microbatch.py);
+    a run not started yet counts until the instance's start timeout (the same monitoring).
+    Runs orphaned by a stop are failed by `streamflow up` before anything starts."""
+    if status not in ACTIVE:
+        return False
+    if started is not None:
+        return now - started < MAX_RUNTIME
+    return now - created < START_TIMEOUT
 
 
 def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
@@ -32,9 +45,12 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     processed = min(done.values())
     if landed <= processed:
         return dg.SkipReason(f"no new events: landed up to {landed}, processed {done}")
-    active = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE,
-                      updated_after=datetime.now(UTC) - STALE_AFTER), limit=MAX_ACTIVE_RUNS)
+    now = datetime.now(UTC)
+    records = context.instance.get_run_records(
+        dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE), limit=10)
+    active = [r for r in records if is_active(
+        r.dagster_run.status, r.create_timestamp,
+        datetime.fromtimestamp(r.start_time, UTC) if r.start_time else None, now)]
     if len(active) >= MAX_ACTIVE_RUNS:
         return dg.SkipReason(f"{len(active)} micro-batch runs in progress ({landed - processed}"
                              " events waiting)")

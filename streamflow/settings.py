@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="STREAMFLOW_LOG_LEVEL"
     )
+    # Local stack logs (STREAMFLOW_HOME/logs/*.log): rotated past this size in MiB, keeping
+    # this many older copies. 20 MiB x (3 + 1) x the 8 logs of `up` caps them near 640 MiB.
+    log_max_mb: int = Field(20, ge=1, le=10_240, alias="STREAMFLOW_LOG_MAX_MB")
+    log_backups: int = Field(3, ge=0, le=100, alias="STREAMFLOW_LOG_BACKUPS")
 
     @field_validator("kafka_port", "kafka_controller_port", "dagster_port",
                      "dagster_code_port", "live_port", "metrics_port")
@@ -125,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home_dir / "logs"
+
+    @property
+    def log_max_bytes(self) -> int:
+        return self.log_max_mb * 1024 * 1024
 
     @property
     def run_dir(self) -> Path:

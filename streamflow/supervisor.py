@@ -2,7 +2,9 @@
 
 `streamflow up` starts one supervisor in the background. It starts each worker as a child
 process (output in STREAMFLOW_HOME/logs/<worker>.log), restarts a worker that dies with
-backoff, logging the restart, and on SIGTERM stops the workers (SIGTERM, wait) and exits.
+backoff, logging the restart, rotates the logs under STREAMFLOW_HOME/logs past
+STREAMFLOW_LOG_MAX_MB (see ``infra.log_rotation``), and on SIGTERM stops the workers
+(SIGTERM, wait) and exits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamflow.errors import WorkersFailed
-from streamflow.infra import processes
+from streamflow.infra import log_rotation, processes
 from streamflow.settings import Settings
 from streamflow.workers.runtime import Backoff, StopFlag
 
@@ -33,6 +35,11 @@ DAGSTER_LOCATION = "streamflow_defs.definitions"
 # A worker that ran this long before dying gets a fresh backoff: it was healthy.
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 30.0
+# Seconds between two log size checks (one stat per log file). A log can outgrow
+# STREAMFLOW_LOG_MAX_MB by what is written to it in this time, so it would only reach twice
+# the default limit at 20 MiB / 30 s = 0.7 MB/s of log lines; a stat of each log is cheap, but
+# checking every loop turn (0.5 s) would buy nothing for line-rate logs.
+LOG_ROTATION_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class Supervisor:
         self.backoff = {spec.name: Backoff(first_s=1.0) for spec in specs}
         self.restart_at: dict[str, float] = {}
         self.restarts = dict.fromkeys((spec.name for spec in specs), 0)
+        self.rotate_at = 0.0  # monotonic time of the next log check: the first loop turn
 
     def _start(self, spec: WorkerSpec) -> None:
         state, child = processes.spawn(
@@ -164,7 +172,25 @@ class Supervisor:
             time.sleep(0.5)
             for spec in self.specs:
                 self._check(spec)
+            self._rotate_logs_if_due(time.monotonic())
         self.shutdown()
+
+    def _rotate_logs_if_due(self, now: float) -> None:
+        if now < self.rotate_at:
+            return
+        self.rotate_at = now + LOG_ROTATION_INTERVAL_S
+        try:
+            rotated = log_rotation.rotate_logs(self.settings.logs_dir,
+                                               max_bytes=self.settings.log_max_bytes,
+                                               backups=self.settings.log_backups)
+        except OSError as exc:  # a full disk, say: the workers must keep running regardless
+            log.warning("log rotation in %s failed, retried in %.0fs: %s",
+                        self.settings.logs_dir, LOG_ROTATION_INTERVAL_S, exc)
+            return
+        for rotation in rotated:
+            log.info("rotated %s at %d bytes (STREAMFLOW_LOG_MAX_MB=%d, keeping %d)",
+                     rotation.path, rotation.size, self.settings.log_max_mb,
+                     self.settings.log_backups)
 
     def _check(self, spec: WorkerSpec) -> None:
         child = self.children.get(spec.name)

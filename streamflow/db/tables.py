@@ -137,13 +137,25 @@ event_windows = Table(
     schema=OUTPUT_SCHEMA,
 )
 
+# Maintained by a trigger on raw.dead_letters (migration 0005): hours are UTC.
 dlq_report = Table(
     "dlq_report",
     metadata,
     Column("hour", DateTime(timezone=True), primary_key=True),
     Column("stage", Text, primary_key=True),
     Column("reason_code", Text, primary_key=True),
-    Column("dead_letters", Integer, nullable=False),
+    Column("dead_letters", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+# Per minute: events the contract step checked, passed and rejected (its chunk transactions).
+contract_counts = Table(
+    "contract_counts",
+    metadata,
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("checked", BigInteger, nullable=False),
+    Column("valid", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
     schema=OUTPUT_SCHEMA,
 )

@@ -20,7 +20,7 @@ from streamflow.errors import (
     KafkaJarsMissing,
     MavenNotFound,
 )
-from streamflow.infra import processes
+from streamflow.infra import log_rotation, processes
 from streamflow.kafka_clients import broker_answers
 from streamflow.settings import LOCALHOST, Settings
 
@@ -237,11 +237,14 @@ def stop(settings: Settings) -> str:
 
 
 def version_from_log(settings: Settings) -> str | None:
-    """The version the running broker reported about itself at start-up."""
-    log = settings.logs_dir / "kafka.log"
-    try:
-        found = re.findall(r"Kafka version: (\S+)", log.read_text(errors="replace"))
-    except FileNotFoundError:
-        return None
-    return found[-1] if found else None
+    """The version the running broker reported about itself at start-up (the line may
+    have moved to a rotated copy, kafka.log.1 ..., or been dropped with the oldest one)."""
+    for log in log_rotation.generations(settings.logs_dir / "kafka.log"):
+        try:
+            found = re.findall(r"Kafka version: (\S+)", log.read_text(errors="replace"))
+        except FileNotFoundError:
+            continue
+        if found:
+            return found[-1]
+    return None
 

@@ -46,6 +46,18 @@ _INSERT_VALID = sql.SQL("""
         'amount_cents', amount_cents))::text
 """).format(cols=_COLUMNS)
 
+# Per-minute counters for the asset checks (a sum over 60 rows, not a count over an hour of
+# events); kept two days.
+_COUNT = """
+    WITH expired AS (
+        DELETE FROM streamflow.contract_counts WHERE minute < now() - interval '2 days'
+    )
+    INSERT INTO streamflow.contract_counts AS c (minute, checked, valid, rejected)
+    VALUES (date_trunc('minute', now()), %(checked)s, %(checked)s - %(rejected)s, %(rejected)s)
+    ON CONFLICT (minute) DO UPDATE SET checked = c.checked + EXCLUDED.checked,
+        valid = c.valid + EXCLUDED.valid, rejected = c.rejected + EXCLUDED.rejected
+"""
+
 
 @dataclass(frozen=True)
 class NotificationsResult:
@@ -137,6 +149,7 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
         # Step 5
         with phase("dead_letters"):
             insert_dead_letters(conn, letters)
+        conn.execute(_COUNT, {"checked": len(events), "rejected": len(rejected)})
         batches.advance(conn, STEP, last)
         committing = time.perf_counter()
     phase.add("commit", time.perf_counter() - committing)

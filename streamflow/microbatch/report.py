@@ -1,4 +1,8 @@
-"""Dead letters by hour, stage and reason -> streamflow.dlq_report (recomputed, idempotent)."""
+"""Dead letters by hour, stage and reason: streamflow.dlq_report and its summary.
+
+The table is kept exact by the database itself: a trigger counts dead letters in the very
+transaction that inserts them (migration 0005), so no run ever recounts raw.dead_letters
+(its cost would grow with history). A run reads the summary, ~24 rows a day per reason."""
 
 from __future__ import annotations
 
@@ -6,18 +10,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from streamflow.microbatch import batch as batches
 
 STEP = "dlq_report"
-
-_REFRESH = """
-    INSERT INTO streamflow.dlq_report AS r (hour, stage, reason_code, dead_letters)
-    SELECT date_trunc('hour', created_at), stage, reason_code, count(*)
-    FROM raw.dead_letters GROUP BY 1, 2, 3
-    ON CONFLICT (hour, stage, reason_code) DO UPDATE SET
-        dead_letters = EXCLUDED.dead_letters, updated_at = now()
-    WHERE r.dead_letters IS DISTINCT FROM EXCLUDED.dead_letters
-"""
 
 
 @dataclass(frozen=True)
@@ -28,8 +22,6 @@ class ReportResult:
 
 def run(conn: psycopg.Connection) -> ReportResult:
     with conn.transaction():
-        batches.lock(conn, STEP)
-        conn.execute(_REFRESH)
         rows = conn.execute(
             "SELECT stage, reason_code, "
             "sum(dead_letters) FILTER (WHERE hour >= now() - interval '24 hours'), "
