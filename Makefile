@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench chaos clean
+.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench chaos soak clean
 
 # uv resolves and installs this dependency set in seconds (pip's resolver backtracks for
 # minutes); requirements.lock pins every package by hash for reproducible installs.
@@ -53,6 +53,11 @@ bench: fetch-kafka
 # offset accounted for. Results in benchmarks/results/ and docs/RELIABILITY.md.
 chaos: fetch-kafka
 	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick,)
+
+# The whole local stack at 2,000 events/s for 30 minutes (QUICK=1: 4): RSS, disk, lag and
+# micro-batch timings must stay flat. Results in benchmarks/results/ and docs/BENCHMARKS.md.
+soak: fetch-kafka
+	$(BIN)/python -m benchmarks.soak $(if $(QUICK),--quick,)
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,6 +22,13 @@ class BatchConfig(dg.Config):
                                          "(0: all landed when the run starts).")
 
 
+class NotificationsConfig(BatchConfig):
+    drain_seconds: float = Field(
+        5.0, ge=0, description="Keep checking events that land meanwhile while the step has "
+                               "run less than this (a burst is drained by one run instead of "
+                               "a run launch every few seconds); 0: exactly up to upto_seq.")
+
+
 class WindowConfig(BatchConfig):
     grace_seconds: float = Field(10.0, description="Seconds after a window's end before it "
                                                    "is closed and published.")
@@ -34,12 +41,12 @@ def _upto(config: BatchConfig, conn) -> int:
 @dg.asset(group_name=GROUP, deps=[RAW_EVENTS], kinds={"pandera", "postgres", "kafka"},
           description="Landed events checked against the pandera contract; valid ones in "
                       "streamflow.notifications and on `notifications`, failures dead-lettered.")
-def notifications(context: dg.AssetExecutionContext, config: BatchConfig,
+def notifications(context: dg.AssetExecutionContext, config: NotificationsConfig,
                   postgres: PostgresResource, kafka: KafkaResource) -> dg.MaterializeResult:
     with postgres.connect() as conn:
         result = contract_step.run(
             conn, _upto(config, conn), lambda m: kafka.publish(topics.NOTIFICATIONS, m),
-            kafka.publish_dead_letters)
+            kafka.publish_dead_letters, drain_s=config.drain_seconds)
     context.log.info(f"checked {result.checked} events ({result.after}, {result.upto}]: "
                      f"{result.valid} valid, {result.rejected} rejected")
     return dg.MaterializeResult(metadata={
@@ -60,7 +67,9 @@ def notifications(context: dg.AssetExecutionContext, config: BatchConfig,
 def event_windows(context: dg.AssetExecutionContext, config: WindowConfig,
                   postgres: PostgresResource, kafka: KafkaResource) -> dg.MaterializeResult:
     with postgres.connect() as conn:
-        result = windows.run(conn, _upto(config, conn),
+        # Everything the contract step validated, also past upto_seq when it drained more.
+        upto = max(_upto(config, conn), batch.watermark(conn, contract_step.STEP))
+        result = windows.run(conn, upto,
                              lambda m: kafka.publish(topics.ANALYTICS, m),
                              grace=timedelta(seconds=config.grace_seconds))
     return dg.MaterializeResult(metadata={

@@ -45,8 +45,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def isolated_stack():
-    """A fresh embedded Kafka + PostgreSQL (no workers) in a temp dir, torn down afterwards."""
+def isolated_stack(**overrides: object):
+    """A fresh embedded Kafka + PostgreSQL (no workers) in a temp dir, torn down afterwards.
+
+    ``overrides``: more settings by environment name (STREAMFLOW_DEMO_RATE=2000, say); the
+    workers that `stack.start_workers` starts on it inherit them."""
     jars = kafka_server.fetch(load_settings())  # once, in the default home (make fetch-kafka)
     with tempfile.TemporaryDirectory(prefix="streamflow-bench-") as home:
         settings = load_settings(
@@ -55,7 +58,7 @@ def isolated_stack():
             STREAMFLOW_DAGSTER_CODE_PORT=free_port(),
             STREAMFLOW_METRICS_PORT=free_port(), STREAMFLOW_LIVE_PORT=free_port(),
             KAFKA_BOOTSTRAP_SERVERS=None,
-            DATABASE_URL=None)
+            DATABASE_URL=None, **overrides)
         kafka_server.share_jars(settings, jars)
         stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
         try:

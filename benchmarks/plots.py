@@ -1,4 +1,4 @@
-"""PNG charts of one `make bench` document (matplotlib, no display needed)."""
+"""PNG charts of one `make bench` or `make soak` document (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,50 @@ def memory(doc: dict, path: Path) -> Path:
     ax.axvline(300, color="#c53030", ls="--", label="sink target 300 MB")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Peak RSS per worker")
+    return _save(fig, path)
+
+
+def soak(doc: dict, path: Path) -> Path:
+    """Four panels over the soak's minutes: RSS per process, disk per store, sink lag and
+    micro-batch backlog, run duration and window latency."""
+    samples = doc["samples"]
+    minutes = [s["t_s"] / 60 for s in samples]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    rss, disk, behind, timing = axes.flat
+    for name in sorted({n for s in samples for n in s["processes"]}):
+        points = [(s["t_s"] / 60, s["processes"][name]["rss_mb"])
+                  for s in samples if name in s["processes"]]
+        rss.plot(*zip(*points, strict=True), label=name)
+    rss.set_ylabel("RSS (MB)")
+    rss.set_title("Memory per process (children summed)")
+    rss.legend(fontsize=7, ncol=2)
+    for store in sorted({n for s in samples for n in s["disk_mb"]}):
+        disk.plot(minutes, [s["disk_mb"].get(store, 0) for s in samples], label=store)
+    disk.set_ylabel("disk (MB)")
+    disk.set_title("Disk per store")
+    disk.legend(fontsize=7)
+    behind.plot(minutes, [s["sink_lag"] for s in samples], label="sink lag (messages)")
+    behind.plot(minutes, [s["backlog"] for s in samples], label="micro-batch backlog (rows)")
+    behind.set_ylabel("events behind")
+    behind.set_title("Lag")
+    behind.legend(fontsize=7)
+    runs = [(r["ended_s"] / 60, r["seconds"]) for s in samples for r in s["runs"]]
+    windows = [(w["visible_s"] / 60, w["latency_s"]) for s in samples for w in s["windows"]]
+    if runs:
+        timing.scatter(*zip(*runs, strict=True), s=6, label="micro-batch run duration")
+    if windows:
+        timing.scatter(*zip(*windows, strict=True), s=6, label="window visible after close")
+    if runs or windows:
+        timing.legend(fontsize=7)
+    else:
+        timing.text(0.5, 0.5, "no run finished, no window visible", ha="center",
+                    transform=timing.transAxes)
+    timing.set_ylabel("seconds")
+    timing.set_title("Run duration and window latency")
+    for ax in (behind, timing):
+        ax.set_xlabel("minutes")
+    plan = doc["plan"]
+    fig.suptitle(f"Soak: {plan['rate']:,.0f} events/s for {plan['minutes']:g} minutes")
     return _save(fig, path)
 
 

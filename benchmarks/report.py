@@ -118,3 +118,51 @@ def benchmark_table(doc: dict) -> str:
 
 def refresh_benchmarks(doc: dict) -> None:
     replace_between(DOCS / "BENCHMARKS.md", "benchmarks", benchmark_table(doc))
+
+
+def _series_label(name: str) -> str:
+    kind, _, part = name.partition(".")
+    labels = {"rss_mb": f"RSS, {part} (MB)", "pss_mb": f"PSS, {part} (MB)",
+              "disk_mb": f"disk, {part} (MB)", "sink_lag_events": "sink lag (messages)",
+              "microbatch_backlog_rows": "micro-batch backlog (rows)",
+              "run_seconds": "micro-batch run duration (s)",
+              "window_latency_s": "window visible after close (s)"}
+    return labels.get(kind, name)
+
+
+def _number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+,.1f}" if signed else f"{value:,.1f}"
+
+
+def soak_table(doc: dict) -> str:
+    """The soak's trends: first-third mean, last-third mean, change and slope per series."""
+    env, plan, summary = doc.get("environment", {}), doc["plan"], doc["summary"]
+    restarts = sum(summary["restarts"].values())
+    head = (f"Run {doc.get('stamp', '?')} on {env.get('cpus', '?')} cores, "
+            f"{env.get('memory_gib', '?')} GiB: {plan['rate']:,.0f} events/s for "
+            f"{summary['seconds'] / 60:.0f} minutes after a {doc['warm_up_s']} s warm-up; "
+            f"{summary['events_produced']:,} events produced, {summary['events_landed']:,} "
+            f"landed ({summary['events_per_s'] or 0:,}/s; sink kept up: "
+            f"**{'yes' if summary['sink_kept_up'] else 'no'}**), "
+            f"{restarts} worker restarts, {summary['failed_runs']} failed runs. "
+            f"Total RSS flat (last third within {summary['flat_tolerance']:.0%} of the first): "
+            f"**{'yes' if summary['rss_flat'] else 'no'}**.")
+    lines = [head, "", "| series | first third | last third | change | slope per hour |",
+             "|---|---:|---:|---:|---:|"]
+    for name, t in summary["trends"].items():
+        change = "-" if t["change"] is None else f"{t['change']:+.1%}"
+        lines.append(f"| {_series_label(name)} | {_number(t['first_third_mean'])} | "
+                     f"{_number(t['last_third_mean'])} | {change} | "
+                     f"{_number(t['slope_per_hour'], signed=True)} |")
+    lines += ["", "| timing | runs or windows | p50 | p95 | max |", "|---|---:|---:|---:|---:|"]
+    for key in ("run_seconds", "window_latency_s"):
+        q = summary[key]
+        lines.append(f"| {_series_label(key)} | {q['count']} | {q.get('p50', '-')} | "
+                     f"{q.get('p95', '-')} | {q.get('max', '-')} |")
+    return "\n".join([*lines, "", "![soak](img/soak.png)"])
+
+
+def refresh_soak(doc: dict) -> None:
+    replace_between(DOCS / "BENCHMARKS.md", "soak", soak_table(doc))

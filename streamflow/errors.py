@@ -61,6 +61,10 @@ class TopicMissing(StreamFlowError):
     """A topic the worker needs does not exist (or has no leaders)."""
 
 
+class ConsumerFailed(StreamFlowError):
+    """The Kafka consumer hit a fatal error (librdkafka will not recover it)."""
+
+
 class WorkersFailed(StreamFlowError):
     """The supervised workers of the local stack did not start."""
 

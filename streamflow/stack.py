@@ -52,7 +52,7 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
         return
     if settings.pii_key is None:
         pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
-    supervisor.prepare_dagster_instance(settings, database_url)
+    supervisor.prepare_dagster_instance(settings, database_url, echo=echo)
     # Children see exactly these settings (including ones given in code, not the environment).
     env = {**os.environ, **to_env(settings), "DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}

@@ -118,7 +118,13 @@ def write_dagster_yaml(settings: Settings) -> Path:
              "  class: DefaultRunCoordinator",
              # Runs orphaned by a stop (`streamflow down`) are marked failed, not left active.
              "run_monitoring:", "  enabled: true", "  start_timeout_seconds: 180",
-             "  max_resume_run_attempts: 0"]
+             "  max_resume_run_attempts: 0",
+             # Ticks (~0.9 KB each; the watermark sensor ticks every 3 s): skipped ones kept
+             # a day, the rest a week. Old runs: the `dagster_retention` job. Same in
+             # docker/dagster.yaml.
+             "retention:",
+             "  schedule:", "    purge_after_days: {skipped: 1, success: 7, failure: 7}",
+             "  sensor:", "    purge_after_days: {skipped: 1, success: 7, failure: 7}"]
     if settings.dagster_storage == "postgres":
         lines += ["storage:", "  postgres:", "    postgres_url:", "      env: DATABASE_URL"]
     path = home / "dagster.yaml"
@@ -126,7 +132,7 @@ def write_dagster_yaml(settings: Settings) -> Path:
     return path
 
 
-def prepare_dagster_instance(settings: Settings, database_url: str) -> None:
+def prepare_dagster_instance(settings: Settings, database_url: str, *, echo=print) -> None:
     """Write the instance files and create its storage once, before any Dagster process.
 
     The code server, webserver and daemon each create missing storage on start; started
@@ -134,14 +140,19 @@ def prepare_dagster_instance(settings: Settings, database_url: str) -> None:
     which the webserver never starts again.
     """
     write_dagster_yaml(settings)
-    result = subprocess.run(
-        [_tool("dagster"), "instance", "migrate"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
-             "DATABASE_URL": database_url})
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-        raise WorkersFailed(f"could not prepare the Dagster instance in "
-                            f"{settings.dagster_home_dir}: {' '.join(tail)}")
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
+           "DATABASE_URL": database_url}
+    # Then fail the runs a stop left "in progress" (streamflow_defs/orphans.py): otherwise
+    # each would hold a micro-batch sensor slot until run monitoring's max runtime.
+    for command in ([_tool("dagster"), "instance", "migrate"],
+                    [sys.executable, "-m", "streamflow_defs.orphans"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise WorkersFailed(f"could not prepare the Dagster instance in "
+                                f"{settings.dagster_home_dir}: {' '.join(tail)}")
+        if result.stdout.strip() and command[-1].endswith("orphans"):
+            echo(result.stdout.strip())
 
 
 class Supervisor:

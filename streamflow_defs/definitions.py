@@ -10,6 +10,8 @@ from assets import (
     dlq_replay_job,
     landing_specs,
     microbatch_job,
+    retention_job,
+    retention_schedule,
     streamflow_dbt,
     topic_specs,
 )
@@ -19,8 +21,8 @@ from sensors import SENSORS
 defs = dg.Definitions(
     assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
     asset_checks=CHECKS,
-    jobs=[microbatch_job, checks_job, dlq_replay_job],
-    schedules=[checks_schedule],
+    jobs=[microbatch_job, checks_job, dlq_replay_job, retention_job],
+    schedules=[checks_schedule, retention_schedule],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(
         "dbt_automation", target=dg.AssetSelection.groups("dbt"),

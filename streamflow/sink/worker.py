@@ -24,6 +24,7 @@ from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.db.landing import CONNECTION_ERRORS, Batch, LandingWriter, LandResult
 from streamflow.db.tables import LANDING_INDEX
 from streamflow.dlq import DeadLetter, Reason, Stage, publish
+from streamflow.errors import ConsumerFailed
 from streamflow.sink.decode import decode
 from streamflow.workers.runtime import Backoff, Progress, StopFlag
 
@@ -102,7 +103,7 @@ class Sink:
             **({"group.instance.id": self.config.instance_id} if self.config.instance_id else {}),
         )
         self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def close(self) -> None:
         self._lander.shutdown(wait=True)
@@ -150,6 +151,18 @@ class Sink:
             except Exception as exc:  # noqa: BLE001 - Kafka offsets are advisory here
                 log.warning("commit on revoke failed (harmless, offsets are in PostgreSQL): %s",
                             exc)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget partitions the group took away (session timed out): no commit. The member
+        is no longer in the group, so a commit is refused as fenced, and librdkafka turns
+        that into a fatal error that kills the consumer (`make soak`, under CPU pressure).
+        Nothing is lost: the offsets of what was written are in PostgreSQL."""
+        self._await_in_flight()
+        for tp in partitions:
+            self.assigned.discard((tp.topic, tp.partition))
+            self.landed.pop((tp.topic, tp.partition), None)
+        log.warning("partitions lost (session timeout): %s; the group reassigns them",
+                    ", ".join(str(tp.partition) for tp in partitions))
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -212,8 +225,14 @@ class Sink:
         if msg.error() is None:
             # A message from a partition revoked in this very call is the new owner's.
             return (msg.topic(), msg.partition()) in self.assigned
-        if msg.error().code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error: %s", msg.error())
+        error = msg.error()
+        if error.fatal():
+            # A fatal consumer never consumes again: exit non-zero, so the supervisor starts
+            # a fresh sink (it resumes from the offsets in PostgreSQL), instead of polling a
+            # dead client while the lag grows.
+            raise ConsumerFailed(f"Kafka consumer failed fatally: {error}")
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", error)
         return False
 
     def _land_with_retry(self, batch: Batch) -> LandResult | None:

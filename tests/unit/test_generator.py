@@ -115,3 +115,22 @@ def test_pacer_holds_the_rate():
     while sent < 300:
         sent += pacer.allowance(sent, FakeProducer())
     assert time.monotonic() - start >= 0.25  # 300 events at 1000/s take ~0.3 s
+
+
+def test_pacer_steps_in_batches_not_one_wake_up_per_event():
+    class CountingProducer:
+        polls = 0
+
+        def poll(self, timeout):
+            import time
+            CountingProducer.polls += 1
+            time.sleep(timeout)
+
+    pacer = Pacer(2000.0)
+    sent = steps = 0
+    while sent < 400:  # 0.2 s at 2,000 events/s
+        sent += pacer.allowance(sent, CountingProducer())
+        steps += 1
+    # ~5 ms steps: ~40 of them (not 400), with about one wait each.
+    assert steps <= 60
+    assert CountingProducer.polls <= 120

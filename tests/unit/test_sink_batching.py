@@ -49,3 +49,50 @@ def test_with_nothing_there_it_waits_for_the_first_message_and_takes_what_came_a
 def test_an_idle_consumer_returns_nothing_after_the_poll_timeout():
     consumer = FakeConsumer(ready=0)
     assert sink(consumer).next_messages() == []
+
+
+class FakeError:
+    def __init__(self, fatal: bool) -> None:
+        self._fatal = fatal
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def code(self) -> int:
+        return -150 if self._fatal else -191
+
+    def __str__(self) -> str:
+        return "Broker: Static consumer fenced by other consumer with same group.instance.id"
+
+
+class FakeMessage:
+    def __init__(self, fatal: bool) -> None:
+        self._error = FakeError(fatal)
+
+    def error(self):
+        return self._error
+
+
+def test_a_fatal_consumer_error_stops_the_sink_so_it_is_restarted():
+    import pytest
+
+    from streamflow.errors import ConsumerFailed
+
+    s = sink(FakeConsumer(ready=0))
+    assert s._usable(FakeMessage(fatal=False)) is False  # logged, skipped
+    with pytest.raises(ConsumerFailed, match="fenced"):
+        s._usable(FakeMessage(fatal=True))
+
+
+def test_lost_partitions_are_forgotten_without_a_commit():
+    from confluent_kafka import TopicPartition
+
+    class NoCommits(FakeConsumer):
+        def commit(self, **kwargs):
+            raise AssertionError("a lost assignment must not commit (it is fenced)")
+
+    s = sink(NoCommits(ready=0))
+    s.assigned = {("t", 0), ("t", 1)}
+    s.landed = {("t", 0): 10, ("t", 1): 20}
+    s._on_lost(s.consumer, [TopicPartition("t", 0)])
+    assert s.assigned == {("t", 1)} and s.landed == {("t", 1): 20}
