@@ -13,10 +13,13 @@ import shutil
 import sys
 from datetime import UTC, datetime
 
-from benchmarks import backbone, latency, live, pipeline, plots, report
+from benchmarks import backbone, catchup, latency, live, pipeline, plots, report
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
-GROUPS = ("backbone", "latency", "live", "windows")
+GROUPS = ("backbone", "latency", "live", "windows", "catchup")
+# Sustained rates (events/s) at which window visibility is measured on the full stack, after
+# the demo rate; each on a fresh stack.
+LOADED_RATES = (1_000, 5_000, 20_000)
 
 
 def _log(message: str) -> None:
@@ -59,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
             _log("window visibility (full stack with Dagster) ...")
             document["windows"] = pipeline.bench_window_visibility(
                 st, 60 if args.quick else 180)
+        document["windows_under_load"] = []
+        for rate in LOADED_RATES:
+            with isolated_stack(STREAMFLOW_DEMO_RATE=rate) as st:
+                _log(f"window visibility at a sustained {rate:,} events/s ...")
+                document["windows_under_load"].append(pipeline.bench_window_visibility(
+                    st, 45 if args.quick else 120))
+    if "catchup" in wanted:
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            _log(f"catch-up: {events:,} events at max rate into the full stack ...")
+            document["catchup"] = catchup.bench_catch_up(st, events)
     path = write_results(args.only or "all", document, stamp)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))

@@ -58,12 +58,13 @@ class Live:
         consumer.subscribe(list(TOPICS))
         try:
             while not self._stop.is_set():
+                good = []
                 for msg in consumer.consume(500, 0.1):
                     if msg.error() is None:
-                        self.feed.add(msg.topic(), msg.value(), msg.headers(),
-                                      msg.timestamp()[1])
+                        good.append(msg)
                     elif msg.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer error: %s", msg.error())
+                self.feed.add_batch(good)
                 self.feed.connected = bool(consumer.assignment())
         finally:
             consumer.close()
