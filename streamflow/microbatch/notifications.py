@@ -1,9 +1,10 @@
 """Contract check of a batch: valid events -> streamflow.notifications + `notifications` topic;
 failures -> raw.dead_letters (stage `contract`, every pandera reason) + `dead-letter-topic`.
 
-Only the checking happens in Python (pandera over the sink's typed columns). Valid rows never
-travel back: PostgreSQL copies them from raw.events and renders their topic messages in the
-same statement (profile and numbers: docs/BENCHMARKS.md, "Where a micro-batch spends").
+The check reads the sink's typed columns (not the payloads) into pandera; valid rows never
+travel back: PostgreSQL copies them from raw.events, and their messages are built column-wise
+from the checked frame (profile and numbers: docs/BENCHMARKS.md, "Where a micro-batch spends
+its time").
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import orjson
+import pandas as pd
 import psycopg
 from psycopg import sql
 
@@ -29,21 +33,14 @@ _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, (
     "email_masked", "occurred_at", "country", "device", "success", "amount_cents")))
 # The valid rows of a batch: its ingest range minus the rejects. A row can only leave the
 # range meanwhile (a replay re-sequences it past every current row), never enter it.
-# RETURNING renders each new row's message (key, JSON) as the contract formats it: time in
-# ISO-8601 UTC milliseconds, `success` / `amount_cents` only where the event type has them.
+# RETURNING names the rows that are new (a re-run of a committed range publishes nothing).
 _INSERT_VALID = sql.SQL("""
     INSERT INTO streamflow.notifications ({cols})
     SELECT {cols} FROM raw.events
     WHERE ingest_seq > %(after)s AND ingest_seq <= %(last)s
       AND NOT (ingest_seq = ANY(%(rejected)s))
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING user_id, json_strip_nulls(json_build_object(
-        'event_id', event_id, 'schema_version', schema_version, 'event_type', event_type,
-        'user_id', user_id, 'email_hash', email_hash, 'email_masked', email_masked,
-        'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC',
-                               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-        'country', country, 'device', device, 'success', success,
-        'amount_cents', amount_cents))::text
+    RETURNING ingest_seq
 """).format(cols=_COLUMNS)
 
 # Per-minute counters for the asset checks (a sum over 60 rows, not a count over an hour of
@@ -122,8 +119,8 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
     1. Lock the step; read the typed columns of events after its watermark (at most
        ``limit``); the payload only of rows whose typed columns cannot tell.
     2. Validate them against the pandera contract, lazily (every reason per row).
-    3. Copy the valid rows into streamflow.notifications (idempotent on event_id), which
-       renders the messages of the new ones.
+    3. Copy the valid rows into streamflow.notifications (idempotent on event_id); the
+       new ones become `notifications` messages.
     4. Publish those and the dead letters to Kafka and flush, before the commit.
     5. Insert the dead letters (idempotent on their source), advance the watermark, commit.
     """
@@ -147,8 +144,10 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
         # Step 3: every row that passed has all its typed columns (a field the sink could
         # not type is a type failure here too), so the copy is the validated values.
         with phase("insert"):
-            messages = [(user.encode(), text.encode()) for user, text in conn.execute(
-                _INSERT_VALID, {"after": after, "last": last, "rejected": rejected}).fetchall()]
+            new = [seq for (seq,) in conn.execute(
+                _INSERT_VALID, {"after": after, "last": last, "rejected": rejected})]
+        with phase("publish"):
+            messages = _messages(valid[valid["ingest_seq"].isin(new)])
         with phase("dead_letters"):
             origins = batches.read_origins(conn, rejected)
             letters = [_dead_letter(origins[events.seqs[i]], why)
@@ -168,6 +167,34 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
     counts = Counter(reason.split(" (got")[0] for why in reasons.values() for reason in why)
     return NotificationsResult(after, last, len(events), len(valid), len(rejected),
                                counts.most_common(10), len(messages), phases=phase)
+
+
+def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    """The `notifications` messages of validated rows: (user_id, JSON with the contract's
+    fields in its order; `success` / `amount_cents` only where the event has them; time as
+    ISO-8601 UTC milliseconds). Built column-wise: ~2 µs a row, half of what PostgreSQL's
+    json_build_object cost in the insert (measured, 50k events)."""
+    if rows.empty:
+        return []
+    times = np.datetime_as_string(rows["occurred_at"].to_numpy(dtype="datetime64[ns]"),
+                                  unit="ms", timezone="UTC")
+    columns = [rows[name].to_numpy(dtype=object, na_value=None) for name in _MESSAGE_FIELDS]
+    out = []
+    for event_id, version, kind, user, email_hash, masked, at, country, device, success, \
+            amount in zip(*columns[:6], times, *columns[6:], strict=True):
+        message = {"event_id": event_id, "schema_version": version, "event_type": kind,
+                   "user_id": user, "email_hash": email_hash, "email_masked": masked,
+                   "occurred_at": at, "country": country, "device": device}
+        if success is not None:
+            message["success"] = success
+        if amount is not None:
+            message["amount_cents"] = amount
+        out.append((user.encode(), orjson.dumps(message)))
+    return out
+
+
+_MESSAGE_FIELDS = ("event_id", "schema_version", "event_type", "user_id", "email_hash",
+                   "email_masked", "country", "device", "success", "amount_cents")
 
 
 def _dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
