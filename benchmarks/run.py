@@ -13,10 +13,10 @@ import shutil
 import sys
 from datetime import UTC, datetime
 
-from benchmarks import backbone, catchup, latency, live, pipeline, plots, report
+from benchmarks import backbone, catchup, history, latency, live, pipeline, plots, report
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
-GROUPS = ("backbone", "latency", "live", "windows", "catchup")
+GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history")
 # Sustained rates (events/s) at which window visibility is measured on the full stack, after
 # the demo rate; each on a fresh stack.
 LOADED_RATES = (1_000, 5_000, 20_000)
@@ -31,11 +31,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
     parser.add_argument("--only", choices=GROUPS, help="one group only")
+    parser.add_argument("--skip", choices=GROUPS, action="append", default=[],
+                        help="leave a group out (its last results stay in the docs)")
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else 1_000_000
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document: dict = {"quick": args.quick, "stamp": stamp}
-    wanted = [args.only] if args.only else list(GROUPS)
+    wanted = [args.only] if args.only else [g for g in GROUPS if g not in args.skip]
     if "backbone" in wanted:
         with isolated_stack() as st:
             document["environment"] = environment(st)
@@ -73,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             document.setdefault("environment", environment(st))
             _log(f"catch-up: {events:,} events at max rate into the full stack ...")
             document["catchup"] = catchup.bench_catch_up(st, events)
+    if "history" in wanted:
+        # Its own stack: millions of rows of history would change what the others measure.
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            levels = history.QUICK_LEVELS if args.quick else history.LEVELS
+            _log(f"history: runs, checks and sensor at {', '.join(f'{n:,}' for n in levels)} "
+                 "rows of history ...")
+            document["history"] = history.bench_history(st, levels)
+        if not args.quick:
+            history.refresh_docs(document["history"] | {"environment": document["environment"]},
+                                 f"{stamp}-all.json")
     path = write_results(args.only or "all", document, stamp)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))

@@ -165,3 +165,25 @@ def test_checks_evaluate(platform, resources, engine):
     assert evaluations["no_missing_windows"].passed
     fresh = raw_events_fresh(PostgresResource(database_url=platform.database_url))
     assert fresh.passed  # rows landed moments ago
+
+
+def test_no_missing_windows_finds_a_missing_window(platform, resources, engine, unique_name):
+    from assets.checks import no_missing_windows
+
+    s = Scenario()
+    land(platform, create_topic(platform, unique_name), [s.event("signup", 1, s.w0)])
+    catch_up(resources, engine)
+    check = PostgresResource(database_url=platform.database_url)
+    assert no_missing_windows(check).passed
+    with engine.begin() as conn:
+        saved = conn.execute(text("DELETE FROM streamflow.event_windows WHERE window_start = "
+                                  ":w AND event_type = 'signup' RETURNING *"), {"w": s.w0}
+                             ).mappings().one()
+    try:
+        result = no_missing_windows(check)
+        assert not result.passed
+        assert result.metadata["missing_windows"].value == 1
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO streamflow.event_windows ({', '.join(saved)}) "
+                              f"VALUES ({', '.join(':' + k for k in saved)})"), dict(saved))
