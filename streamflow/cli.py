@@ -29,6 +29,12 @@ app.add_typer(dlq_commands.app, name="dlq")
 console = Console()
 # Events/s of `streamflow produce` without --rate: a gentle demo stream.
 DEFAULT_RATE = 20.0
+# Bounds of numeric flags, so a wrong value is a one-line usage error at start, not a
+# traceback later: confluent-kafka's consume() takes at most 1,000,000 messages a call; a
+# synthetic user costs ~300 B of memory; a rate beyond the producer's ~150k/s means --max-rate.
+MAX_BATCH_SIZE = 1_000_000
+MAX_USERS = 10_000_000
+MAX_RATE = 10_000_000.0
 
 
 def _settings() -> Settings:
@@ -103,7 +109,8 @@ def _serve_metrics(settings: Settings, port: int | None) -> None:
 
 @app.command()
 def produce(
-    rate: float | None = typer.Option(None, "--rate", min=0.001, help="Events per second."),
+    rate: float | None = typer.Option(None, "--rate", min=0.001, max=MAX_RATE,
+                                      help="Events per second."),
     max_rate: bool = typer.Option(False, "--max-rate", help="As fast as the broker takes."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after N events."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after S s."),
@@ -114,10 +121,12 @@ def produce(
     from_file: Path | None = typer.Option(None, "--from-file", exists=True, dir_okay=False,
                                           help="Replay a JSON-lines file (e-mails masked)."),
     topic: str = typer.Option(topics.USER_EVENTS, "--topic"),
-    users: int = typer.Option(10_000, "--users", min=1, help="Distinct synthetic users."),
+    users: int = typer.Option(10_000, "--users", min=1, max=MAX_USERS,
+                              help="Distinct synthetic users."),
     seed: int | None = typer.Option(None, "--seed", help="Reproducible synthetic stream."),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Default: first free from STREAMFLOW_METRICS_PORT."),
+        None, "--metrics-port", min=0, max=65535,
+        help="Default: first free from STREAMFLOW_METRICS_PORT."),
 ) -> None:
     """Produce user events (PII masked before they leave this process); SIGTERM flushes."""
     from streamflow import pii
@@ -143,14 +152,15 @@ def sink(
     group: str = typer.Option(topics.SINK_GROUP, "--group",
                               help="Consumer group (shared by sinks)."),
     dlq_topic: str = typer.Option(topics.DEAD_LETTER, "--dlq-topic"),
-    batch_size: int = typer.Option(10_000, "--batch-size", min=1),
+    batch_size: int = typer.Option(10_000, "--batch-size", min=1, max=MAX_BATCH_SIZE,
+                                   help="Most messages per transaction."),
     synchronous_commit: bool = typer.Option(False, "--synchronous-commit/--async-commit",
                                             help="PostgreSQL synchronous_commit for the sink."),
     stop_when_idle: float | None = typer.Option(None, "--stop-when-idle", min=0.1,
                                                 help="Exit after S s without messages."),
     instance_id: str | None = typer.Option(
         None, "--instance-id", help="Static group member id: a restart resumes at once."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port"),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535),
 ) -> None:
     """Land user events in raw.events exactly once; rejects go to the dead-letter topic."""
     from streamflow.sink.worker import SinkConfig, run_sink

@@ -177,7 +177,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = first["loc"][0] if first["loc"] else "?"
-        alias = Settings.model_fields[field].alias if field in Settings.model_fields else field
-        raise SettingsError(
-            f"{alias}={first.get('input')!r}: {first['msg']}"
-        ) from exc
+        by_alias = {f.alias: f for f in Settings.model_fields.values() if f.alias}
+        spec = Settings.model_fields.get(field) or by_alias.get(field)
+        alias = spec.alias if spec is not None and spec.alias else field
+        secret = spec is not None and "SecretStr" in str(spec.annotation)
+        shown = "<redacted>" if secret else repr(first.get("input"))
+        # `from None`: the validation error's own text repeats the input, secrets included.
+        raise SettingsError(f"{alias}={shown}: {first['msg']}") from None

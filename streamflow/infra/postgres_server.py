@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 import warnings
+from pathlib import Path
 
 import psutil
 from psycopg import sql
@@ -117,12 +118,26 @@ def stop(settings: Settings, *, timeout_s: float = 60.0) -> str:
     return _fast_shutdown(_pgdata(settings), timeout_s=timeout_s)
 
 
-def _fast_shutdown(pgdata, *, timeout_s: float = 60.0) -> str:
-    pidfile = pgdata / "postmaster.pid"
+def postmaster_of(pgdata) -> psutil.Process | None:
+    """The postmaster serving ``pgdata``, or None. A stale postmaster.pid (the machine or
+    the server died) can name a pid that now belongs to any other process: it is acted on
+    only when that process is a postgres whose data directory (-D) is this one."""
     try:
-        pid = int(pidfile.read_text().split()[0])
-        proc = psutil.Process(pid)
-    except (FileNotFoundError, ValueError, IndexError, psutil.NoSuchProcess):
+        proc = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        cmdline = proc.cmdline()
+    except (FileNotFoundError, ValueError, IndexError, psutil.Error):
+        return None
+    if not cmdline or not Path(cmdline[0]).name.startswith("postgres"):
+        return None
+    data_dirs = [cmdline[i + 1] for i, arg in enumerate(cmdline[:-1]) if arg == "-D"]
+    if not any(Path(d).resolve() == Path(pgdata).resolve() for d in data_dirs):
+        return None
+    return proc
+
+
+def _fast_shutdown(pgdata, *, timeout_s: float = 60.0) -> str:
+    proc = postmaster_of(pgdata)
+    if proc is None:
         return "not running"
     proc.send_signal(signal.SIGINT)
     try:

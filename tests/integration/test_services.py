@@ -114,3 +114,10 @@ def test_the_migrated_schema_matches_the_table_definitions(platform):
     for table in metadata.tables.values():
         assert migrated.get((table.schema, table.name)) == {c.name for c in table.columns}, (
             f"{table.schema}.{table.name}")
+
+
+def test_the_session_postgres_is_recognised_from_its_pid_file(platform):
+    from streamflow.infra.postgres_server import _pgdata, postmaster_of
+
+    proc = postmaster_of(_pgdata(platform.settings))
+    assert proc is not None and proc.is_running()

@@ -70,3 +70,16 @@ def test_settings_round_trip_through_the_environment(tmp_path):
     env = to_env(settings)
     assert env["STREAMFLOW_DAGSTER_PORT"] == "4321" and env["STREAMFLOW_PII_KEY"] == "s" * 20
     assert load_settings(**env) == settings
+
+
+def test_a_rejected_secret_is_never_printed():
+    import pytest
+
+    from streamflow.errors import SettingsError
+    from streamflow.settings import load_settings
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings(DATABASE_URL="mysql://admin:hunter2-secret@db/app")
+    assert "hunter2-secret" not in str(caught.value)
+    assert "DATABASE_URL=<redacted>" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
