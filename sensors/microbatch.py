@@ -1,10 +1,12 @@
 """The watermark sensor: new rows in raw.events -> one micro-batch run.
 
 It reads two numbers from PostgreSQL (the truth; the cursor is only a hint), never Kafka, and
-returns in milliseconds. The run key names the range, so the same range never runs twice.
+returns in milliseconds. The run key names the range, so the same range never runs twice;
+a range whose runs failed gets a new attempt (a key of its own) after a backoff, so a failure
+is retried even when no new event arrives, and the sensor says so while it waits.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -38,6 +40,21 @@ def is_active(status: dg.DagsterRunStatus, created: datetime, started: datetime 
     return now - created < START_TIMEOUT
 
 
+# A failed range is tried again after this, doubling with each failure up to the cap: a
+# transient fault (database restart) heals on the first retry, a bad deploy does not flood.
+RETRY_AFTER = timedelta(seconds=30)
+MAX_RETRY_AFTER = timedelta(minutes=15)
+
+
+def retry_wait(failed_at: list[datetime], now: datetime) -> timedelta:
+    """How long until the next attempt at a range whose runs failed at ``failed_at``
+    (zero or negative: due now; no failures: due now)."""
+    if not failed_at:
+        return timedelta(0)
+    backoff = min(RETRY_AFTER * 2 ** (len(failed_at) - 1), MAX_RETRY_AFTER)
+    return max(failed_at) + backoff - now
+
+
 def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.connect() as conn:
         landed = batch.landed_max_seq(conn)
@@ -54,8 +71,19 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     if len(active) >= MAX_ACTIVE_RUNS:
         return dg.SkipReason(f"{len(active)} micro-batch runs in progress ({landed - processed}"
                              " events waiting)")
+    failed = context.instance.get_run_records(dg.RunsFilter(
+        job_name=microbatch_job.name, statuses=[dg.DagsterRunStatus.FAILURE],
+        tags={"streamflow/from_seq": str(processed)}), limit=50)
+    failed_at = [datetime.fromtimestamp(r.end_time, UTC) if r.end_time else r.create_timestamp
+                 for r in failed]
+    wait = retry_wait(failed_at, now)
+    if wait > timedelta(0):
+        return dg.SkipReason(f"{len(failed)} micro-batch run(s) from ingest_seq {processed} "
+                             f"failed (see the failed runs' logs); next attempt in "
+                             f"{wait.total_seconds():.0f} s")
     context.update_cursor(str(landed))
-    return dg.RunRequest(run_key=f"events-{processed}-{landed}", run_config=run_config(landed),
+    key = f"events-{processed}-{landed}" + (f"-attempt-{len(failed) + 1}" if failed else "")
+    return dg.RunRequest(run_key=key, run_config=run_config(landed),
                          tags={"streamflow/from_seq": str(processed),
                                "streamflow/upto_seq": str(landed)})
 

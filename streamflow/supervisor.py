@@ -119,6 +119,9 @@ def write_dagster_yaml(settings: Settings) -> Path:
              # Runs orphaned by a stop (`streamflow down`) are marked failed, not left active.
              "run_monitoring:", "  enabled: true", "  start_timeout_seconds: 180",
              "  max_resume_run_attempts: 0",
+             # Lets the micro-batch job's `dagster/max_retries` tag retry a failed run at
+             # once (a range that still fails is retried by the sensor with a backoff).
+             "run_retries:", "  enabled: true", "  max_retries: 0",
              # Ticks (~0.9 KB each; the watermark sensor ticks every 3 s): skipped ones kept
              # a day, the rest a week. Old runs: the `dagster_retention` job. Same in
              # docker/dagster.yaml.

@@ -187,3 +187,25 @@ def test_no_missing_windows_finds_a_missing_window(platform, resources, engine, 
         with engine.begin() as conn:
             conn.execute(text(f"INSERT INTO streamflow.event_windows ({', '.join(saved)}) "
                               f"VALUES ({', '.join(':' + k for k in saved)})"), dict(saved))
+
+
+def test_a_failed_range_is_retried_without_new_events(platform, resources, engine, unique_name,
+                                                      monkeypatch):
+    from sensors import microbatch as sensor_module
+
+    s = Scenario()
+    land(platform, create_topic(platform, unique_name), [s.event("signup", 1, s.w0)])
+    instance = dg.DagsterInstance.ephemeral()
+    first = evaluate_sensor(instance, resources)
+    assert isinstance(first, dg.RunRequest)
+    # That run failed (and so did its retries): the same range, no new traffic.
+    instance.add_run(dg.DagsterRun(job_name="microbatch", status=dg.DagsterRunStatus.FAILURE,
+                                   tags={**first.tags, "dagster/run_key": first.run_key}))
+    waiting = evaluate_sensor(instance, resources)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "failed" in waiting.skip_message and "next attempt in" in waiting.skip_message
+    monkeypatch.setattr(sensor_module, "RETRY_AFTER", timedelta(0))
+    retry = evaluate_sensor(instance, resources)
+    assert isinstance(retry, dg.RunRequest)
+    assert retry.run_key == first.run_key + "-attempt-2"
+    catch_up(resources, engine)

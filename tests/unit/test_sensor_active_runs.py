@@ -29,3 +29,16 @@ def test_a_run_not_started_counts_until_the_start_timeout():
 def test_finished_runs_never_count():
     for status in (S.SUCCESS, S.FAILURE, S.CANCELED):
         assert not is_active(status, NOW, NOW, NOW)
+
+
+def test_a_failed_range_is_retried_after_a_growing_backoff():
+    from sensors.microbatch import MAX_RETRY_AFTER, RETRY_AFTER, retry_wait
+
+    assert retry_wait([], NOW) <= timedelta(0)  # never failed: due
+    once = [NOW - timedelta(seconds=10)]
+    assert retry_wait(once, NOW) == RETRY_AFTER - timedelta(seconds=10)
+    assert retry_wait(once, NOW + RETRY_AFTER) <= timedelta(0)  # due without new events
+    twice = [NOW - timedelta(minutes=5), NOW]
+    assert retry_wait(twice, NOW) == 2 * RETRY_AFTER
+    many = [NOW] * 20
+    assert retry_wait(many, NOW) == MAX_RETRY_AFTER

@@ -96,3 +96,23 @@ def test_lost_partitions_are_forgotten_without_a_commit():
     s.landed = {("t", 0): 10, ("t", 1): 20}
     s._on_lost(s.consumer, [TopicPartition("t", 0)])
     assert s.assigned == {("t", 1)} and s.landed == {("t", 1): 20}
+
+
+def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land():
+    from streamflow.sink import worker
+
+    class Committing(FakeConsumer):
+        commits: list = []
+
+        def commit(self, offsets, asynchronous):
+            Committing.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+    s = sink(Committing(ready=0))
+    s.assigned = {("t", 0), ("t", 1)}
+    for i in range(1, 101):  # 100 small batches in well under a second
+        s._kafka_offsets.update({("t", i % 2): i})
+        s._commit_to_kafka()
+    assert len(Committing.commits) == 1  # the first; the rest wait for the interval
+    s._kafka_committed_at -= worker.KAFKA_COMMIT_INTERVAL_S
+    s._commit_to_kafka()
+    assert sorted(Committing.commits[-1]) == [(0, 100), (1, 99)]  # only the newest of each
