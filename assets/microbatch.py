@@ -24,9 +24,10 @@ class BatchConfig(dg.Config):
 
 class NotificationsConfig(BatchConfig):
     drain_seconds: float = Field(
-        5.0, ge=0, description="Keep checking events that land meanwhile while the step has "
-                               "run less than this (a burst is drained by one run instead of "
-                               "a run launch every few seconds); 0: exactly up to upto_seq.")
+        2.0, ge=0, description="Keep checking events that land meanwhile while the step has "
+                               "run less than this (a burst is worked off without a run "
+                               "launch every few seconds; longer holds windows back); 0: "
+                               "exactly up to upto_seq.")
 
 
 class WindowConfig(BatchConfig):
