@@ -2,9 +2,10 @@
 
 A row counts as visible when it is committed: the ingest sequence is commit-ordered (the sink
 serialises its allocation), so a poller that reads ``max(ingest_seq)`` every 5 ms knows when
-each row became visible (to within half a period). Latency = that moment - the event's ``occurred_at`` (set by the
-producer as it sends). The limit it is compared with is Kafka's EndToEndLatency tool on the
-same broker (one message at a time, acks=all): the floor any consumer of this broker sees.
+each row became visible (to within half a period). Latency = that moment - the event's
+``occurred_at`` (set by the producer as it sends). The limit it is compared with is Kafka's
+EndToEndLatency tool on the same broker (one message at a time, acks=all): the floor any
+consumer of this broker sees.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import psycopg
 
-
 STEP = "dlq_report"
 
 

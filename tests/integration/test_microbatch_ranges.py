@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 from resources import KafkaResource
 from streamflow import topics
+from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import connect_admin
 from streamflow.dlq import DeadLetter, Reason, Stage
-from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.microbatch import batch, windows
 from streamflow.microbatch import notifications as contract_step
 from tests.conftest import create_topic
