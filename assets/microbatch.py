@@ -11,6 +11,7 @@ from resources import KafkaResource, PostgresResource
 from streamflow import topics
 from streamflow.microbatch import batch, report, windows
 from streamflow.microbatch import notifications as contract_step
+from streamflow.supervisor import RUN_START_TIMEOUT_S
 
 GROUP = "microbatch"
 
@@ -97,8 +98,7 @@ MICROBATCH_ASSETS = [notifications, event_windows, dlq_report]
 # Run monitoring fails a micro-batch run after this long (a healthy one takes seconds; a
 # 1M-event backlog about a minute on 2 cores): a hung run cannot hold a sensor slot forever.
 MAX_RUNTIME = timedelta(minutes=15)
-# The instance's run_monitoring.start_timeout_seconds (streamflow/supervisor.py).
-START_TIMEOUT = timedelta(minutes=3)
+START_TIMEOUT = timedelta(seconds=RUN_START_TIMEOUT_S)
 STEPS = [contract_step.STEP, windows.STEP]  # steps with a watermark
 
 microbatch_job = dg.define_asset_job(

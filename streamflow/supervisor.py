@@ -40,6 +40,9 @@ STOP_TIMEOUT_S = 30.0
 # the default limit at 20 MiB / 30 s = 0.7 MB/s of log lines; a stat of each log is cheap, but
 # checking every loop turn (0.5 s) would buy nothing for line-rate logs.
 LOG_ROTATION_INTERVAL_S = 30.0
+# Seconds a Dagster run may take to start before run monitoring fails it (the micro-batch
+# sensor counts a run not started yet as in progress for as long).
+RUN_START_TIMEOUT_S = 180
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ def write_dagster_yaml(settings: Settings) -> Path:
              "run_coordinator:", "  module: dagster.core.run_coordinator",
              "  class: DefaultRunCoordinator",
              # Runs orphaned by a stop (`streamflow down`) are marked failed, not left active.
-             "run_monitoring:", "  enabled: true", "  start_timeout_seconds: 180",
+             "run_monitoring:", "  enabled: true",
+             f"  start_timeout_seconds: {RUN_START_TIMEOUT_S}",
              "  max_resume_run_attempts: 0",
              # Lets the micro-batch job's `dagster/max_retries` tag retry a failed run at
              # once (a range that still fails is retried by the sensor with a backoff).
@@ -145,17 +149,17 @@ def prepare_dagster_instance(settings: Settings, database_url: str, *, echo=prin
     write_dagster_yaml(settings)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
            "DATABASE_URL": database_url}
-    # Then fail the runs a stop left "in progress" (streamflow_defs/orphans.py): otherwise
-    # each would hold a micro-batch sensor slot until run monitoring's max runtime.
-    for command in ([_tool("dagster"), "instance", "migrate"],
-                    [sys.executable, "-m", "streamflow_defs.orphans"]):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-            raise WorkersFailed(f"could not prepare the Dagster instance in "
-                                f"{settings.dagster_home_dir}: {' '.join(tail)}")
-        if result.stdout.strip() and command[-1].endswith("orphans"):
-            echo(result.stdout.strip())
+    # One process (streamflow_defs/prepare_instance.py): migrate, then fail the runs a stop
+    # left "in progress", which would otherwise hold a micro-batch sensor slot until run
+    # monitoring's max runtime.
+    result = subprocess.run([sys.executable, "-m", "streamflow_defs.prepare_instance"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+        raise WorkersFailed(f"could not prepare the Dagster instance in "
+                            f"{settings.dagster_home_dir}: {' '.join(tail)}")
+    if result.stdout.strip():
+        echo(result.stdout.strip())
 
 
 class Supervisor:

@@ -62,7 +62,7 @@ class EventContract(pa.DataFrameModel):
 
 # What a pandas column can hold: int64 and nanosecond timestamps. A value outside is a type
 # failure of that row, never an exception that would stop the whole batch.
-_TIME_RANGE = (pd.Timestamp.min.to_pydatetime().replace(tzinfo=UTC),
+TIME_RANGE = (pd.Timestamp.min.to_pydatetime().replace(tzinfo=UTC),
                pd.Timestamp.max.to_pydatetime().replace(tzinfo=UTC))
 _EXPECTED = {name: kind.__name__ for name, (kind, _) in contract.FIELDS.items()}
 _EXPECTED.update({name: "int (64-bit)" for name in _INT_FIELDS},
@@ -79,7 +79,7 @@ def _typed(name: str, value: object) -> object:
         return value if type(value) is bool else None
     if name == "occurred_at":
         moment = contract.parse_time(value)
-        return moment if moment and _TIME_RANGE[0] < moment < _TIME_RANGE[1] else None
+        return moment if moment and TIME_RANGE[0] < moment < TIME_RANGE[1] else None
     if name == "event_id" and type(value) is str:
         return value.lower()  # UUIDs are case-insensitive; the sink lands them lower-case
     return value if type(value) is str else None

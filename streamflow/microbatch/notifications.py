@@ -24,13 +24,11 @@ from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch.phases import Phases
-from streamflow.validation import columns_frame, validate
+from streamflow.validation import CONTRACT_COLUMNS, columns_frame, validate
 
 STEP = "notifications"
 
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, (
-    "event_id", "ingest_seq", "schema_version", "event_type", "user_id", "email_hash",
-    "email_masked", "occurred_at", "country", "device", "success", "amount_cents")))
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, ("ingest_seq", *CONTRACT_COLUMNS)))
 # The valid rows of a batch: its ingest range minus the rejects. A row can only leave the
 # range meanwhile (a replay re-sequences it past every current row), never enter it.
 # RETURNING names the rows that are new (a re-run of a committed range publishes nothing).
@@ -150,6 +148,8 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
             messages = _messages(valid[valid["ingest_seq"].isin(new)])
         with phase("dead_letters"):
             origins = batches.read_origins(conn, rejected)
+            # A row missing here was re-sequenced by a replay meanwhile: it is checked again
+            # at its new ingest_seq, so it needs no dead letter from this chunk.
             letters = [_dead_letter(origins[events.seqs[i]], why)
                        for i, why in sorted(reasons.items()) if events.seqs[i] in origins]
         # Step 4
@@ -169,6 +169,9 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
                                counts.most_common(10), len(messages), phases=phase)
 
 
+_USER_AT = CONTRACT_COLUMNS.index("user_id")  # the message key
+
+
 def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """The `notifications` messages of validated rows: (user_id, JSON with the contract's
     fields in its order; `success` / `amount_cents` only where the event has them; time as
@@ -178,23 +181,13 @@ def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
         return []
     times = np.datetime_as_string(rows["occurred_at"].to_numpy(dtype="datetime64[ns]"),
                                   unit="ms", timezone="UTC")
-    columns = [rows[name].to_numpy(dtype=object, na_value=None) for name in _MESSAGE_FIELDS]
-    out = []
-    for event_id, version, kind, user, email_hash, masked, at, country, device, success, \
-            amount in zip(*columns[:6], times, *columns[6:], strict=True):
-        message = {"event_id": event_id, "schema_version": version, "event_type": kind,
-                   "user_id": user, "email_hash": email_hash, "email_masked": masked,
-                   "occurred_at": at, "country": country, "device": device}
-        if success is not None:
-            message["success"] = success
-        if amount is not None:
-            message["amount_cents"] = amount
-        out.append((user.encode(), orjson.dumps(message)))
-    return out
-
-
-_MESSAGE_FIELDS = ("event_id", "schema_version", "event_type", "user_id", "email_hash",
-                   "email_masked", "country", "device", "success", "amount_cents")
+    columns = [times if name == "occurred_at" else
+               rows[name].to_numpy(dtype=object, na_value=None) for name in CONTRACT_COLUMNS]
+    # A validated row has every field but the optional ones (`success`, `amount_cents`).
+    return [(values[_USER_AT].encode(),
+             orjson.dumps({k: v for k, v in zip(CONTRACT_COLUMNS, values, strict=True)
+                           if v is not None}))
+            for values in zip(*columns, strict=True)]
 
 
 def _dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:

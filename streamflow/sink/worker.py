@@ -150,9 +150,7 @@ class Sink:
             self.landed.update(flight.batch.next_offsets)
         written = [TopicPartition(tp.topic, tp.partition, self.landed[(tp.topic, tp.partition)])
                    for tp in partitions if (tp.topic, tp.partition) in self.landed]
-        for tp in partitions:
-            self.assigned.discard((tp.topic, tp.partition))
-            self.landed.pop((tp.topic, tp.partition), None)
+        self._forget(partitions)
         if written:
             try:
                 consumer.commit(offsets=written, asynchronous=False)
@@ -166,11 +164,14 @@ class Sink:
         that into a fatal error that kills the consumer (`make soak`, under CPU pressure).
         Nothing is lost: the offsets of what was written are in PostgreSQL."""
         self._await_in_flight()
+        self._forget(partitions)
+        log.warning("partitions lost (session timeout): %s; the group reassigns them",
+                    ", ".join(str(tp.partition) for tp in partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.assigned.discard((tp.topic, tp.partition))
             self.landed.pop((tp.topic, tp.partition), None)
-        log.warning("partitions lost (session timeout): %s; the group reassigns them",
-                    ", ".join(str(tp.partition) for tp in partitions))
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from streamflow_defs.orphans import fail_orphaned_runs
+from streamflow_defs.prepare_instance import fail_orphaned_runs
 
 
 @dg.op
