@@ -7,7 +7,7 @@ from resources import KafkaResource, PostgresResource
 from streamflow import topics
 from streamflow.dlq import Stage
 from streamflow.dlq_ops import display
-from streamflow.dlq_ops.replay import replay
+from streamflow.dlq_ops.replay import NOTHING_TO_REPLAY, replay
 from streamflow.dlq_ops.selection import Selection, parse_duration
 
 JOB_NAME = "dlq_replay"
@@ -43,6 +43,8 @@ def replay_dead_letters(context: dg.OpExecutionContext, config: ReplayConfig,
                         topic=config.topic, dry_run=config.dry_run, rate=config.rate,
                         force=config.force,
                         progress=lambda done, total: context.log.info(f"sent {done}/{total}"))
+    for gap in result.gaps:
+        context.log.info(f"dead letter {gap.id} skipped: {NOTHING_TO_REPLAY} ({gap.reason})")
     verb = "would send" if result.dry_run else "sent"
     context.log.info(f"{verb} {len(result.letters)} dead letters to {config.topic}")
     rows = ["| id | stage | reason | payload | replayed before |", "|---|---|---|---|---:|"]

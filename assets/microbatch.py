@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from assets import dlq_replay
 from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
@@ -32,8 +32,23 @@ class NotificationsConfig(BatchConfig):
 
 
 class WindowConfig(BatchConfig):
-    grace_seconds: float = Field(10.0, description="Seconds after a window's end before it "
-                                                   "is closed and published.")
+    grace_seconds: float = Field(windows.DEFAULT_GRACE.total_seconds(),
+                                 description="Seconds after a window's end before it is closed "
+                                             "and published.")
+    idle_seconds: float = Field(
+        windows.DEFAULT_IDLE.total_seconds(),
+        description="Seconds (processing time) without a new validated event after which the "
+                    "stream counts as idle: every window up to the one holding the last event "
+                    "is closed and published. More than grace_seconds. The sensor asks for a "
+                    "run with the default.")
+
+    @model_validator(mode="after")
+    def _idle_after_grace(self) -> "WindowConfig":
+        # A shorter quiet time would publish windows before late events had their grace.
+        if self.idle_seconds <= self.grace_seconds:
+            raise ValueError(f"idle_seconds ({self.idle_seconds}) must exceed grace_seconds "
+                             f"({self.grace_seconds})")
+        return self
 
 
 def _upto(config: BatchConfig, conn) -> int:
@@ -73,7 +88,8 @@ def event_windows(context: dg.AssetExecutionContext, config: WindowConfig,
         upto = max(_upto(config, conn), batch.watermark(conn, contract_step.STEP))
         result = windows.run(conn, upto,
                              lambda m: kafka.publish(topics.ANALYTICS, m),
-                             grace=timedelta(seconds=config.grace_seconds))
+                             grace=timedelta(seconds=config.grace_seconds),
+                             idle=timedelta(seconds=config.idle_seconds))
     return dg.MaterializeResult(metadata={
         "windows_touched": result.touched, "windows_changed": result.changed,
         "windows_published": result.published,

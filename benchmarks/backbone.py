@@ -20,9 +20,11 @@ from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, create_topic, r
 from streamflow import kafka_clients
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS
+from streamflow.dlq import headers_json
 from streamflow.infra import kafka_server
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.sink.decode import to_row
+from streamflow.topics import UNKNOWN_TOPIC_ID
 from streamflow.workers.runtime import Progress, StopFlag
 
 
@@ -173,8 +175,9 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
                     continue
                 started = started or time.perf_counter()
                 event = json.loads(msg.value())
-                conn.execute(insert, to_row(event, msg.value().decode(), msg.topic(),
-                                            msg.partition(), msg.offset()))
+                conn.execute(insert, to_row(event, msg.value().decode(), msg.key(),
+                                            headers_json(msg.headers()), msg.topic(),
+                                            UNKNOWN_TOPIC_ID, msg.partition(), msg.offset()))
                 done += 1
         elapsed = time.perf_counter() - started
         conn.execute("DROP TABLE raw.bench_reference")

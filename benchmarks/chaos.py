@@ -6,7 +6,9 @@ restarted; then every Kafka offset is accounted for.
 
 Accounting: every message of the chaos topic has one (partition, offset). It must end as
 exactly one row in raw.events or one ingest dead letter. ``lost`` = offsets with neither;
-``duplicates`` = rows + dead letters beyond one per offset. Both must be 0. The producer sends
+``duplicates`` = rows + dead letters beyond one per offset. Both must be 0, and rows + dead
+letters must equal ``produced``: the events the broker acknowledged, as the producer's
+delivery reports counted them (not the planned count). The producer sends
 1 % invalid events so the dead-letter path is under fault too. The reduced plan runs inside
 `make test` (tests/integration/test_chaos.py).
 """
@@ -22,6 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -91,6 +94,24 @@ class Worker:
         return self.proc.wait(60)
 
 
+class ChaosProducer(Worker):
+    """`streamflow produce` of the plan, leaving its delivery counts in a stats file."""
+
+    def __init__(self, topic: str, plan: ChaosPlan, env: dict[str, str], logs_dir: Path) -> None:
+        self.stats_file = logs_dir / f"{topic}-producer.json"
+        super().__init__(["produce", "--topic", topic, "--count", str(plan.events), "--rate",
+                          str(plan.rate), "--invalid-rate", str(plan.invalid_rate),
+                          "--metrics-port", "0", "--stats-file", str(self.stats_file)],
+                         env, logs_dir / "chaos-producer.log")
+
+    def acknowledged(self) -> int | None:
+        """Events the broker acknowledged; None when the producer wrote no counts (killed)."""
+        try:
+            return json.loads(self.stats_file.read_text())["delivered"]
+        except FileNotFoundError:
+            return None
+
+
 def _count(database_url: str, topic: str) -> tuple[int, int, int]:
     """(covered offsets, rows, ingest dead letters); (-1, -1, -1) while PostgreSQL is down."""
     try:
@@ -111,9 +132,7 @@ def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: Chaos
         create_topic(bootstrap, name)
     env = worker_env(settings, bootstrap, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    producer = Worker(["produce", "--topic", topic, "--count", str(plan.events), "--rate",
-                       str(plan.rate), "--invalid-rate", str(plan.invalid_rate),
-                       "--metrics-port", "0"], env, settings.logs_dir / "chaos-producer.log")
+    producer = ChaosProducer(topic, plan, env, settings.logs_dir)
     sink = Worker(["sink", "--topic", topic, "--group", f"chaos-{tag}", "--dlq-topic",
                    dlq_topic, "--instance-id", f"chaos-sink-{tag}", "--metrics-port", "0"],
                   env, settings.logs_dir / "chaos-sink.log")
@@ -157,7 +176,7 @@ def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: Chaos
     result = {
         "plan": asdict(plan),
         "faults": injected,
-        "produced": plan.events if producer_rc == 0 else None,
+        "produced": producer.acknowledged(),
         "producer_exit_code": producer_rc,
         "kafka_messages": kafka_messages,
         "landed": rows,
@@ -167,9 +186,9 @@ def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: Chaos
         "sink_exit_code_on_sigterm": sink_rc,
         "seconds": round(time.monotonic() - started, 1),
     }
-    echo(f"chaos: produced {plan.events:,}, landed {rows:,}, dead-lettered {letters:,}, "
-         f"duplicates {result['duplicates']}, lost {result['lost']} "
-         f"in {result['seconds']} s")
+    echo(f"chaos: produced {result['produced'] or 0:,} (acknowledged), landed {rows:,}, "
+         f"dead-lettered {letters:,}, duplicates {result['duplicates']}, "
+         f"lost {result['lost']} in {result['seconds']} s")
     return result
 
 
@@ -188,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     report.refresh_reliability(result)
     print(json.dumps(result, indent=2))
     print(f"results: {path}", file=sys.stderr)
-    ok = result["lost"] == 0 and result["duplicates"] == 0 and result["producer_exit_code"] == 0
+    ok = (result["lost"] == 0 and result["duplicates"] == 0 and result["producer_exit_code"] == 0
+          and result["produced"] == result["landed"] + result["dead_lettered"])
     return 0 if ok else 1
 
 

@@ -80,6 +80,7 @@ CONTRACT_COUNTS_KEPT = timedelta(days=2)  # as the contract step keeps them
 GREW = 1.5  # a statement "grows" when its buffers at the largest level exceed level 0's ...
 GREW_MIN_BUFFERS = 100  # ... by this factor and by at least this many 8 kB pages
 
+_SOURCE = ("kafka_topic", "kafka_partition", "kafka_offset")
 _COPY_EVENTS = sql.SQL("COPY raw.events ({}) FROM STDIN").format(sql.SQL(", ").join(
     map(sql.Identifier, (*LANDING_COLUMNS, "ingest_seq", "ingested_at"))))
 _COPY_DEAD_LETTERS = sql.SQL(
@@ -216,8 +217,9 @@ class History:
                         letters.write_row(_letter_row(DeadLetter(
                             Stage.CONTRACT, Reason.CONTRACT,
                             f"event_type: isin({[t.value for t in contract.EventType]}) "
-                            f"(got '{BAD_TYPE}')", value, key, {}, *row[-3:],
-                            event["event_id"]), row[occurred] + timedelta(seconds=5)))
+                            f"(got '{BAD_TYPE}')", value, key, {},
+                            *(row[LANDING_INDEX[c]] for c in _SOURCE), event["event_id"]),
+                            row[occurred] + timedelta(seconds=5)))
                     seq += 1
                     self.rows += 1
                 progress.update(self.rows - start_rows, f"history rows, to {target:,}")

@@ -157,8 +157,9 @@ def soak_table(doc: dict) -> str:
             f"landed ({summary['events_per_s'] or 0:,}/s; sink kept up: "
             f"**{'yes' if summary['sink_kept_up'] else 'no'}**), "
             f"{restarts} worker restarts, {summary['failed_runs']} failed runs. "
-            f"Total RSS flat (last third within {summary['flat_tolerance']:.0%} of the first): "
-            f"**{'yes' if summary['rss_flat'] else 'no'}**.")
+            f"Memory flat (total PSS, shared pages counted once: last third within "
+            f"{summary['flat_tolerance']:.0%} of the first): "
+            f"**{'yes' if summary.get('memory_flat', summary.get('rss_flat')) else 'no'}**.")
     lines = [head, "", "| series | first third | last third | change | slope per hour |",
              "|---|---:|---:|---:|---:|"]
     for name, t in summary["trends"].items():

@@ -3,7 +3,10 @@
 It reads two numbers from PostgreSQL (the truth; the cursor is only a hint), never Kafka, and
 returns in milliseconds. The run key names the range, so the same range never runs twice;
 a range whose runs failed gets a new attempt (a key of its own) after a backoff, so a failure
-is retried even when no new event arrives, and the sensor says so while it waits.
+is retried even when no new event arrives, and the sensor says so while it waits. With nothing
+new but windows waiting to be published, it asks for one run once the stream has been quiet
+for the idle time, which closes them (windows.closed_before); its key names the processed
+range, so it is asked for once per quiet period.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -12,13 +15,14 @@ import dagster as dg
 
 from assets.microbatch import MAX_RUNTIME, START_TIMEOUT, STEPS, microbatch_job, run_config
 from resources import PostgresResource
-from streamflow.microbatch import batch
+from streamflow.microbatch import batch, windows
 
 # Seconds between evaluations: a window closes every 10 s; a run costs a few seconds.
 INTERVAL_S = 3
 # One run executing while the next one launches: launching (a process that loads the code)
-# costs as much as the work, so overlapping the two halves window latency. The steps lock
-# and read their own watermarks, so overlapping runs never process a row twice.
+# costs as much as the work, so overlapping the two halves window latency. Overlapping runs
+# claim disjoint ranges (streamflow.microbatch.claims) and work at once, on both cores, so
+# during a burst the second run adds throughput instead of waiting for the first.
 MAX_ACTIVE_RUNS = 2
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -46,6 +50,11 @@ RETRY_AFTER = timedelta(seconds=30)
 MAX_RETRY_AFTER = timedelta(minutes=15)
 
 
+# The windows step's default quiet time (WindowConfig.idle_seconds): the runs asked for here
+# use it, so a run asked for by the idle rule publishes what it was asked for.
+IDLE = windows.DEFAULT_IDLE
+
+
 def retry_wait(failed_at: list[datetime], now: datetime) -> timedelta:
     """How long until the next attempt at a range whose runs failed at ``failed_at``
     (zero or negative: due now; no failures: due now)."""
@@ -59,9 +68,13 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.connect() as conn:
         landed = batch.landed_max_seq(conn)
         done = batch.watermarks(conn, STEPS)
-    processed = min(done.values())
-    if landed <= processed:
-        return dg.SkipReason(f"no new events: landed up to {landed}, processed {done}")
+        processed = min(done.values())
+        idle_in = windows.idle_close_in(conn, IDLE) if landed <= processed else None
+    if landed <= processed and (idle_in is None or idle_in > timedelta(0)):
+        waiting = ("" if idle_in is None else
+                   f"; windows wait to be published, closed when the stream has been quiet "
+                   f"for {IDLE.total_seconds():.0f} s (in {idle_in.total_seconds():.0f} s)")
+        return dg.SkipReason(f"no new events: landed up to {landed}, processed {done}{waiting}")
     now = datetime.now(UTC)
     records = context.instance.get_run_records(
         dg.RunsFilter(job_name=microbatch_job.name, statuses=ACTIVE), limit=10)
@@ -82,7 +95,9 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
                              f"failed (see the failed runs' logs); next attempt in "
                              f"{wait.total_seconds():.0f} s")
     context.update_cursor(str(landed))
-    key = f"events-{processed}-{landed}" + (f"-attempt-{len(failed) + 1}" if failed else "")
+    # Nothing new: the run closes the idle stream's windows (once per processed range).
+    key = (f"events-{processed}-{landed}" if landed > processed else f"idle-{processed}") + (
+        f"-attempt-{len(failed) + 1}" if failed else "")
     return dg.RunRequest(run_key=key, run_config=run_config(landed),
                          tags={"streamflow/from_seq": str(processed),
                                "streamflow/upto_seq": str(landed)})

@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from streamflow import endpoints, stack, topics
+from streamflow.db.engine import redacted
 from streamflow.dlq_ops import commands as dlq_commands
 from streamflow.errors import StreamFlowError
 from streamflow.settings import Settings, load_settings
@@ -43,14 +43,6 @@ def _settings() -> Settings:
 
 def _echo(message: str) -> None:
     console.print(message, highlight=False, markup=False)
-
-
-def _redact(url: str) -> str:
-    try:
-        has_password = bool(make_url(url).password)
-    except Exception:  # not a database URL (a Kafka address, a metrics URL)
-        return url
-    return make_url(url).render_as_string(hide_password=True) if has_password else url
 
 
 @app.command()
@@ -88,7 +80,7 @@ def _print_status(components: list[stack.ComponentStatus]) -> None:
     table = Table("component", "pid", "address", "healthy", "detail")
     table.columns[2].overflow = "fold"
     for c in components:
-        table.add_row(c.component, str(c.pid or "-"), _redact(c.address),
+        table.add_row(c.component, str(c.pid or "-"), redacted(c.address),
                       "yes" if c.healthy else "NO", c.detail)
     console.print(table)
 
@@ -127,23 +119,38 @@ def produce(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535,
         help="Default: first free from STREAMFLOW_METRICS_PORT."),
+    stats_file: Path | None = typer.Option(
+        None, "--stats-file", dir_okay=False,
+        help="On exit, write the delivery counts here as JSON (delivered = acknowledged)."),
 ) -> None:
     """Produce user events (PII masked before they leave this process); SIGTERM flushes."""
+    from dataclasses import asdict
+
     from streamflow import pii
-    from streamflow.producer.worker import ProducerConfig, run_producer
+    from streamflow.kafka_clients import require_broker
+    from streamflow.producer.worker import ProducerConfig, ProducerStats, run_producer
 
     if rate is not None and max_rate:
         raise typer.BadParameter("choose --rate or --max-rate, not both")
     settings = _settings()
     _logging(settings)
     key = pii.load_key(settings)
+    # A wrong address is one line now, not a traceback when the topic lookup times out; an
+    # outage after the start is waited out (docs/RELIABILITY.md).
+    require_broker(settings.bootstrap_servers)
     _serve_metrics(settings, metrics_port)
-    run_producer(ProducerConfig(
-        settings.bootstrap_servers, topic=topic,
-        rate=None if max_rate else (rate if rate is not None else DEFAULT_RATE),
-        count=count, duration_s=duration, invalid_rate=invalid_rate, late_rate=late_rate,
-        from_file=from_file, users=users, seed=seed,
-    ), key)
+    stats = ProducerStats()
+    try:
+        run_producer(ProducerConfig(
+            settings.bootstrap_servers, topic=topic,
+            rate=None if max_rate else (rate if rate is not None else DEFAULT_RATE),
+            count=count, duration_s=duration, invalid_rate=invalid_rate, late_rate=late_rate,
+            from_file=from_file, users=users, seed=seed,
+        ), key, stats=stats)
+    finally:
+        # Also after a failed run: a harness compares what landed with what was acknowledged.
+        if stats_file is not None:
+            stats_file.write_text(json.dumps(asdict(stats)) + "\n")
 
 
 @app.command()
@@ -163,13 +170,18 @@ def sink(
     metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535),
 ) -> None:
     """Land user events in raw.events exactly once; rejects go to the dead-letter topic."""
+    from streamflow.db.engine import require_credentials
     from streamflow.sink.worker import SinkConfig, run_sink
 
     settings = _settings()
     _logging(settings)
+    database_url = endpoints.database_url(settings)
+    # A refusal (wrong password) ends the sink at once in one line; a database that is only
+    # down is waited for, as during a run (docs/RELIABILITY.md).
+    require_credentials(database_url)
     _serve_metrics(settings, metrics_port)
     run_sink(SinkConfig(
-        settings.bootstrap_servers, endpoints.database_url(settings), topic=topic,
+        settings.bootstrap_servers, database_url, topic=topic,
         group_id=group, dlq_topic=dlq_topic, batch_size=batch_size,
         synchronous_commit=synchronous_commit, stop_when_idle_s=stop_when_idle,
         instance_id=instance_id,

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import orjson
 from confluent_kafka import Producer
 
 from streamflow.errors import DeadLetterPublishFailed
 from streamflow.kafka_clients import deliver
+from streamflow.topics import UNKNOWN_TOPIC_ID
 
 
 class Stage(StrEnum):
@@ -30,6 +32,9 @@ class Reason(StrEnum):
     DECODER_ERROR = "decoder_error"        # the decoder itself failed (a bug, kept as data)
     DB_REJECTED = "db_rejected"            # PostgreSQL refused the row; detail is its error
     CONTRACT = "contract"                  # failed the pandera contract; detail lists why
+    # Offsets gone from Kafka (retention, delete-records) before the sink read them: the
+    # source offset is the first missing one, the detail the range; no payload to replay.
+    OFFSET_GAP = "offset_gap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     event_id: str | None = None
+    source_topic_id: str = UNKNOWN_TOPIC_ID  # the topic incarnation (see topics)
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """Original headers first, then why and where from (``dlq.*`` names never collide)."""
@@ -55,6 +61,7 @@ class DeadLetter:
             ("dlq.source_topic", self.source_topic.encode()),
             ("dlq.source_partition", str(self.source_partition).encode()),
             ("dlq.source_offset", str(self.source_offset).encode()),
+            ("dlq.source_topic_id", self.source_topic_id.encode()),
         ]
 
 
@@ -63,11 +70,68 @@ def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, st
     return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}
 
 
+def storable_text(text: str | None) -> str | None:
+    """PostgreSQL text and jsonb cannot hold NUL: a reject must never be rejected itself."""
+    return text.replace("\x00", "\ufffd") if text is not None else None
+
+
+def storable_headers(headers: dict[str, str]) -> str:
+    """Headers as the JSON text stored in PostgreSQL."""
+    return orjson.dumps({storable_text(k): storable_text(v)
+                         for k, v in headers.items()}).decode()
+
+
+# Almost every message carries the same few headers (the contract's): their JSON is built
+# once, not per event on the sink's hot path.
+_HEADERS_JSON: dict[tuple, str] = {}
+_HEADERS_JSON_MAX = 256
+
+
+def headers_json(headers: list[tuple[str, bytes | None]] | None) -> str | None:
+    """A message's headers as stored with its landed row (None: it had none)."""
+    if not headers:
+        return None
+    key = tuple(headers)
+    text = _HEADERS_JSON.get(key)
+    if text is None:
+        text = storable_headers(headers_dict(headers))
+        if len(_HEADERS_JSON) < _HEADERS_JSON_MAX:
+            _HEADERS_JSON[key] = text
+    return text
+
+
+# librdkafka refuses, in produce() itself, a message over its message.max.bytes (1,000,000
+# by default): a message the broker accepted can be just under that, and its dead letter adds
+# headers. The copy keeps within this, framing included; raw.dead_letters keeps every byte.
+MAX_COPY_BYTES = 1_000_000
+_FRAMING_BYTES = 1_024
+
+
+def topic_copy(letter: DeadLetter) -> tuple[bytes | None, bytes | None, list]:
+    """(key, value, headers) of the dead letter's copy on the dead-letter topic: the original
+    message, cut to fit (value first, then key) with a header saying so."""
+    key, value, headers = letter.key, letter.payload, letter.kafka_headers()
+    fixed = _FRAMING_BYTES + sum(len(k) + len(v) for k, v in headers)
+    if fixed + len(key or b"") + len(value or b"") <= MAX_COPY_BYTES:
+        return key, value, headers
+    cut = {}
+    room = MAX_COPY_BYTES - fixed - 200  # the note below
+    if key is not None and len(key) > room // 2:
+        cut["key"] = len(key)
+        key = key[:room // 2]
+    if value is not None and len(value) > room - len(key or b""):
+        cut["value"] = len(value)
+        value = value[:room - len(key or b"")]
+    note = ", ".join(f"{part} cut from {size} bytes" for part, size in cut.items())
+    headers.append(("dlq.truncated", f"{note}; the whole message is in raw.dead_letters"
+                    .encode()))
+    return key, value, headers
+
+
 def publish(producer: Producer, topic: str, letters: list[DeadLetter], *,
             timeout_s: float = 30.0) -> None:
     """Send and flush: the topic copy is at-least-once, so it is sent before the DB commit."""
-    remaining, errors = deliver(
-        producer, topic, ((d.key, d.payload, d.kafka_headers()) for d in letters), timeout_s)
+    remaining, errors = deliver(producer, topic, map(topic_copy, letters), timeout_s)
     if remaining or errors:
         raise DeadLetterPublishFailed(
             f"{remaining} dead letters undelivered after {timeout_s:.0f}s, errors: {errors[:3]}")

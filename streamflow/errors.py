@@ -41,6 +41,10 @@ class DatabaseUnavailable(StreamFlowError):
     """PostgreSQL did not accept a connection."""
 
 
+class DatabaseRefused(DatabaseUnavailable):
+    """PostgreSQL answered and refused the connection (password, role, database)."""
+
+
 class TopicMismatch(StreamFlowError):
     """A topic exists with a layout other than the one StreamFlow needs."""
 

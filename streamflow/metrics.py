@@ -9,9 +9,18 @@ from streamflow.infra.processes import port_is_free
 EVENTS_PRODUCED = Counter("streamflow_events_produced", "Events handed to Kafka by the producer")
 EVENTS_DELIVERED = Counter("streamflow_events_delivered", "Events acknowledged by the broker")
 DELIVERY_FAILURES = Counter("streamflow_delivery_failures", "Events Kafka could not deliver")
+EVENTS_RESENT = Counter("streamflow_events_resent",
+                        "Producer re-sends of events Kafka did not take in time")
 EVENTS_CONSUMED = Counter("streamflow_events_consumed", "Messages the sink consumed")
 EVENTS_LANDED = Counter("streamflow_events_landed", "New rows the sink wrote to raw.events")
 DEAD_LETTERS = Counter("streamflow_dead_letters", "Messages dead-lettered", ["stage", "reason"])
+OFFSET_GAP_MESSAGES = Counter(
+    "streamflow_offset_gap_messages",
+    "Messages gone from Kafka (retention, delete-records) before the sink read them", ["topic"])
+TOPIC_RECREATIONS = Counter(
+    "streamflow_topic_recreations",
+    "Topics found deleted and created again (new topic id); read from their beginning",
+    ["topic"])
 BATCH_SECONDS = Histogram(
     "streamflow_sink_batch_seconds", "Time to land one batch (decode + transaction)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -37,15 +46,18 @@ def serve(first_port: int) -> int:
     raise OSError(f"no free metrics port in {first_port}-{first_port + PORT_SEARCH - 1}")
 
 
-def scrape_rate(port: int, *, timeout_s: float = 1.0) -> float | None:
-    """The ``streamflow_rate`` a worker reports on ``port`` (for `streamflow status`)."""
+def scrape(port: int, *, timeout_s: float = 1.0) -> dict[str, float] | None:
+    """Each sample a worker serves on ``port`` (for `streamflow status`), summed over its
+    labels (None: no answer)."""
     import urllib.request
 
+    samples: dict[str, float] = {}
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith("streamflow_rate{"):
-                    return float(line.rsplit(" ", 1)[1])
+                if line and not line.startswith("#"):
+                    name, value = line.split("{", 1)[0].split(" ", 1)[0], line.rsplit(" ", 1)[1]
+                    samples[name] = samples.get(name, 0.0) + float(value)
     except (OSError, ValueError):
         return None
-    return None
+    return samples

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
             ("postgresql://", "postgres://", "postgresql+psycopg://")
         ):
             raise ValueError("must be a postgresql:// URL")
+        if value is not None:
+            from sqlalchemy.engine import make_url  # only when DATABASE_URL is set
+            from sqlalchemy.exc import ArgumentError
+
+            try:  # a URL that does not parse would fail later, at each connection
+                make_url(value.get_secret_value())
+            except (ValueError, ArgumentError) as exc:  # names the bad part, not the password
+                raise ValueError(f"not a valid URL ({exc})") from None
         return value
 
     @field_validator("kafka_bootstrap_servers")

@@ -1,13 +1,16 @@
 """`streamflow up / down / status`: the local platform as one unit.
 
 ``up`` is idempotent: each component is started only when it is not already running and
-healthy, so running it twice never starts duplicates.
+healthy, so running it twice never starts duplicates. A failed ``up`` stops again what it
+started itself, so it never leaves a half-started stack behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from streamflow import endpoints, pii, supervisor, topics
@@ -22,26 +25,48 @@ from streamflow.settings import Settings, to_env
 def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
     for directory in (settings.home_dir, settings.logs_dir, settings.run_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    if settings.embedded_kafka:
-        kafka_server.fetch(settings, echo=echo)
-        kafka_server.start(settings, echo=echo)
-    else:
-        require_broker(settings.bootstrap_servers)
-        echo(f"using Kafka at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
-    if settings.embedded_postgres:
-        postgres_server.start(settings, echo=echo)
-    else:
-        echo("using PostgreSQL from DATABASE_URL")
-    url = endpoints.database_url(settings)
-    before, after = migrate.upgrade(url)
-    echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
-    statuses = topics.ensure_topics(
-        admin_client(settings.bootstrap_servers), topics.topic_specs(settings),
-        replication_factor=settings.topic_replication_factor,
-    )
-    echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
-    if workers:
-        start_workers(settings, url, echo=echo)
+    # What this call starts is stopped again if a later step fails (a refused DATABASE_URL,
+    # Ctrl-C); what ran before it is left alone.
+    with contextlib.ExitStack() as started:
+        if settings.embedded_kafka:
+            kafka_server.fetch(settings, echo=echo)
+            if kafka_server.running(settings) is None:
+                started.callback(_undo, lambda: {"kafka": kafka_server.stop(settings)}, echo)
+            kafka_server.start(settings, echo=echo)
+        else:
+            require_broker(settings.bootstrap_servers)
+            echo(f"using Kafka at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
+        if settings.embedded_postgres:
+            if postgres_server.running(settings) is None:
+                started.callback(
+                    _undo, lambda: {"postgres": postgres_server.stop(settings)}, echo)
+            postgres_server.start(settings, echo=echo)
+        else:
+            echo("using PostgreSQL from DATABASE_URL")
+        url = endpoints.database_url(settings)
+        before, after = migrate.upgrade(url)
+        echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
+        statuses = topics.ensure_topics(
+            admin_client(settings.bootstrap_servers), topics.topic_specs(settings),
+            replication_factor=settings.topic_replication_factor,
+        )
+        echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
+        if workers:
+            if not _supervisor_alive(settings):
+                started.callback(_undo, lambda: stop_workers(settings), echo)
+            start_workers(settings, url, echo=echo)
+        started.pop_all()  # every step done: keep it all running
+
+
+def _undo(stop: Callable[[], dict[str, str]], echo) -> None:
+    for component, outcome in stop().items():
+        if outcome != "not running":
+            echo(f"{component}: {outcome} (`up` did not finish)")
+
+
+def _supervisor_alive(settings: Settings) -> bool:
+    state = processes.read_state(settings.run_dir, supervisor.COMPONENT)
+    return bool(state and state.is_alive())
 
 
 def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
@@ -50,6 +75,10 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     if state and state.is_alive():
         echo(f"workers already running (supervisor pid {state.pid})")
         return
+    # One generation: workers of a supervisor that was killed outright (SIGKILL, the OOM
+    # killer) still run, and would run beside the new ones, out of reach of `down`.
+    for name, outcome in _stop_orphaned_workers(settings).items():
+        echo(f"{name}: {outcome} (left running by a supervisor that was killed)")
     if settings.pii_key is None:
         pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
     supervisor.prepare_dagster_instance(settings, database_url, echo=echo)
@@ -93,7 +122,16 @@ def stop_workers(settings: Settings) -> dict[str, str]:
     if state and state.is_alive():
         report["supervisor"] = processes.terminate(state.pid, timeout_s=90)
     processes.clear_state(settings.run_dir, supervisor.COMPONENT)
-    # Workers orphaned by a supervisor that was killed outright.
+    return {**report, **_stop_orphaned_workers(settings)}
+
+
+def _stop_orphaned_workers(settings: Settings) -> dict[str, str]:
+    """Stop the workers whose supervisor is gone; clear every worker's state file.
+
+    Each worker's state file (written by the supervisor as it starts one) names its pid, and
+    ``is_alive`` checks the process is still that one by its start time, so a pid reused by
+    another program after a crash or reboot is never signalled."""
+    report = {}
     for spec in supervisor.worker_specs(settings):
         worker = processes.read_state(settings.run_dir, spec.name)
         if worker and worker.is_alive():
@@ -159,8 +197,11 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         if alive and address.endswith("/metrics"):  # the port the supervisor gave it
             from streamflow import metrics  # prometheus_client: not for every CLI start
 
-            rate = metrics.scrape_rate(int(address.rsplit(":", 1)[1].split("/")[0]))
+            samples = metrics.scrape(int(address.rsplit(":", 1)[1].split("/")[0])) or {}
+            rate = samples.get("streamflow_rate")
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
+            if spec.name == "sink":
+                detail += _sink_offsets(settings, samples)
         elif alive and address.startswith("grpc://"):  # answers when its port is taken
             detail = "starting" if processes.port_is_free(int(address.rsplit(":", 1)[1])) \
                 else "answering"
@@ -171,6 +212,21 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         rows.append(ComponentStatus(spec.name, worker.pid if alive else None,
                                     worker.address if worker else "", alive, detail))
     return rows
+
+
+def _sink_offsets(settings: Settings, samples: dict[str, float]) -> str:
+    """The running sink's detail: which incarnation of its topic its stored offsets are of,
+    and whether it saw the topic deleted and created again."""
+    from streamflow.sink.incarnation import stored_incarnation
+
+    try:
+        detail = "; " + stored_incarnation(endpoints.database_url(settings),
+                                           settings.bootstrap_servers).describe()
+    except Exception as exc:  # status reports every failure, it never raises
+        detail = f"; stored offsets unknown: {str(exc).splitlines()[0]}"
+    if samples.get("streamflow_topic_recreations_total"):
+        detail += "; the topic was deleted and created again: read from its beginning"
+    return detail
 
 
 def status(settings: Settings) -> list[ComponentStatus]:

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from streamflow.db.tables import RAW_SCHEMA
-from streamflow.dlq import DeadLetter
+from streamflow.dlq import DeadLetter, storable_headers, storable_text
 
 _INSERT_DEAD_LETTER = sql.SQL(
     "INSERT INTO {schema}.dead_letters (stage, reason_code, reason, payload, message_key, "
-    "headers, event_id, source_topic, source_partition, source_offset) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "headers, event_id, source_topic, source_topic_id, source_partition, source_offset) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     # Idempotent on the source message: a replayed batch stores each reject once per stage.
-    "ON CONFLICT (stage, source_topic, source_partition, source_offset) DO NOTHING").format(
+    "ON CONFLICT ON CONSTRAINT dead_letters_source_key DO NOTHING").format(
         schema=sql.Identifier(RAW_SCHEMA))
 
 
-def _text(value: str | None) -> str | None:
-    # PostgreSQL text and jsonb cannot hold NUL; a reject must never be rejected itself.
-    return value.replace("\x00", "\ufffd") if value is not None else None
-
-
 def _params(d: DeadLetter) -> tuple:
-    headers = {_text(k): _text(v) for k, v in d.headers.items()}
-    return (d.stage.value, d.reason_code.value, _text(d.reason), d.payload, d.key,
-            orjson.dumps(headers).decode(), _text(d.event_id), d.source_topic,
-            d.source_partition, d.source_offset)
+    return (d.stage.value, d.reason_code.value, storable_text(d.reason), d.payload, d.key,
+            storable_headers(d.headers), storable_text(d.event_id), d.source_topic,
+            d.source_topic_id, d.source_partition, d.source_offset)
 
 
 def insert_dead_letters(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:

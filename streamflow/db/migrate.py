@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from streamflow.db.engine import make_engine
+from streamflow.db.engine import connect, make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Two processes starting at once (e.g. `up` and a worker) must not both run a migration.
@@ -30,7 +30,7 @@ def head_revision() -> str:
 def current_revision(url: str) -> str | None:
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with connect(engine, url) as conn:
             return MigrationContext.configure(
                 conn, opts={"version_table_schema": "public"}
             ).get_current_revision()
@@ -42,7 +42,7 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
     """Bring the database to ``revision``; returns (before, after). A no-op when current."""
     engine = make_engine(url)
     try:
-        with engine.begin() as conn:
+        with connect(engine, url) as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
             before = MigrationContext.configure(
                 conn, opts={"version_table_schema": "public"}

@@ -17,9 +17,10 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 from streamflow import contract
+from streamflow.topics import UNKNOWN_TOPIC_ID
 
 RAW_SCHEMA = "raw"          # landing: what the sink wrote, as it arrived
 OUTPUT_SCHEMA = "streamflow"  # micro-batch outputs built by Dagster
@@ -45,8 +46,19 @@ events = Table(
     Column("device", Text),
     Column("success", Boolean),
     Column("amount_cents", BigInteger),
-    Column("payload", JSONB, nullable=False),
+    # The message as it arrived: json keeps the text verbatim (jsonb would re-render it), so
+    # a dead letter or a replay of this event carries the original bytes, key and headers.
+    Column("payload", JSON, nullable=False),
+    Column("message_key", LargeBinary),
+    Column("headers", JSONB),  # header values as text; NULL: the message had none
+    # The payload holds a field its typed column could not hold (NULL: landed before the
+    # sink recorded this; unknown): the contract step re-reads only these payloads.
+    Column("mistyped", Boolean),
     Column("kafka_topic", Text, nullable=False),
+    # The topic's id (Kafka 4): a topic deleted and created again is a new incarnation whose
+    # offsets restart at 0 (nil UUID: not recorded).
+    Column("kafka_topic_id", UUID(as_uuid=False), nullable=False,
+           server_default=UNKNOWN_TOPIC_ID),
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -65,6 +77,8 @@ dead_letters = Table(
     Column("headers", JSONB),
     Column("event_id", Text),
     Column("source_topic", Text, nullable=False),
+    Column("source_topic_id", UUID(as_uuid=False), nullable=False,
+           server_default=UNKNOWN_TOPIC_ID),
     Column("source_partition", Integer, nullable=False),
     Column("source_offset", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -80,14 +94,15 @@ consumer_offsets = Table(
     Column("topic", Text, primary_key=True),
     Column("kafka_partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),  # the offset to resume from
+    Column("topic_id", UUID(as_uuid=False)),  # the incarnation these offsets belong to
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=RAW_SCHEMA,
 )
 
 # The columns the sink writes, in COPY order (ingest_seq and ingested_at are the database's).
 # The contract's fields in its order, then what the message was and where it came from.
-LANDING_COLUMNS = (*contract.FIELDS, "payload", "kafka_topic", "kafka_partition",
-                   "kafka_offset")
+LANDING_COLUMNS = (*contract.FIELDS, "payload", "message_key", "headers", "mistyped",
+                   "kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset")
 LANDING_INDEX = {name: i for i, name in enumerate(LANDING_COLUMNS)}
 
 # -- micro-batch outputs (Dagster) -------------------------------------------------------------
@@ -98,6 +113,18 @@ watermarks = Table(
     Column("name", Text, primary_key=True),       # one per micro-batch asset
     Column("last_seq", BigInteger, nullable=False),  # raw.events.ingest_seq processed up to
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+# Ranges past a step's watermark claimed by concurrent runs (streamflow.microbatch.claims).
+step_claims = Table(
+    "step_claims",
+    metadata,
+    Column("step", Text, primary_key=True),
+    Column("after_seq", BigInteger, primary_key=True),  # the range (after_seq, upto_seq]
+    Column("upto_seq", BigInteger, nullable=False),
+    Column("done", Boolean, nullable=False, server_default="false"),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=OUTPUT_SCHEMA,
 )
 

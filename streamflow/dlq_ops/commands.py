@@ -180,6 +180,9 @@ def replay_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str
         result = replays.replay(
             conn, kafka, selection, topic=topic, dry_run=dry_run, rate=rate, force=force,
             progress=lambda done, total: console.print(f"  sent {done:,}/{total:,}"))
+    for gap in result.gaps:
+        console.print(f"dead letter {gap.id} skipped: {replays.NOTHING_TO_REPLAY} "
+                      f"({_cell(gap.reason)})", highlight=False)
     if dry_run:
         table = Table("id", "stage", "reason", "payload", "replayed",
                       title=f"dry run: would send {len(result.letters)} to {topic}")

@@ -8,13 +8,15 @@ Guarantees, and where they come from:
   ingest sequence, see streamflow.db.landing), unless it has since been validated.
 - What still fails is dead-lettered again, with the new reason and the replay header.
 - A selection that holds dead letters replayed before is refused unless ``force``.
+- ``offset_gap`` dead letters are skipped, never an error: they record messages Kafka no
+  longer had when the sink came to read them, so there are no bytes to send.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
@@ -22,12 +24,16 @@ from confluent_kafka import Producer
 from psycopg import sql
 
 from streamflow.db.tables import RAW_SCHEMA
+from streamflow.dlq import Reason
 from streamflow.dlq_ops.selection import Selection, StoredDeadLetter, select
 from streamflow.errors import KafkaUnavailable, ReplayRefused
 from streamflow.kafka_clients import deliver
 
 # Header on a replayed message: the id of the dead letter it came from.
 REPLAY_HEADER = "streamflow.replay_of"
+# Why an offset_gap dead letter is skipped (said by the CLI and the Dagster job alike).
+NOTHING_TO_REPLAY = ("an offset gap records messages gone from Kafka before the sink read "
+                     "them: there is nothing to replay")
 
 _MARK = sql.SQL("UPDATE {table} SET replay_count = replay_count + 1, "
                 "last_replayed_at = now() WHERE id = ANY(%s)").format(
@@ -38,10 +44,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ReplayResult:
-    letters: list[StoredDeadLetter]  # the selection, oldest first
+    letters: list[StoredDeadLetter]  # the selection to send, oldest first
     sent: int
     dry_run: bool
     seconds: float
+    gaps: list[StoredDeadLetter] = field(default_factory=list)  # selected, nothing to send
 
     @property
     def previously_replayed(self) -> int:
@@ -76,8 +83,10 @@ def replay(conn: psycopg.Connection, producer: Producer | None, selection: Selec
     started = time.monotonic()
     with conn.transaction():
         letters = select(conn, selection, newest_first=False, for_update=not dry_run)
+        gaps = [d for d in letters if d.reason_code == Reason.OFFSET_GAP]
+        letters = [d for d in letters if d.reason_code != Reason.OFFSET_GAP]
         if dry_run or not letters:
-            return ReplayResult(letters, 0, dry_run, time.monotonic() - started)
+            return ReplayResult(letters, 0, dry_run, time.monotonic() - started, gaps)
         again = [d for d in letters if d.replay_count > 0]
         if again and not force:
             shown = ", ".join(str(d.id) for d in again[:10]) + (" …" if len(again) > 10 else "")
@@ -99,4 +108,4 @@ def replay(conn: psycopg.Connection, producer: Producer | None, selection: Selec
             raise KafkaUnavailable(f"replay to {topic}: {remaining} messages undelivered, "
                                    f"errors {errors[:3]}; nothing was marked replayed")
         conn.execute(_MARK, ([d.id for d in letters],))
-    return ReplayResult(letters, len(letters), False, time.monotonic() - started)
+    return ReplayResult(letters, len(letters), False, time.monotonic() - started, gaps)

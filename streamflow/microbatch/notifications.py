@@ -23,6 +23,7 @@ from psycopg import sql
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch as batches
+from streamflow.microbatch import claims
 from streamflow.microbatch.phases import Phases
 from streamflow.validation import CONTRACT_COLUMNS, columns_frame, validate
 
@@ -81,58 +82,63 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
     """Validate every event after the watermark up to ``upto``, ``limit`` at a time (each
     chunk its own transaction: memory stays bounded, a failure keeps the chunks before it).
 
+    Chunks are claimed (streamflow.microbatch.claims): a run that overlaps another works on
+    the next range at the same time instead of waiting for it.
+
     With ``drain_s``, events that landed meanwhile are taken too, for as long as the step has
     run less than ``drain_s`` seconds: during a burst one run keeps working instead of
     handing over to a run that costs a launch (~1-3 s on 2 cores) to start."""
     started = time.monotonic()
     chunks: list[NotificationsResult] = []
     while True:
-        chunk = run_chunk(conn, upto, publish, publish_dead_letters, limit)
-        chunks.append(chunk)
-        if chunk.checked and chunk.upto < upto:
+        claim = claims.next_claim(conn, STEP, upto, limit)
+        if claim is None:
+            if time.monotonic() - started >= drain_s:
+                break
+            landed = batches.landed_max_seq(conn)
+            if landed <= upto:
+                break
+            upto = landed
             continue
-        if time.monotonic() - started >= drain_s:
-            break
-        landed = batches.landed_max_seq(conn)
-        if landed <= chunk.upto:
-            break
-        upto = landed
+        try:
+            chunks.append(run_chunk(conn, claim, publish, publish_dead_letters, limit))
+        finally:
+            claims.release(conn, claim)
+        claims.settle(conn, STEP)
+    if not chunks:
+        after = claims.settle(conn, STEP)
+        return NotificationsResult(after, after, 0, 0, 0, [])
     counts: Counter[str] = Counter()
     phases = Phases()
     for chunk in chunks:
         counts.update(dict(chunk.top_reasons))
         phases.merge(chunk.phases)
     return NotificationsResult(
-        chunks[0].after, chunks[-1].upto, sum(c.checked for c in chunks),
-        sum(c.valid for c in chunks), sum(c.rejected for c in chunks), counts.most_common(10),
-        sum(c.published for c in chunks), len([c for c in chunks if c.checked]), phases)
+        min(c.after for c in chunks), max(c.upto for c in chunks),
+        sum(c.checked for c in chunks), sum(c.valid for c in chunks),
+        sum(c.rejected for c in chunks), counts.most_common(10),
+        sum(c.published for c in chunks), len(chunks), phases)
 
 
-def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
+def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
               publish_dead_letters: PublishDeadLetters,
               limit: int = batches.MAX_BATCH) -> NotificationsResult:
-    """Validate events after the watermark up to ``upto`` (at most ``limit``), in one
-    transaction:
+    """Validate the claimed range of events (at most ``limit``), in one transaction:
 
-    1. Lock the step; read the typed columns of events after its watermark (at most
-       ``limit``); the payload only of rows whose typed columns cannot tell.
+    1. Read the typed columns of the range; the payload only of rows whose typed columns
+       cannot tell.
     2. Validate them against the pandera contract, lazily (every reason per row).
     3. Copy the valid rows into streamflow.notifications (idempotent on event_id); the
        new ones become `notifications` messages.
     4. Publish those and the dead letters to Kafka and flush, before the commit.
-    5. Insert the dead letters (idempotent on their source), advance the watermark, commit.
+    5. Insert the dead letters (idempotent on their source), mark the claim done, commit.
     """
     phase = Phases()
+    after, last = claim.after, claim.upto
     with conn.transaction():
         # Step 1
-        with phase("lock"):
-            batches.lock(conn, STEP)
-            after = batches.watermark(conn, STEP)
         with phase("read"):
-            events = batches.read_typed(conn, after, upto, limit)
-        if not len(events):
-            return NotificationsResult(after, after, 0, 0, 0, [], phases=phase)
-        last = events.seqs[-1]
+            events = batches.read_typed(conn, after, last, limit)
         # Step 2
         with phase("validate"):
             df = columns_frame(events.columns, {"ingest_seq": events.seqs,
@@ -160,7 +166,7 @@ def run_chunk(conn: psycopg.Connection, upto: int, publish: Publish,
         with phase("dead_letters"):
             insert_dead_letters(conn, letters)
         conn.execute(_COUNT, {"checked": len(events), "rejected": len(rejected)})
-        batches.advance(conn, STEP, last)
+        claims.mark_done(conn, claim)
         committing = time.perf_counter()
     phase.add("commit", time.perf_counter() - committing)
     # Top reasons by check, without the offending values ("x: isin", not "x: isin (got 'y')").
@@ -191,7 +197,9 @@ def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
 
 
 def _dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
+    """The original message (bytes, key, headers) with every reason: a replay sends it as
+    it first arrived."""
     return DeadLetter(
-        Stage.CONTRACT, Reason.CONTRACT, "; ".join(reasons), origin.payload,
-        origin.user_id.encode() if origin.user_id is not None else None, {},
-        origin.kafka_topic, origin.kafka_partition, origin.kafka_offset, origin.event_id)
+        Stage.CONTRACT, Reason.CONTRACT, "; ".join(reasons), origin.payload, origin.key,
+        origin.headers, origin.kafka_topic, origin.kafka_partition, origin.kafka_offset,
+        origin.event_id, origin.kafka_topic_id)

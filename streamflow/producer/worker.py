@@ -1,8 +1,10 @@
 """The producer loop: generate (or replay) events, send them keyed by user_id, never drop one.
 
 Delivery: idempotent producer with acks=all (kafka_clients.PRODUCER_DEFAULTS). A full local
-queue is backpressure: poll for delivery reports and retry the same event. On stop: flush,
-then exit 0; an event Kafka finally refuses is counted and makes the run fail loudly.
+queue is backpressure: poll for delivery reports and retry the same event. An event whose
+delivery report says "not yet" (timed out, cluster briefly unable) is sent again, however long
+the outage. On stop: flush, then exit 0; an event Kafka refuses for good is counted and makes
+the run fail loudly.
 """
 
 from __future__ import annotations
@@ -32,8 +34,25 @@ MAX_STEP = 1_000
 MIN_STEP_S = 0.005
 FLUSH_TIMEOUT_S = 60.0
 NEW_TOPIC_GRACE_S = 5.0
-# Seconds of a full local queue before each warning that the broker is not taking events.
+# Seconds of a full local queue before each warning that the broker is not taking events;
+# also the quiet time after which a new timed-out delivery report counts as a new stall.
 STALL_WARNING_S = 10.0
+# librdkafka's message.timeout.ms for this worker. 0 = never give up: with the idempotent
+# producer a queued event then waits out any outage in its partition's order and is written
+# once. A finite timeout (tests set a few seconds) hands events back as _MSG_TIMED_OUT reports;
+# they are sent again, which can reorder them and, for one that was in flight, write it twice:
+# the sink keeps one row per event_id.
+MESSAGE_TIMEOUT_MS = 0
+# Delivery report errors that mean "not delivered yet": librdkafka's message timeout ran out,
+# or the cluster could not take the event for a while (Kafka calls these retriable). Anything
+# else (too large, not authorised, unknown topic, a fatal idempotence error) fails the run.
+RESENDABLE = frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT_QUEUE, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.KAFKA_STORAGE_ERROR,
+})
 
 
 @dataclass(frozen=True)
@@ -48,13 +67,15 @@ class ProducerConfig:
     from_file: Path | None = None
     users: int = 10_000
     seed: int | None = None
+    message_timeout_ms: int = MESSAGE_TIMEOUT_MS
 
 
 @dataclass
 class ProducerStats:
-    produced: int = 0
-    delivered: int = 0
+    produced: int = 0  # new events handed to the client (a re-send is not counted again)
+    delivered: int = 0  # acknowledged by the broker
     failed: int = 0
+    resent: int = 0  # re-sends after a "not delivered yet" report
     elapsed_s: float = 0.0
     first_error: str | None = None
 
@@ -95,17 +116,53 @@ class Pacer:
             producer.poll(min(0.05, (step - due) / self.rate))
 
 
+class Redelivery:
+    """Events whose delivery report said "not delivered yet", waiting to be sent again."""
+
+    def __init__(self) -> None:
+        self.pending: list[Message] = []
+        self._last_report: float | None = None  # monotonic time of the last such report
+
+    def add(self, err: KafkaError, msg) -> None:
+        now = time.monotonic()
+        if self._last_report is None or now - self._last_report >= STALL_WARNING_S:
+            log.warning("Kafka did not take events in time (%s): sending them again until "
+                        "it does", err.str())  # once per stall: reports come per event
+        self._last_report = now
+        # The report carries the key and value; the headers are the same for every event.
+        self.pending.append((msg.key(), msg.value()))
+
+    def send(self, producer: Producer, topic: str, on_delivery, stop: StopFlag) -> None:
+        if not self.pending:
+            return
+        again, self.pending = self.pending, []
+        sent = _send(producer, topic, again, on_delivery, stop)
+        # What a stop left unsent stays pending (and counts as undelivered); reports served
+        # while sending may have added more.
+        self.pending = again[sent:] + self.pending
+
+
 def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = None,
-                 *, progress: Progress | None = None) -> ProducerStats:
+                 *, progress: Progress | None = None,
+                 stats: ProducerStats | None = None) -> ProducerStats:
+    """``stats`` (optional) is filled in as the run goes, so a caller has the counts even
+    when the run ends with ProducerDeliveryFailed."""
     stop = stop if stop is not None else StopFlag().install()
     progress = progress or Progress("producer")
-    stats = ProducerStats()
+    stats = stats if stats is not None else ProducerStats()
+    redelivery = Redelivery()
     # Reports only for failures: a Python callback per delivered event would cost ~15% of
-    # the producer's throughput. Delivered = produced - failed - still queued at the end.
-    producer = kafka_clients.producer(config.bootstrap_servers,
-                                      **{"delivery.report.only.error": True})
+    # the producer's throughput. Delivered = produced - failed - still undelivered at the end.
+    producer = kafka_clients.producer(
+        config.bootstrap_servers,
+        **{"delivery.report.only.error": True, "message.timeout.ms": config.message_timeout_ms})
 
-    def on_delivery(err, _msg) -> None:
+    def on_delivery(err, msg) -> None:
+        if err.code() in RESENDABLE:
+            redelivery.add(err, msg)
+            stats.resent += 1
+            metrics.EVENTS_RESENT.inc()
+            return
         stats.failed += 1
         stats.first_error = stats.first_error or str(err)
         metrics.DELIVERY_FAILURES.inc()
@@ -119,6 +176,7 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
         while not stop and not stats.failed:  # a refused event ends the run, loudly
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            redelivery.send(producer, config.topic, on_delivery, stop)
             want = pacer.allowance(stats.produced, producer)
             if config.count is not None:
                 want = min(want, config.count - stats.produced)
@@ -127,14 +185,14 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
             step = take(want)
             if not step:
                 break  # a replayed file is exhausted
-            _send(producer, config.topic, step, on_delivery, stop)
-            stats.produced += len(step)
-            metrics.EVENTS_PRODUCED.inc(len(step))
+            sent = _send(producer, config.topic, step, on_delivery, stop)
+            stats.produced += sent
+            metrics.EVENTS_PRODUCED.inc(sent)
             producer.poll(0)
             progress.update(stats.produced, f"(queued {len(producer):,})")
     finally:
         # Stop or not, everything handed to the client is delivered before we exit.
-        remaining = producer.flush(FLUSH_TIMEOUT_S)
+        remaining = _drain(producer, config.topic, redelivery, on_delivery, stop)
         stats.delivered = stats.produced - stats.failed - remaining
         stats.elapsed_s = time.monotonic() - started
         metrics.EVENTS_DELIVERED.inc(stats.delivered)
@@ -146,11 +204,25 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
     return stats
 
 
+def _drain(producer: Producer, topic: str, redelivery: Redelivery, on_delivery,
+           stop: StopFlag) -> int:
+    """Flush for up to FLUSH_TIMEOUT_S, sending again what comes back not delivered yet;
+    returns how many events are still undelivered (queued or waiting to be sent again)."""
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    while True:
+        remaining = producer.flush(max(0.0, deadline - time.monotonic()))
+        if not redelivery.pending or time.monotonic() >= deadline:
+            return remaining + len(redelivery.pending)
+        redelivery.send(producer, topic, on_delivery, stop)
+
+
 def _send(producer: Producer, topic: str, messages: list[Message], on_delivery,
-          stop: StopFlag) -> None:
+          stop: StopFlag) -> int:
+    """Hand ``messages`` to the client in order; returns how many it took (all of them,
+    unless a stop came while the local queue was full)."""
     produce = producer.produce
     headers = contract.HEADERS
-    for key, value in messages:
+    for sent, (key, value) in enumerate(messages):
         blocked_since = None
         while True:
             try:
@@ -162,7 +234,8 @@ def _send(producer: Producer, topic: str, messages: list[Message], on_delivery,
                 producer.poll(0.05)
                 blocked_since = _report_stall(producer, blocked_since)
                 if stop:  # the event was never handed over: nothing to lose by stopping
-                    return
+                    return sent
+    return len(messages)
 
 
 def _report_stall(producer: Producer, blocked_since: float | None) -> float:

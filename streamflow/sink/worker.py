@@ -1,7 +1,10 @@
 """The sink loop: consume a batch, land it in one transaction, then (and only then) commit.
 
 Offsets live in PostgreSQL with the rows (raw.consumer_offsets); on assignment the sink seeks
-to them, so Kafka's committed offsets are only for lag tooling.
+to them, so Kafka's committed offsets are only for lag tooling. They are stored with the
+topic's id: offsets of another id are a deleted topic's, and the topic now under that name is
+read from its beginning. Offsets gone before the sink read them are a hole, recorded as an
+``offset_gap`` dead letter (sink.gaps), never jumped over silently.
 
 Two batches are in play at most: one landing on a background thread (PostgreSQL does the work;
 the thread mostly waits) while the main thread consumes and decodes the next. Landings stay
@@ -14,18 +17,27 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamflow import kafka_clients, metrics, topics
 from streamflow.contract import MAX_EVENT_BYTES
-from streamflow.db.landing import CONNECTION_ERRORS, Batch, LandingWriter, LandResult
+from streamflow.db.landing import (
+    CONNECTION_ERRORS,
+    Batch,
+    LandingWriter,
+    LandResult,
+    StoredOffset,
+)
 from streamflow.db.tables import LANDING_INDEX
 from streamflow.dlq import DeadLetter, Reason, Stage, publish
 from streamflow.errors import ConsumerFailed
 from streamflow.sink.decode import decode
+from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, lost_range
 from streamflow.workers.runtime import Backoff, Progress, StopFlag
 
 log = logging.getLogger("streamflow.sink")
@@ -33,6 +45,14 @@ log = logging.getLogger("streamflow.sink")
 GIL_SWITCH_INTERVAL_S = 0.001
 # Seconds between offset commits to Kafka (for lag tooling only: the truth is in PostgreSQL).
 KAFKA_COMMIT_INTERVAL_S = 1.0
+# Seconds to wait for the broker's answer about a topic's id or a partition's log start:
+# asked only on assignment and when something looks wrong, never per batch.
+BROKER_QUERY_TIMEOUT_S = 10.0
+# Seconds between probes of the topic's id while running (one small metadata request, never
+# waited for). librdkafka follows a topic created again without a word when the new one
+# already holds more than the old position: the probe notices within this time, and the new
+# topic is read again from its beginning (nothing lost; rows landed meanwhile keep the old id).
+TOPIC_ID_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,20 +76,41 @@ class SinkConfig:
     instance_id: str | None = None
 
 
-def build_batch(messages, max_event_bytes: int = MAX_EVENT_BYTES) -> Batch:
-    """Decode messages into rows and dead letters, and note the offsets to store (pure)."""
-    batch = Batch(messages=messages)
+class Decoded(NamedTuple):
+    batch: Batch
+    jumps: list[OffsetJump]  # messages not at the offset expected next (see sink.gaps)
+
+
+def build_batch(messages, max_event_bytes: int = MAX_EVENT_BYTES,
+                topic_ids: Mapping[str, str] | None = None,
+                expected: Mapping[tuple[str, int], int] | None = None) -> Decoded:
+    """Decode messages into rows and dead letters, note the offsets to store, and every
+    offset jump (pure).
+
+    ``topic_ids``: topic name -> id of the incarnation being read (see topics).
+    ``expected``: (topic, partition) -> the offset its next message should have; a partition
+    absent there has no expectation for its first message."""
+    batch = Batch(topic_ids=dict(topic_ids or {}))
     rows, letters, next_offsets = batch.rows, batch.dead_letters, batch.next_offsets
+    ids, expected, jumps = batch.topic_ids, expected or {}, []
     for msg in messages:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        where = (topic, partition)
+        # One dict look-up per message: this loop is the sink's hot path.
+        want = next_offsets.get(where)
+        if want is None:
+            want = expected.get(where, offset)
+        if offset != want:
+            jumps.append(OffsetJump(topic, partition, want, offset))
         decoded = decode(msg.value(), msg.key(), msg.headers, topic, partition, offset,
+                         topic_id=ids.get(topic, topics.UNKNOWN_TOPIC_ID),
                          max_bytes=max_event_bytes)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:
             rows.append(decoded)
-        next_offsets[(topic, partition)] = offset + 1
-    return batch
+        next_offsets[where] = offset + 1
+    return Decoded(batch, jumps)
 
 
 class Sink:
@@ -80,8 +121,15 @@ class Sink:
                                     synchronous_commit=config.synchronous_commit)
         self.consumer: Consumer | None = None
         self.dlq_producer = None
+        self.admin = None  # asks the broker for topic ids
         self.assigned: set[tuple[str, int]] = set()
         self.landed: dict[tuple[str, int], int] = {}  # next offsets written to PostgreSQL
+        # The offset each partition's next message should have: a seek's target or the last
+        # message read + 1. Anything else is an offset jump (see sink.gaps).
+        self.expected: dict[tuple[str, int], int] = {}
+        self.topic_ids: dict[str, str] = {}  # topic -> id of the incarnation being read
+        self._id_probe: Future | None = None  # a question about the topic's id, in flight
+        self._id_probed_at = 0.0
         self.progress = Progress("sink")
         self.consumed = self.inserted = self.dead_lettered = 0
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-land")
@@ -97,6 +145,7 @@ class Sink:
         # rows/s under decode load at 1 ms).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._with_database(self.writer.setup)
+        self.admin = kafka_clients.admin_client(self.config.bootstrap_servers)
         # Reports for failures only: dlq.publish() collects nothing else.
         self.dlq_producer = kafka_clients.producer(self.config.bootstrap_servers,
                                                    **{"delivery.report.only.error": True})
@@ -136,11 +185,82 @@ class Sink:
                                      serve_group=False)
         if stored is None:  # stopping while the database was down: assign nothing
             return
+        self._start_positions(partitions, stored, serve_group=False)
+        if self.stop:  # stopped while the database was down: assign nothing
+            return
         for tp in partitions:
-            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add((tp.topic, tp.partition))
         consumer.incremental_assign(partitions)
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in partitions))
+
+    def _start_positions(self, partitions: list[TopicPartition],
+                         stored: dict[int, StoredOffset], *, serve_group: bool = True) -> None:
+        """Set each partition's ``offset`` to where reading starts: its stored offset; the
+        beginning where none is stored, or where the stored one belongs to a deleted
+        incarnation of the topic (another topic id)."""
+        topic = self.config.topic
+        live = self._learn_topic_id()
+        old: dict[int, str] = {}
+        for tp in partitions:
+            at = stored.get(tp.partition)
+            if at is not None and topics.is_old_incarnation(at.topic_id, live):
+                old[tp.partition] = at.topic_id
+                at = StoredOffset(0, live)  # a new topic's offsets start at 0
+            where = (tp.topic, tp.partition)
+            if at is None:
+                tp.offset = OFFSET_BEGINNING
+                self.expected.pop(where, None)  # never read: no hole can be ours
+            else:
+                tp.offset = OFFSET_BEGINNING if tp.partition in old else at.next_offset
+                self.expected[where] = at.next_offset
+        if old:
+            self._recreated(topic, set(old.values()), live, list(old), serve_group=serve_group)
+
+    def _learn_topic_id(self) -> str | None:
+        """Ask the broker for the id of the topic read (None: it did not say; the stored
+        offsets are then trusted as they are, as before topic ids were recorded)."""
+        topic = self.config.topic
+        try:
+            live = topics.topic_ids(self.admin, [topic],
+                                    timeout_s=BROKER_QUERY_TIMEOUT_S).get(topic)
+        except KafkaException as exc:
+            log.warning("could not learn the id of topic %s (%s): its stored offsets are "
+                        "trusted", topic, exc)
+            return None
+        if live is not None:
+            self.topic_ids[topic] = live
+        return live
+
+    def _recreated(self, topic: str, old_ids: set[str], live: str, partitions: list[int], *,
+                   serve_group: bool = True) -> None:
+        """Report a re-created topic once: log, metric, and the new id's offsets stored at
+        once (replacing the deleted topic's), so a restart does not report it again."""
+        log.warning("topic %s was deleted and created again (id %s -> %s): reading the new "
+                    "topic from its beginning", topic, ", ".join(sorted(old_ids)), live)
+        metrics.TOPIC_RECREATIONS.labels(topic).inc()
+        self._with_database(lambda: self.writer.restart_offsets(topic, partitions, live),
+                            serve_group=serve_group)
+
+    def _follow_recreation(self) -> bool:
+        """While running: if the topic now has another id than the one being read, it was
+        deleted and created again; every assigned partition restarts at its beginning."""
+        topic = self.config.topic
+        known = self.topic_ids.get(topic)
+        live = self._learn_topic_id()
+        partitions = sorted(p for t, p in self.assigned if t == topic)
+        # None assigned (revoked while the topic was gone): the next assignment compares the
+        # stored offsets' id with the live one, and acts there.
+        if not partitions or not topics.is_old_incarnation(known, live):
+            return False
+        self._await_in_flight()  # the writer's connection is the landing thread's until then
+        self._recreated(topic, {known}, live, partitions)
+        for partition in partitions:
+            self.expected[(topic, partition)] = 0
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
+            except KafkaException as exc:  # not fetching yet: the assignment sets it
+                log.warning("seek of %s[%d] to its beginning failed: %s", topic, partition, exc)
+        return True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what is written (after the landing in flight), forget the rest."""
@@ -172,6 +292,7 @@ class Sink:
         for tp in partitions:
             self.assigned.discard((tp.topic, tp.partition))
             self.landed.pop((tp.topic, tp.partition), None)
+            self.expected.pop((tp.topic, tp.partition), None)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -180,7 +301,7 @@ class Sink:
         while not self.stop:
             messages = [m for m in self.next_messages() if self._usable(m)]
             # Decoding overlaps with the landing in flight.
-            batch = build_batch(messages, self.config.max_event_bytes) if messages else None
+            batch, gaps = self._decode(messages)
             if self._in_flight is not None:
                 outcome = self._finish(self._in_flight)
                 self._in_flight = None
@@ -193,7 +314,8 @@ class Sink:
             if batch is not None:
                 self._in_flight = InFlight(batch, len(messages), time.perf_counter(),
                                            self._lander.submit(self.writer.land, batch,
-                                                               self._publish_dead_letters))
+                                                               self._publish_dead_letters),
+                                           gaps)
             elif (self._in_flight is None and self.config.stop_when_idle_s is not None
                   and time.monotonic() - idle_since > self.config.stop_when_idle_s):
                 break
@@ -202,6 +324,59 @@ class Sink:
         if self._in_flight is not None:  # stopping: let the last landing commit
             self._finish(self._in_flight)
             self._in_flight = None
+
+    def _decode(self, messages: list) -> tuple[Batch | None, list[OffsetGap]]:
+        """Decode a batch and check its offsets. A jump back, or another id in the probe, may
+        mean the topic was created again: if its id changed, read the new topic from its
+        beginning (this batch is dropped). A jump forward past the log start is a hole: it
+        lands in the batch as an ``offset_gap`` dead letter, never skipped silently."""
+        decoded = (build_batch(messages, self.config.max_event_bytes, self.topic_ids,
+                               self.expected) if messages else None)
+        backwards = decoded is not None and any(not j.forward for j in decoded.jumps)
+        probed = topics.is_old_incarnation(self.topic_ids.get(self.config.topic),
+                                           self._probed_topic_id())
+        if (backwards or probed) and self._follow_recreation():
+            return None, []
+        if decoded is None:
+            return None, []
+        batch, gaps = decoded.batch, [g for g in map(self._lost, decoded.jumps) if g]
+        for gap in gaps:
+            log.warning("%s", gap.describe())
+            batch.dead_letters.append(gap_dead_letter(
+                gap, batch.topic_ids.get(gap.topic, topics.UNKNOWN_TOPIC_ID)))
+        self.expected.update(batch.next_offsets)
+        return batch, gaps
+
+    def _lost(self, jump: OffsetJump) -> OffsetGap | None:
+        """What a jump lost: the broker's log start says which offsets are gone (sink.gaps)."""
+        if not jump.forward:
+            return None
+        try:
+            watermarks = self.consumer.get_watermark_offsets(
+                TopicPartition(jump.topic, jump.partition), timeout=BROKER_QUERY_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("log start of %s[%d] unknown (%s): the whole jump counts as lost",
+                        jump.topic, jump.partition, exc)
+            watermarks = None
+        return lost_range(jump, watermarks[0] if watermarks else None)
+
+    def _probed_topic_id(self) -> str | None:
+        """The topic's id, never waited for: a probe goes out every TOPIC_ID_CHECK_S and is
+        read once answered (None meanwhile, when the topic is missing, or on failure)."""
+        topic, probe = self.config.topic, self._id_probe
+        if probe is None:
+            if time.monotonic() - self._id_probed_at >= TOPIC_ID_CHECK_S:
+                self._id_probed_at = time.monotonic()
+                self._id_probe = topics.request_topic_ids(
+                    self.admin, [topic], timeout_s=BROKER_QUERY_TIMEOUT_S)[topic]
+            return None
+        if not probe.done():
+            return None
+        self._id_probe = None
+        try:
+            return topics.topic_id_answer(probe)
+        except KafkaException:
+            return None  # the broker did not answer: the next probe asks again
 
     def next_messages(self) -> list:
         """Adaptive batching: what the consumer has fetched already, up to batch_size; only
@@ -228,6 +403,9 @@ class Sink:
         metrics.DB_AVAILABLE.set(1)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - flight.started)
         self._after_commit(flight.batch, result, flight.messages)
+        for gap in flight.gaps:
+            if (gap.topic, gap.partition) in self.assigned:
+                metrics.OFFSET_GAP_MESSAGES.labels(gap.topic).inc(gap.count)
         return outcome
 
     def _usable(self, msg) -> bool:
@@ -280,9 +458,9 @@ class Sink:
         stored = self._with_database(lambda: self.writer.stored_offsets(self.config.topic)) or {}
         assignment = self.consumer.assignment()
         self.consumer.resume(assignment)
+        self._start_positions(assignment, stored)
         for tp in assignment:
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                              stored.get(tp.partition, OFFSET_BEGINNING)))
+            self.consumer.seek(tp)
 
     def _with_database(self, action, *, serve_group: bool = True):
         """Run ``action`` until PostgreSQL answers (backoff), or return None when stopping."""
@@ -360,6 +538,7 @@ class InFlight:
     messages: int
     started: float
     future: Future
+    gaps: list[OffsetGap]  # holes the batch records, counted once it committed
 
 
 def _keep_partitions(batch: Batch, assigned: set[tuple[str, int]]) -> Batch:
@@ -370,7 +549,7 @@ def _keep_partitions(batch: Batch, assigned: set[tuple[str, int]]) -> Batch:
         dead_letters=[d for d in batch.dead_letters
                       if (d.source_topic, d.source_partition) in assigned],
         next_offsets={tp: o for tp, o in batch.next_offsets.items() if tp in assigned},
-        messages=batch.messages,
+        topic_ids=batch.topic_ids,
     )
 
 

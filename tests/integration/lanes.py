@@ -86,8 +86,9 @@ def rows(engine, topic: str) -> tuple[int, int, int]:
 def dead_letters(engine, topic: str) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(text(
-            "SELECT reason_code, reason, payload, headers, source_offset FROM raw.dead_letters "
-            "WHERE source_topic = :t ORDER BY source_offset"), {"t": topic})]
+            "SELECT id, reason_code, reason, payload, headers, source_topic_id::text AS topic_id, "
+            "source_partition, source_offset FROM raw.dead_letters "
+            "WHERE source_topic = :t ORDER BY source_offset, id"), {"t": topic})]
 
 
 def offsets_stored(engine, group: str, topic: str) -> int:

@@ -126,8 +126,9 @@ def _collect(conn: psycopg.Connection, result: CorpusRun) -> None:
     set_json_loads(orjson.loads, conn)  # stdlib json recurses on the deeply nested kinds
     cur = conn.cursor(row_factory=dict_row)
     for row in cur.execute(
-            "SELECT event_id::text AS event_id, user_id, amount_cents, payload, kafka_partition, "
-            "kafka_offset FROM raw.events WHERE kafka_topic = %s", (result.topic,)):
+            "SELECT event_id::text AS event_id, user_id, amount_cents, payload, "
+            "payload::text AS payload_text, kafka_partition, kafka_offset "
+            "FROM raw.events WHERE kafka_topic = %s", (result.topic,)):
         result.events[(row["kafka_partition"], row["kafka_offset"])] = row
     for row in cur.execute(
             "SELECT stage, reason_code, reason, payload, message_key, headers, event_id, "
@@ -199,11 +200,12 @@ def test_each_kind_ends_where_expected(run: CorpusRun, item: BadInput):
         assert kept[0]["payload"] == orjson.loads(first.value)  # the first body, unchanged
         return
 
-    # It lands: a row holding what was sent (jsonb compared as JSON), keyed by its event_id.
+    # It lands: a row holding what was sent, byte for byte, keyed by its event_id.
     assert ingest_letter is None, ingest_letter and ingest_letter["reason"]
     assert row is not None, "not in raw.events"
     sent = orjson.loads(item.value)
     assert row["payload"] == sent
+    assert row["payload_text"].encode() == item.value
     assert row["event_id"] == item.event_id.lower()
     if expect.outcome == Stage.CONTRACT:
         assert contract_letter is not None, "no contract dead letter"
@@ -212,11 +214,15 @@ def test_each_kind_ends_where_expected(run: CorpusRun, item: BadInput):
             assert part in contract_letter["reason"]
         assert row["event_id"] not in run.notified
         assert row["event_id"] not in run.published
-        assert bytes(contract_letter["payload"]) and orjson.loads(
-            contract_letter["payload"]) == sent
+        # The original message: a replay sends it as it first arrived.
+        assert bytes(contract_letter["payload"]) == item.value
+        assert bytes(contract_letter["message_key"] or b"") == (item.key or b"")
+        assert contract_letter["headers"] == _stored_headers(item)
         on_topic = [m for m in run.contract_dlq if _source(m) == position]
         assert len(on_topic) == 1, "not exactly once on the contract step's dead-letter topic"
         assert _header(on_topic[0], "dlq.reason") == contract_letter["reason"][:1000]
+        assert (on_topic[0].value(), on_topic[0].key()) == (item.value, item.key)
+        assert _header(on_topic[0], "trace-id") == _stored_headers(item).get("trace-id")
         return
 
     assert expect.outcome == VALID

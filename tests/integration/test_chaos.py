@@ -3,7 +3,9 @@ SIGKILLed twice and PostgreSQL restarted once; every Kafka offset is accounted f
 
 from __future__ import annotations
 
-from benchmarks.chaos import QUICK, run_chaos
+from benchmarks.chaos import QUICK, ChaosPlan, ChaosProducer, run_chaos
+from streamflow import topics
+from tests.conftest import create_topic, wait_for, worker_env
 
 
 def test_faults_mid_stream_lose_and_duplicate_nothing(platform):
@@ -16,3 +18,18 @@ def test_faults_mid_stream_lose_and_duplicate_nothing(platform):
     assert result["landed"] + result["dead_lettered"] == QUICK.events
     assert result["dead_lettered"] > 0  # the 1 % invalid events took the dead-letter path
     assert result["sink_exit_code_on_sigterm"] == 0
+
+
+def test_produced_is_what_the_broker_acknowledged_not_the_plan(platform, unique_name, tmp_path):
+    """A producer stopped before the end of its plan still exits 0: chaos must count the
+    events the broker acknowledged (it used to write the planned count)."""
+    topic = create_topic(platform, unique_name)
+    plan = ChaosPlan(events=1_000_000, rate=2_000.0)
+    producer = ChaosProducer(topic, plan, worker_env(platform), tmp_path)
+    producer.start()
+    wait_for(lambda: topics.message_count(platform.bootstrap, topic) > 0, timeout_s=60,
+             message="the first events in Kafka")
+    assert producer.stop() == 0
+    acknowledged = producer.acknowledged()
+    assert acknowledged == topics.message_count(platform.bootstrap, topic)
+    assert 0 < acknowledged < plan.events

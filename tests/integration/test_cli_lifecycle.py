@@ -8,10 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections import Counter
 from pathlib import Path
 
+import psutil
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
+from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
 from streamflow.settings import env_var_names, load_settings
@@ -170,3 +178,177 @@ def test_commands_without_services_fail_clearly(tmp_path, command):
     result = _run(*command, env=env, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
+
+
+# -- one generation of workers ---------------------------------------------------------------
+
+WORKERS = {"supervise": 1, "produce": 1, "sink": 1, "live": 1, "dagster-code-server": 1,
+           "dagster-webserver": 1, "dagster-daemon": 1}
+
+
+def _kind(cmdline: list[str]) -> str:
+    """A worker's kind from its command line (the CLI subcommand or the Dagster program)."""
+    if "streamflow.cli" in cmdline[:-1]:
+        return cmdline[cmdline.index("streamflow.cli") + 1]
+    if "streamflow_defs.code_server" in cmdline:
+        return "dagster-code-server"
+    programs = [Path(arg).name for arg in cmdline[:2]]
+    for program in ("dagster-webserver", "dagster-daemon"):
+        if program in programs:
+            return program
+    return Path(cmdline[0]).name if cmdline else "?"
+
+
+def _processes_of(home: Path) -> list[tuple[str, int, int]]:
+    """(kind, pid, parent pid) of every live process started for this STREAMFLOW_HOME."""
+    homes = {str(home), str(home.resolve())}
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.environ().get("STREAMFLOW_HOME") in homes):
+                found.append((_kind(proc.cmdline()), proc.pid, proc.ppid()))
+        except psutil.Error:  # exited meanwhile, or a kernel thread
+            continue
+    return found
+
+
+def _workers_of(home: Path) -> Counter:
+    """Workers by kind; one that the running supervisor did not start counts as an orphan."""
+    found = _processes_of(home)
+    supervisors = {pid for kind, pid, _ in found if kind == "supervise"}
+    return Counter(kind if kind == "supervise" or parent in supervisors else f"{kind} (orphan)"
+                   for kind, _, parent in found if kind in WORKERS)
+
+
+def _wait_for_workers(home: Path, expected: dict[str, int], timeout_s: float = 30) -> None:
+    """A worker the supervisor is restarting is briefly absent; a duplicate or an orphan
+    stays."""
+    deadline = time.monotonic() + timeout_s
+    while (seen := _workers_of(home)) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert seen == expected
+
+
+def test_a_killed_supervisor_leaves_one_generation_of_workers(tmp_path, platform):
+    home = _home_with_jars(tmp_path, platform)
+    env = _env(home)
+    try:
+        first = _run("up", env=env)
+        assert first.returncode == 0, first.stderr + first.stdout
+        _wait_for_workers(home, WORKERS)
+        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
+        orphans = {f"{k} (orphan)": n for k, n in WORKERS.items() if k != "supervise"}
+        _wait_for_workers(home, orphans, timeout_s=10)
+
+        again = _run("up", env=env)  # finds the orphans and stops them first
+        assert again.returncode == 0, again.stderr + again.stdout
+        _wait_for_workers(home, WORKERS)  # one of each, all the new supervisor's
+        assert "sink: stopped (left running by a supervisor that was killed)" in again.stdout
+        code, doc = _status(env)
+        assert code == 0 and doc["healthy"], doc
+
+        # `down` after another SIGKILL: the orphans are stopped too, and nothing is left.
+        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
+        down = _run("down", env=env)
+        assert down.returncode == 0, down.stderr
+        assert "sink: stopped" in down.stdout and "kafka: stopped" in down.stdout
+        wait_for(lambda: not _processes_of(home), timeout_s=15,
+                 message="no process of this STREAMFLOW_HOME left")
+    finally:
+        _run("down", env=env)
+
+
+# -- a refusing or unreachable service: one line, nothing half-started ----------------------
+
+WRONG_PASSWORD = "wr0ng-s3cret-pw"
+
+
+def _refused(url: str) -> bool:
+    try:
+        psycopg.connect(libpq_url(url), connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        return "password authentication failed" in str(exc)
+    return False
+
+
+@pytest.fixture
+def refusing_database_url(platform):
+    """The session's PostgreSQL with a role that must give its password, and a URL with the
+    wrong one. (The embedded server trusts local connections: one pg_hba.conf line, removed
+    afterwards, makes it check this role's password.)"""
+    role = f"pw_{uuid.uuid4().hex[:8]}"
+    hba = platform.settings.postgres_dir / "data" / "pg_hba.conf"
+    original = hba.read_text()
+    with connect_admin(platform.database_url) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(f"right-{uuid.uuid4().hex}")))
+        hba.write_text(f"local all {role} scram-sha-256\nhost all {role} all scram-sha-256\n"
+                       + original)
+        conn.execute("SELECT pg_reload_conf()")
+    url = make_url(platform.database_url).set(username=role, password=WRONG_PASSWORD)
+    url = url.render_as_string(hide_password=False)
+    try:
+        wait_for(lambda: _refused(url), timeout_s=15, message="pg_hba.conf reloaded")
+        yield url
+    finally:
+        hba.write_text(original)
+        with connect_admin(platform.database_url) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _one_line_error(result: subprocess.CompletedProcess, starts: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and WRONG_PASSWORD not in output, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["db", "migrate"], ["dlq", "list"], ["dlq", "stats"],
+                                     ["dlq", "replay", "--dry-run"],
+                                     ["sink", "--metrics-port", "0"]])
+def test_a_refused_database_is_one_line_without_the_password(tmp_path, refusing_database_url,
+                                                             platform, command):
+    env = _env(tmp_path / "home", DATABASE_URL=refusing_database_url,
+               KAFKA_BOOTSTRAP_SERVERS=platform.bootstrap)
+    line = _one_line_error(_run(*command, env=env, timeout=60),
+                           f"error: PostgreSQL at {make_url(refusing_database_url)} refused")
+    assert "password authentication failed" in line
+
+
+def test_status_reports_a_refused_database_without_the_password(tmp_path, refusing_database_url,
+                                                                platform):
+    env = _env(tmp_path / "home", DATABASE_URL=refusing_database_url,
+               KAFKA_BOOTSTRAP_SERVERS=platform.bootstrap)
+    result = _run("status", "--json", env=env, timeout=60)
+    assert result.returncode == 1 and WRONG_PASSWORD not in result.stdout + result.stderr
+    postgres = next(c for c in json.loads(result.stdout)["components"]
+                    if c["component"] == "postgres")
+    assert not postgres["healthy"] and "refused the connection" in postgres["detail"]
+
+
+def test_up_with_a_refused_database_stops_the_broker_it_started(tmp_path, platform,
+                                                                 refusing_database_url):
+    home = _home_with_jars(tmp_path, platform)
+    env = _env(home, DATABASE_URL=refusing_database_url)
+    try:
+        result = _run("up", env=env)
+        _one_line_error(result, "error: PostgreSQL at ")
+        assert "starting Kafka" in result.stdout  # it got that far, and then ...
+        assert "kafka: stopped (`up` did not finish)" in result.stdout
+        assert not _processes_of(home), _processes_of(home)
+        assert kafka_server.running(load_settings(STREAMFLOW_HOME=str(home))) is None
+    finally:
+        _run("down", env=env)
+
+
+def test_produce_without_a_broker_is_one_line(tmp_path, platform):
+    nothing = f"127.0.0.1:{free_port()}"
+    env = _env(tmp_path / "home", KAFKA_BOOTSTRAP_SERVERS=nothing,
+               DATABASE_URL=platform.database_url, STREAMFLOW_PII_KEY="k" * 32)
+    line = _one_line_error(_run("produce", "--count", "1", "--metrics-port", "0", env=env,
+                                timeout=90), "error: no Kafka broker answered at ")
+    assert nothing in line

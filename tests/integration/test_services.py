@@ -95,9 +95,11 @@ def test_raw_events_has_the_landing_columns(platform):
                if r[:2] == ("raw", "events")}
     assert columns["event_id"] == "uuid"
     assert columns["ingest_seq"] == "bigint"
-    assert columns["payload"] == "jsonb"
+    assert columns["payload"] == "json"  # verbatim text: the original bytes of the message
+    assert (columns["message_key"], columns["headers"]) == ("bytea", "jsonb")
+    assert columns["kafka_topic_id"] == "uuid"
     for name in ("kafka_partition", "kafka_offset", "ingested_at", "event_type", "user_id",
-                 "email_hash", "occurred_at", "amount_cents"):
+                 "email_hash", "occurred_at", "amount_cents", "mistyped"):
         assert name in columns
     tables = {r[:2] for r in _schema_snapshot(platform.database_url)}
     assert ("raw", "dead_letters") in tables and ("raw", "consumer_offsets") in tables

@@ -73,14 +73,25 @@ def test_summary_holds_every_series_quantiles_restarts_and_the_flat_verdict():
     assert summary["restarts"] == {"postgres": 0, "sink": 1}
     assert summary["events_per_s"] == 2000
     assert summary["sink_kept_up"] is True
-    assert summary["rss_flat"] is True
+    assert summary["memory_flat"] is True
 
 
-def test_growing_rss_is_not_flat():
+def test_growing_memory_is_not_flat():
     grows = 1 + 2 * FLAT_TOLERANCE
     samples = [_sample(10.0 * i, 200.0 * (1 + (grows - 1) * i / 11) + 400.0 * (grows - 1)
                        * i / 11) for i in range(12)]
-    assert summarize(samples)["rss_flat"] is False
+    assert summarize(samples)["memory_flat"] is False
+
+
+def test_shared_pages_counted_once_per_backend_are_not_growth():
+    """PostgreSQL's RSS, summed over backends, climbs as each touches more shared buffers;
+    its PSS (each shared page split between the processes that map it) does not."""
+    samples = [replace(_sample(10.0 * i, 200.0), processes={
+        "sink": ProcessMemory(11, 1, 200.0, 180.0),
+        "postgres": ProcessMemory(22, 8, 400.0 + 100.0 * i, 300.0)}) for i in range(12)]
+    summary = summarize(samples)
+    assert summary["trends"]["rss_mb.total"]["change"] > 2 * FLAT_TOLERANCE
+    assert summary["memory_flat"] is True
 
 
 def test_a_sink_that_lands_nothing_did_not_keep_up():

@@ -1,0 +1,104 @@
+"""Disjoint ranges of one step's input, worked on by concurrent runs at once.
+
+A step's watermark says that every ingest_seq up to it is done. During a burst the sensor
+keeps two runs going; with one watermark the second only waited for the first's lock, and
+one process (Python and PostgreSQL taking turns) uses about one core of two. Instead, each
+run claims the next range past the watermark and past every other claim, works on it in its
+own transaction, marks the claim done in that same transaction, and then settles: the
+watermark moves over done claims that follow it without a gap, so it never passes a range
+that is still being worked on. Readers of the watermark (the sensor, the windows step) see
+exactly what they saw before: a prefix of ingest_seq, all of it done.
+
+A claim belongs to a live session: the claimer holds a session advisory lock on it while it
+works. A claim whose lock is free was abandoned (its run died, its transaction rolled back)
+and is taken over as it is, by the next run that looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import psycopg
+
+from streamflow.microbatch import batch as batches
+
+
+@dataclass(frozen=True)
+class Claim:
+    step: str
+    after: int  # the range (after, upto] of ingest_seq
+    upto: int
+
+
+def _name(step: str, after: int) -> str:
+    """The claim's own advisory lock, keyed by hashtextextended() of this name."""
+    return f"streamflow.claim.{step}.{after}"
+
+
+def next_claim(conn: psycopg.Connection, step: str, upto: int, limit: int) -> Claim | None:
+    """The next range of ``step`` nobody works on: an abandoned claim first, else a new one of
+    at most ``limit`` rows up to ``upto``. The caller owns it until ``release``."""
+    with conn.transaction():
+        batches.lock(conn, step)
+        watermark = _settle(conn, step)
+        claims = conn.execute(
+            "SELECT after_seq, upto_seq, done FROM streamflow.step_claims WHERE step = %s "
+            "ORDER BY after_seq", (step,)).fetchall()
+        for after, end, done in claims:
+            if not done and conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                         (_name(step, after),)).fetchone()[0]:
+                return Claim(step, after, end)
+        start = max([watermark, *(end for _, end, _ in claims)])
+        end = conn.execute(
+            "SELECT max(ingest_seq) FROM (SELECT ingest_seq FROM raw.events "
+            "WHERE ingest_seq > %s AND ingest_seq <= %s ORDER BY ingest_seq LIMIT %s) s",
+            (start, upto, limit)).fetchone()[0]
+        if end is None:
+            return None
+        conn.execute("INSERT INTO streamflow.step_claims (step, after_seq, upto_seq) "
+                     "VALUES (%s, %s, %s)", (step, start, end))
+        # Session-level: held past this commit, while the range is worked on.
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_name(step, start),))
+        return Claim(step, start, end)
+
+
+def mark_done(conn: psycopg.Connection, claim: Claim) -> None:
+    """In the caller's transaction, the one that wrote the range's results."""
+    done = conn.execute("UPDATE streamflow.step_claims SET done = true "
+                        "WHERE step = %s AND after_seq = %s AND NOT done",
+                        (claim.step, claim.after)).rowcount
+    if done != 1:
+        raise RuntimeError(f"claim {claim} was not ours to finish")
+
+
+def release(conn: psycopg.Connection, claim: Claim) -> None:
+    """Give the claim's lock back (done or not), on the steps' autocommit connection. A broken
+    connection has lost it already."""
+    with contextlib.suppress(psycopg.OperationalError, psycopg.InterfaceError):
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                     (_name(claim.step, claim.after),))
+
+
+def settle(conn: psycopg.Connection, step: str) -> int:
+    """Move the watermark over the done claims that follow it; returns the watermark."""
+    with conn.transaction():
+        batches.lock(conn, step)
+        return _settle(conn, step)
+
+
+def _settle(conn: psycopg.Connection, step: str) -> int:
+    watermark = batches.watermark(conn, step)
+    done = conn.execute(
+        "SELECT after_seq, upto_seq FROM streamflow.step_claims WHERE step = %s AND done "
+        "ORDER BY after_seq", (step,)).fetchall()
+    settled = watermark
+    for after, end in done:
+        if after != settled:
+            break
+        settled = end
+    if settled != watermark:
+        conn.execute("DELETE FROM streamflow.step_claims WHERE step = %s AND done "
+                     "AND upto_seq <= %s", (step, settled))
+        batches.advance(conn, step, settled)
+    return settled

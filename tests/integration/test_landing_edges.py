@@ -1,0 +1,90 @@
+"""Edges of the sink's write path against the real broker and PostgreSQL: a dead letter too big
+for the dead-letter topic, and the dead-letter flush kept outside the ingest-sequence lock."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import psycopg
+from sqlalchemy import text
+
+from streamflow import contract
+from streamflow.db.engine import libpq_url
+from streamflow.db.landing import INGEST_SEQ_LOCK, Batch, LandingWriter
+from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason
+from streamflow.kafka_clients import producer
+from streamflow.sink.decode import decode
+from tests.conftest import wait_for
+from tests.integration import lanes
+from tests.integration.lanes import offsets_stored, read_topic, rows
+
+lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
+NEAR_LIMIT = 999_900  # accepted by the broker; with a dead letter's headers it is over 1 MB
+
+
+def _event(**fields) -> bytes:
+    return orjson.dumps({"event_id": str(uuid.uuid4()), "schema_version": 1,
+                         "event_type": "page_view", "user_id": "u-1", **fields})
+
+
+def test_an_oversized_message_is_dead_lettered_and_the_sink_carries_on(platform, lane, engine):
+    prod = producer(platform.bootstrap)
+    prod.produce(lane.topic, b"x" * NEAR_LIMIT, b"k", partition=0)
+    for _ in range(10):
+        prod.produce(lane.topic, _event(), b"u-1", headers=contract.HEADERS, partition=0)
+    assert prod.flush(30) == 0
+    lane.start()
+    wait_for(lambda: offsets_stored(engine, lane.group, lane.topic) == 11, timeout_s=60,
+             message="the sink to store the offset after all 11 messages")
+    assert lane.alive(), lane.output()
+    assert rows(engine, lane.topic)[0] == 10
+    with engine.connect() as conn:
+        stored = conn.execute(text(
+            "SELECT reason_code, length(payload) FROM raw.dead_letters "
+            "WHERE source_topic = :t"), {"t": lane.topic}).one()
+    assert tuple(stored) == (Reason.TOO_LARGE, NEAR_LIMIT)  # every byte kept in the table
+    (copy,) = read_topic(platform, lane.dlq_topic, 1)
+    headers = dict(copy.headers())
+    assert b"value cut from 999900 bytes" in headers["dlq.truncated"]
+    assert len(copy.value()) < NEAR_LIMIT and copy.value() == b"x" * len(copy.value())
+    assert len(copy.value()) + sum(len(k) + len(v) for k, v in copy.headers()) <= MAX_COPY_BYTES
+
+
+def test_dead_letters_are_published_outside_the_ingest_lock(platform, unique_name, engine):
+    """A slow dead-letter flush must not hold the lock every sink lands under: while the
+    writer publishes (decode rejects, then a row PostgreSQL refuses), another session can take
+    the lock; and the batch still lands whole, in one transaction."""
+    topic = unique_name
+    messages = [(_event(), 0), (b"not json", 1), (_event(user_id="a\u0000b"), 2), (_event(), 3)]
+    decoded = [decode(value, b"k", lambda: None, topic, 0, offset) for value, offset in messages]
+    batch = Batch(rows=[d for d in decoded if not isinstance(d, DeadLetter)],
+                  dead_letters=[d for d in decoded if isinstance(d, DeadLetter)],
+                  next_offsets={(topic, 0): 4})
+    published: list[tuple[list[Reason], bool]] = []
+
+    def publish(letters: list[DeadLetter]) -> None:
+        with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as other:
+            free = other.execute("SELECT pg_try_advisory_lock(%s)", (INGEST_SEQ_LOCK,)
+                                 ).fetchone()[0]
+            if free:
+                other.execute("SELECT pg_advisory_unlock(%s)", (INGEST_SEQ_LOCK,))
+        published.append(([d.reason_code for d in letters], free))
+
+    writer = LandingWriter(platform.database_url, "g-" + topic)
+    writer.setup()
+    try:
+        result = writer.land(batch, publish)
+    finally:
+        writer.close()
+    assert published == [([Reason.NOT_JSON], True), ([Reason.DB_REJECTED], True)]
+    assert (result.inserted, result.dead_lettered, result.db_rejected) == (2, 2, 1)
+    assert rows(engine, topic)[0] == 2
+    with engine.connect() as conn:
+        codes = conn.execute(text(
+            "SELECT array_agg(reason_code ORDER BY source_offset) FROM raw.dead_letters "
+            "WHERE source_topic = :t"), {"t": topic}).scalar_one()
+        stored = conn.execute(text(
+            "SELECT next_offset FROM raw.consumer_offsets WHERE group_id = :g"),
+            {"g": "g-" + topic}).scalar_one()
+    assert codes == [Reason.NOT_JSON, Reason.DB_REJECTED] and stored == 4
