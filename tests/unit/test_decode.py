@@ -108,3 +108,27 @@ def test_dead_letter_headers_say_why_and_where_from():
     assert headers["dlq.reason_code"] == b"not_json"
     assert headers["dlq.source_offset"] == b"41"
     assert headers["h"] == b"v"
+
+
+def test_mistyped_marks_only_rows_with_a_field_its_column_could_not_hold():
+    complete = {"event_id": EID, "schema_version": 1, "event_type": "page_view", "user_id": "u",
+                "email_hash": "a" * 64, "email_masked": "j***@example.com",
+                "occurred_at": "2026-11-25T10:00:01.250Z", "country": "DE", "device": "mobile"}
+    assert _decode(orjson.dumps(complete))[COL["mistyped"]] is False  # optional ones absent
+    assert _decode(orjson.dumps({**complete, "success": None}))[COL["mistyped"]] is False
+    for name, bad in (("success", "yes"), ("amount_cents", 1.5), ("user_id", 42),
+                      ("occurred_at", "yesterday")):
+        assert _decode(orjson.dumps({**complete, name: bad}))[COL["mistyped"]] is True, name
+    assert _decode(orjson.dumps({"event_id": EID}))[COL["mistyped"]] is False  # all missing
+
+
+def test_the_message_travels_with_its_row():
+    from streamflow.db.landing import key_from_copy
+
+    sent = '{"event_id": "' + EID + '"}'  # spaces and all
+    row = decode(sent.encode(), b"\x00\xffkey",
+                 lambda: [("trace", b"t-1")], "user-events", 0, 7, topic_id="id-1")
+    assert key_from_copy(row[COL["message_key"]]) == b"\x00\xffkey"
+    assert orjson.loads(row[COL["headers"]]) == {"trace": "t-1"}
+    assert row[COL["payload"]] == sent  # verbatim
+    assert row[COL["kafka_topic_id"]] == "id-1"
