@@ -49,8 +49,10 @@ test-integration: install
 bench: fetch-kafka
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)
 
-# Fault injection: 1M events, 5 sink SIGKILLs, a PostgreSQL and a broker restart; every
-# offset accounted for. Results in benchmarks/results/ and docs/RELIABILITY.md.
+# Fault injection: 1M events, 5 sink SIGKILLs, a PostgreSQL and a broker restart, an oversized
+# message, offsets deleted under the stopped sink, then the topic deleted and created again;
+# every offset of both incarnations accounted for. Results in benchmarks/results/ and
+# docs/RELIABILITY.md.
 chaos: fetch-kafka
 	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick,)
 

@@ -1,15 +1,30 @@
 """`make chaos`: events flow while the sink is SIGKILLed, PostgreSQL and the broker are
-restarted; then every Kafka offset is accounted for.
+restarted, a message near Kafka's 1 MB limit arrives and offsets are deleted under the stopped
+sink; then the topic is deleted and created again and more events follow. Every Kafka offset
+of both incarnations is accounted for.
 
     python -m benchmarks.chaos            # 1M events, 5 sink kills, 1 Postgres + 1 broker restart
     python -m benchmarks.chaos --quick    # 50k events, 2 kills, 1 Postgres restart
+    (both: one oversized message, one offset gap, then a re-creation; ChaosPlan)
 
-Accounting: every message of the chaos topic has one (partition, offset). It must end as
-exactly one row in raw.events or one ingest dead letter. ``lost`` = offsets with neither;
-``duplicates`` = rows + dead letters beyond one per offset. Both must be 0, and rows + dead
-letters must equal ``produced``: the events the broker acknowledged, as the producer's
-delivery reports counted them (not the planned count). The producer sends
-1 % invalid events so the dead-letter path is under fault too. The reduced plan runs inside
+Accounting (benchmarks.chaos_ledger): every message of the chaos topic has one (partition,
+offset). It must end as exactly one row in raw.events, one ingest dead letter, or inside the
+range of exactly one ``offset_gap`` dead letter. ``lost`` = offsets with none of these;
+``duplicates`` = anything beyond one per offset. Both must be 0. The messages in Kafka must be
+``produced`` (the events the broker acknowledged, as the producer's delivery reports counted
+them, not the planned count) plus the oversized message chaos sent itself; the offsets
+delete_records removed unread must be exactly those the offset_gap dead letters cover; the
+oversized message must be one ``too_large`` dead letter holding every byte. The producer
+sends 1 % invalid events so the dead-letter path is under fault too.
+
+The re-creation comes last, on purpose: the accounting compares with each partition's end
+offsets in Kafka, and deleting the topic mid-run would destroy the messages it accounts with,
+with whatever the sink had not read yet; a deleted topic leaves no log start to tell how
+many, so ``lost = 0`` could no longer be checked exactly. So the main run is accounted first;
+then the topic is deleted and created again under the running sink, ``recreated_events``
+more events are produced, and the new incarnation is accounted on its own by its topic id
+(the same rules, its own ``produced`` from its producer's delivery reports), while every row
+and dead letter of the old incarnation must still be there. The reduced plan runs inside
 `make test` (tests/integration/test_chaos.py).
 """
 
@@ -23,16 +38,30 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psycopg
 
-from benchmarks.harness import create_topic, isolated_stack, worker_env, write_results
-from streamflow import topics
-from streamflow.db.engine import libpq_url
+from benchmarks.chaos_faults import DeletedRange, Sent, delete_unread, send_oversized
+from benchmarks.chaos_ledger import Ledger, account, covered_now, message_outcome
+from benchmarks.harness import (
+    create_topic,
+    isolated_stack,
+    recreate_topic,
+    worker_env,
+    write_results,
+)
+from streamflow import kafka_clients, topics
+from streamflow.dlq import Reason
 from streamflow.infra import kafka_server, postgres_server
 from streamflow.settings import Settings
+
+PARTITIONS = 3  # of the chaos topic (and of its new incarnation)
+# Seconds without a new record in PostgreSQL after which settling stops waiting: the sink is
+# stuck and the verdict (lost > 0) needs no more time. Above the sink's longest retry backoff
+# (30 s, workers.runtime.Backoff).
+STALL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,35 +71,38 @@ class ChaosPlan:
     sink_kills: int = 5
     postgres_restarts: int = 1
     broker_restarts: int = 1
+    oversized_messages: int = 1
+    offset_gaps: int = 1  # each: a sink SIGKILL with delete_records before its restart
+    # Offsets each gap deletes past the stopped sink's stored offset: about 0.75 s of the gap
+    # partition's third of the rate, so the producer has written them by then.
+    gap_messages: int = 5_000
+    # Events into the topic's new incarnation (0: no re-creation). Far fewer per partition
+    # than the old incarnation's end offsets: a new topic already filled past the sink's old
+    # position is the race in which a few rows keep the old id (docs/RELIABILITY.md), not
+    # what this run measures.
+    recreated_events: int = 20_000
     invalid_rate: float = 0.01
     settle_timeout_s: float = 600.0
 
     def faults(self) -> list[str]:
-        """Kills spread around the restarts: kill, postgres, kill, broker, kill, ..."""
-        restarts = ["postgres"] * self.postgres_restarts + ["broker"] * self.broker_restarts
+        """Kills spread around the other faults: kill, oversized, kill, offset_gap, kill,
+        postgres, kill, broker, kill, ... The gap comes early, while the producer still fills
+        the partition past the stopped sink."""
+        others = (["oversized"] * self.oversized_messages + ["offset_gap"] * self.offset_gaps
+                  + ["postgres"] * self.postgres_restarts + ["broker"] * self.broker_restarts)
         order: list[str] = []
         kills = self.sink_kills
-        for restart in restarts:
+        for other in others:
             if kills:
                 order.append("sink_kill")
                 kills -= 1
-            order.append(restart)
+            order.append(other)
         return order + ["sink_kill"] * kills
 
 
 QUICK = ChaosPlan(events=50_000, rate=5_000.0, sink_kills=2, postgres_restarts=1,
-                  broker_restarts=0, settle_timeout_s=300.0)
-
-_COVERED = """
-    SELECT count(*) FROM (
-        SELECT kafka_partition, kafka_offset FROM raw.events WHERE kafka_topic = %(t)s
-        UNION
-        SELECT source_partition, source_offset FROM raw.dead_letters
-        WHERE source_topic = %(t)s AND stage = 'ingest') AS offsets
-"""
-_ROWS = "SELECT count(*) FROM raw.events WHERE kafka_topic = %(t)s"
-_LETTERS = ("SELECT count(*) FROM raw.dead_letters WHERE source_topic = %(t)s "
-            "AND stage = 'ingest'")
+                  broker_restarts=0, gap_messages=1_000, recreated_events=5_000,
+                  settle_timeout_s=300.0)
 
 
 class Worker:
@@ -93,16 +125,22 @@ class Worker:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
+    def reap(self) -> None:
+        """Kill the process if it still runs (a run that failed part-way leaves nothing)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
 
 class ChaosProducer(Worker):
     """`streamflow produce` of the plan, leaving its delivery counts in a stats file."""
 
-    def __init__(self, topic: str, plan: ChaosPlan, env: dict[str, str], logs_dir: Path) -> None:
-        self.stats_file = logs_dir / f"{topic}-producer.json"
+    def __init__(self, topic: str, plan: ChaosPlan, env: dict[str, str], logs_dir: Path,
+                 label: str = "chaos") -> None:
+        self.stats_file = logs_dir / f"{topic}-{label}-producer.json"
         super().__init__(["produce", "--topic", topic, "--count", str(plan.events), "--rate",
                           str(plan.rate), "--invalid-rate", str(plan.invalid_rate),
                           "--metrics-port", "0", "--stats-file", str(self.stats_file)],
-                         env, logs_dir / "chaos-producer.log")
+                         env, logs_dir / f"{label}-producer.log")
 
     def acknowledged(self) -> int | None:
         """Events the broker acknowledged; None when the producer wrote no counts (killed)."""
@@ -112,84 +150,233 @@ class ChaosProducer(Worker):
             return None
 
 
-def _count(database_url: str, topic: str) -> tuple[int, int, int]:
-    """(covered offsets, rows, ingest dead letters); (-1, -1, -1) while PostgreSQL is down."""
-    try:
-        with psycopg.connect(libpq_url(database_url), autocommit=True,
-                             connect_timeout=3) as conn:
-            return tuple(conn.execute(q, {"t": topic}).fetchone()[0]
-                         for q in (_COVERED, _ROWS, _LETTERS))
-    except psycopg.OperationalError:
-        return -1, -1, -1
+class ChaosRun:
+    """One run of a plan on a fresh topic: the faults, then the accounting."""
+
+    def __init__(self, settings: Settings, bootstrap: str, database_url: str, plan: ChaosPlan,
+                 echo) -> None:
+        self.settings, self.bootstrap, self.database_url = settings, bootstrap, database_url
+        self.plan, self.echo = plan, echo
+        tag = uuid.uuid4().hex[:8]
+        self.topic, self.group = f"chaos-{tag}", f"chaos-{tag}"
+        dlq_topic = f"chaos-dlq-{tag}"
+        create_topic(bootstrap, self.topic, PARTITIONS)
+        create_topic(bootstrap, dlq_topic)
+        self.env = worker_env(settings, bootstrap, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.producer = ChaosProducer(self.topic, plan, self.env, settings.logs_dir)
+        self.sink = Worker(["sink", "--topic", self.topic, "--group", self.group, "--dlq-topic",
+                            dlq_topic, "--instance-id", f"chaos-sink-{tag}", "--metrics-port",
+                            "0"], self.env, settings.logs_dir / "chaos-sink.log")
+        self.workers: list[Worker] = [self.producer, self.sink]
+        self.sent: list[Sent] = []              # the oversized messages
+        self.deleted: list[DeletedRange] = []   # offsets deleted before the sink read them
+        self.started = time.monotonic()
+
+    def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            for worker in self.workers:
+                worker.reap()
+
+    def _run(self) -> dict:
+        plan, faults = self.plan, self.plan.faults()
+        spacing = plan.events / plan.rate / (len(faults) + 1)
+        self.echo(f"chaos: {plan.events:,} events at {plan.rate:,.0f}/s to {self.topic}; faults "
+                  f"every ~{spacing:.1f} s: {', '.join(faults)}")
+        self.started = time.monotonic()
+        self.producer.start()
+        self.sink.start()
+        injected = []
+        for i, fault in enumerate(faults, 1):
+            time.sleep(max(0.0, self.started + i * spacing - time.monotonic()))
+            at = time.monotonic()
+            detail = self._inject(fault)
+            injected.append(self._fault_record(fault, at, covered_now(self.database_url,
+                                                                       self.topic), detail))
+        producer_rc = self.producer.proc.wait(plan.settle_timeout_s)
+        kafka_messages, ledger = self._settle(None)
+        result = {"plan": asdict(plan), "faults": injected,
+                  **self._main_tally(producer_rc, kafka_messages, ledger)}
+        if plan.recreated_events:
+            fault, result["recreation"] = self._recreate(ledger)
+            injected.append(fault)
+        result["sink_exit_code_on_sigterm"] = self.sink.stop()
+        result["seconds"] = round(time.monotonic() - self.started, 1)
+        self.echo(summary(result))
+        return result
+
+    def _inject(self, fault: str) -> dict:
+        """Inject one fault; what it did, for the result's fault list."""
+        if fault == "sink_kill":
+            self.sink.kill()
+            self.sink.start()  # as the supervisor would
+            return {}
+        if fault == "offset_gap":
+            self.sink.kill()
+            hole = delete_unread(self.bootstrap, self.database_url, self.topic, self.group,
+                                 self.plan.gap_messages)
+            self.sink.start()
+            self.deleted.append(hole)
+            return {"partition": hole.partition, "deleted_from": hole.first,
+                    "deleted_to": hole.end, "deleted_unread": hole.count}
+        if fault == "oversized":
+            sent = send_oversized(self.bootstrap, self.topic)
+            self.sent.append(sent)
+            return asdict(sent)
+        server = postgres_server if fault == "postgres" else kafka_server
+        server.stop(self.settings)
+        time.sleep(2.0)
+        server.start(self.settings, echo=lambda _m: None)
+        return {}
+
+    def _fault_record(self, fault: str, at: float, covered: int, detail: dict) -> dict:
+        self.echo(f"  {fault} at {at - self.started:5.1f} s ({covered:,} offsets accounted for)")
+        return {"fault": fault, "at_s": round(at - self.started, 1),
+                "took_s": round(time.monotonic() - at, 1), "covered_after": covered, **detail}
+
+    def _settle(self, topic_id: str | None) -> tuple[int, Ledger]:
+        """Wait until PostgreSQL records every message of the incarnation (``topic_id``; None:
+        the only one yet), the sink records nothing new for STALL_S, or the settle timeout
+        runs out; then (messages in Kafka, ledger)."""
+        deadline = time.monotonic() + self.plan.settle_timeout_s
+        seen, seen_at = -1, time.monotonic()
+        while True:
+            kafka_messages = topics.message_count(self.bootstrap, self.topic)
+            try:
+                ledger = account(self.database_url, self.topic, topic_id)
+            except psycopg.OperationalError:
+                ledger = None
+            now = time.monotonic()
+            if ledger is not None and ledger.entries != seen:
+                seen, seen_at = ledger.entries, now
+            if ((ledger is not None and ledger.covered >= kafka_messages) or now > deadline
+                    or now - seen_at > STALL_S):
+                break
+            time.sleep(1.0)
+        time.sleep(2.0)  # anything still in flight (a duplicate would show now)
+        return (topics.message_count(self.bootstrap, self.topic),
+                account(self.database_url, self.topic, topic_id))
+
+    def _main_tally(self, producer_rc: int, kafka_messages: int, ledger: Ledger) -> dict:
+        deleted = sorted((d.partition, d.first, d.end) for d in self.deleted if d.count)
+        recorded = sorted((h.partition, h.first, h.end) for h in ledger.holes)
+        return {
+            "produced": self.producer.acknowledged(),
+            "producer_exit_code": producer_rc,
+            "injected": len(self.sent),  # messages chaos sent itself (the oversized ones)
+            "kafka_messages": kafka_messages,
+            "landed": ledger.rows,
+            "dead_lettered": ledger.dead_letters,
+            "gone_by_delete_records": sum(d.count for d in self.deleted),
+            "recorded_as_offset_gap": ledger.hole_offsets,
+            "offset_gap_letters": len(ledger.holes),
+            "offset_gaps_as_deleted": deleted == recorded,
+            "oversized": [asdict(message_outcome(self.database_url, self.topic, s.partition,
+                                                 s.offset, s.size)) for s in self.sent],
+            "duplicates": ledger.duplicates,
+            "lost": kafka_messages - ledger.covered,
+        }
+
+    def _recreate(self, before: Ledger) -> tuple[dict, dict]:
+        """Delete the topic and create it again under the running sink, produce
+        ``recreated_events`` more, and account for the new incarnation by its topic id; the
+        old incarnation's rows and dead letters must all still be there. (fault, result)"""
+        at = time.monotonic()
+        admin = kafka_clients.admin_client(self.bootstrap)
+        old_id = topics.topic_ids(admin, [self.topic]).get(self.topic)
+        new_id = recreate_topic(self.bootstrap, self.topic, PARTITIONS)
+        took = time.monotonic() - at
+        producer = ChaosProducer(self.topic, replace(self.plan, events=self.plan.recreated_events),
+                                 self.env, self.settings.logs_dir, label="chaos-recreated")
+        self.workers.append(producer)
+        producer.start()
+        producer_rc = producer.proc.wait(self.plan.settle_timeout_s)
+        kafka_messages, new = self._settle(new_id)
+        every = account(self.database_url, self.topic)
+        old = (every.rows - new.rows, every.dead_letters - new.dead_letters,
+               len(every.holes) - len(new.holes))
+        fault = {"fault": "topic_recreation", "at_s": round(at - self.started, 1),
+                 "took_s": round(took, 1), "covered_after": new.covered,
+                 "old_topic_id": old_id, "topic_id": new_id}
+        self.echo(f"  topic_recreation at {at - self.started:5.1f} s: {old_id} -> {new_id}")
+        return fault, {
+            "old_topic_id": old_id,
+            "topic_id": new_id,
+            "produced": producer.acknowledged(),
+            "producer_exit_code": producer_rc,
+            "kafka_messages": kafka_messages,
+            "landed": new.rows,
+            "dead_lettered": new.dead_letters,
+            "offset_gap_letters": len(new.holes),
+            "duplicates": new.duplicates,
+            "lost": kafka_messages - new.covered,
+            "old_incarnation_kept": old == (before.rows, before.dead_letters, len(before.holes)),
+        }
 
 
 def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: ChaosPlan,
               echo=print) -> dict:
+    return ChaosRun(settings, bootstrap, database_url, plan, echo).run()
 
-    tag = uuid.uuid4().hex[:8]
-    topic, dlq_topic = f"chaos-{tag}", f"chaos-dlq-{tag}"
-    for name in (topic, dlq_topic):
-        create_topic(bootstrap, name)
-    env = worker_env(settings, bootstrap, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    producer = ChaosProducer(topic, plan, env, settings.logs_dir)
-    sink = Worker(["sink", "--topic", topic, "--group", f"chaos-{tag}", "--dlq-topic",
-                   dlq_topic, "--instance-id", f"chaos-sink-{tag}", "--metrics-port", "0"],
-                  env, settings.logs_dir / "chaos-sink.log")
-    faults = plan.faults()
-    spacing = plan.events / plan.rate / (len(faults) + 1)
-    echo(f"chaos: {plan.events:,} events at {plan.rate:,.0f}/s to {topic}; faults every "
-         f"~{spacing:.1f} s: {', '.join(faults)}")
-    started = time.monotonic()
-    producer.start()
-    sink.start()
-    injected = []
-    for i, fault in enumerate(faults, 1):
-        time.sleep(max(0.0, started + i * spacing - time.monotonic()))
-        at = time.monotonic()
-        if fault == "sink_kill":
-            sink.kill()
-            sink.start()  # as the supervisor would
-        elif fault == "postgres":
-            postgres_server.stop(settings)
-            time.sleep(2.0)
-            postgres_server.start(settings, echo=lambda _m: None)
-        else:
-            kafka_server.stop(settings)
-            time.sleep(2.0)
-            kafka_server.start(settings, echo=lambda _m: None)
-        covered = _count(database_url, topic)[0]
-        injected.append({"fault": fault, "at_s": round(at - started, 1),
-                         "took_s": round(time.monotonic() - at, 1), "covered_after": covered})
-        echo(f"  {fault} at {at - started:5.1f} s ({covered:,} offsets accounted for)")
-    producer_rc = producer.proc.wait(plan.settle_timeout_s)
-    deadline = time.monotonic() + plan.settle_timeout_s
-    while True:
-        kafka_messages = topics.message_count(bootstrap, topic)
-        covered, rows, letters = _count(database_url, topic)
-        if covered >= kafka_messages or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
-    time.sleep(2.0)  # anything still in flight (a duplicate would show now)
-    covered, rows, letters = _count(database_url, topic)
-    sink_rc = sink.stop()
-    result = {
-        "plan": asdict(plan),
-        "faults": injected,
-        "produced": producer.acknowledged(),
-        "producer_exit_code": producer_rc,
-        "kafka_messages": kafka_messages,
-        "landed": rows,
-        "dead_lettered": letters,
-        "duplicates": rows + letters - covered,
-        "lost": kafka_messages - covered,
-        "sink_exit_code_on_sigterm": sink_rc,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    echo(f"chaos: produced {result['produced'] or 0:,} (acknowledged), landed {rows:,}, "
-         f"dead-lettered {letters:,}, duplicates {result['duplicates']}, "
-         f"lost {result['lost']} in {result['seconds']} s")
-    return result
+
+def problems(result: dict) -> list[str]:
+    """What keeps a run from being clean; none: nothing lost or duplicated, every message
+    accounted for, and each fault did what the plan asked."""
+    plan, r = result["plan"], result.get("recreation")
+    checks = [
+        (result["lost"] == 0, f"{result['lost']} offsets lost"),
+        (result["duplicates"] == 0, f"{result['duplicates']} offsets recorded twice"),
+        (result["producer_exit_code"] == 0,
+         f"the producer exited with {result['producer_exit_code']}"),
+        ((result["produced"] or 0) + result["injected"] == result["kafka_messages"],
+         "messages in Kafka are not the acknowledged events plus the oversized ones"),
+        (result["landed"] + result["dead_lettered"] + result["recorded_as_offset_gap"]
+         == result["kafka_messages"],
+         "rows + dead letters + offsets in offset_gap ranges are not the messages in Kafka"),
+        (result["offset_gaps_as_deleted"]
+         and result["gone_by_delete_records"] == result["recorded_as_offset_gap"],
+         "the offset_gap dead letters do not cover exactly the offsets deleted unread"),
+        (result["gone_by_delete_records"] > 0 or not plan["offset_gaps"],
+         "the offset gap fault deleted nothing"),
+        (len(result["oversized"]) == plan["oversized_messages"], "oversized messages missing"),
+        (result["sink_exit_code_on_sigterm"] == 0,
+         f"the sink exited with {result['sink_exit_code_on_sigterm']} on SIGTERM"),
+    ]
+    checks += [(o["rows"] == 0 and o["dead_letters"] == 1
+                and o["reason_codes"] == [Reason.TOO_LARGE.value]
+                and o["stored_bytes"] == o["size"],
+                f"the oversized message is not one too_large dead letter with every byte: {o}")
+               for o in result["oversized"]]
+    if plan["recreated_events"]:
+        checks += [(r is not None and r["topic_id"] not in (None, r["old_topic_id"]),
+                    "the topic was not created again under a new id")]
+    if r is not None:
+        checks += [
+            (r["producer_exit_code"] == 0 and r["produced"] == r["kafka_messages"],
+             "new incarnation: messages in Kafka are not the acknowledged events"),
+            (r["lost"] == 0 and r["duplicates"] == 0,
+             f"new incarnation: {r['lost']} lost, {r['duplicates']} recorded twice"),
+            (r["landed"] + r["dead_lettered"] == r["kafka_messages"],
+             "new incarnation: rows + dead letters are not the messages in Kafka"),
+            (r["old_incarnation_kept"], "rows or dead letters of the old incarnation changed"),
+        ]
+    return [what for ok, what in checks if not ok]
+
+
+def summary(result: dict) -> str:
+    line = (f"chaos: produced {result['produced'] or 0:,} (acknowledged) + "
+            f"{result['injected']} oversized, landed {result['landed']:,}, dead-lettered "
+            f"{result['dead_lettered']:,}, gone by delete_records "
+            f"{result['gone_by_delete_records']:,} (recorded as offset_gap "
+            f"{result['recorded_as_offset_gap']:,}), duplicates {result['duplicates']}, "
+            f"lost {result['lost']}")
+    if r := result.get("recreation"):
+        line += (f"; re-created: produced {r['produced'] or 0:,}, landed {r['landed']:,}, "
+                 f"dead-lettered {r['dead_lettered']:,}, duplicates {r['duplicates']}, "
+                 f"lost {r['lost']}")
+    return f"{line} in {result['seconds']} s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     report.refresh_reliability(result)
     print(json.dumps(result, indent=2))
     print(f"results: {path}", file=sys.stderr)
-    ok = (result["lost"] == 0 and result["duplicates"] == 0 and result["producer_exit_code"] == 0
-          and result["produced"] == result["landed"] + result["dead_lettered"])
-    return 0 if ok else 1
+    for problem in problems(result):
+        print(f"chaos: NOT CLEAN: {problem}", file=sys.stderr)
+    return 1 if problems(result) else 0
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from streamflow import endpoints, kafka_clients, stack
+from streamflow import endpoints, kafka_clients, stack, topics
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
@@ -78,6 +79,38 @@ def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
     admin = kafka_clients.admin_client(bootstrap)
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     return name
+
+
+def recreate_topic(bootstrap: str, name: str, partitions: int = 3, *,
+                   timeout_s: float = 60.0) -> str:
+    """Delete ``name``, wait until the broker has forgotten it, create it again; the new
+    incarnation's topic id."""
+    admin = kafka_clients.admin_client(bootstrap)
+    admin.delete_topics([name])[name].result(30)
+    poll_until(lambda: name not in topics.topic_ids(admin, [name]), timeout_s,
+               f"topic {name} deleted")
+
+    def created() -> bool:
+        try:
+            create_topic(bootstrap, name, partitions)
+            return True
+        except KafkaException:  # still being deleted in the background
+            return False
+
+    poll_until(created, timeout_s, f"topic {name} created again", interval_s=1.0)
+    return poll_until(lambda: topics.topic_ids(admin, [name]).get(name), timeout_s,
+                      f"the id of topic {name}")
+
+
+def poll_until(predicate, timeout_s: float, what: str, *, interval_s: float = 0.25):
+    """Call ``predicate`` until it returns something truthy (returned); TimeoutError after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+    return value
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -24,13 +24,33 @@ def chaos_table(result: dict) -> str:
     plan = result["plan"]
     faults = ", ".join(f"{f['fault']} at {f['at_s']} s (took {f['took_s']} s)"
                        for f in result["faults"])
+    oversized = "; ".join(
+        f"{o['size']:,} bytes: {o['dead_letters']} `{', '.join(o['reason_codes'])}` dead letter "
+        f"keeping {o['stored_bytes'] or 0:,} bytes, {o['rows']} rows" for o in result["oversized"])
     rows = [
-        ("events produced", f"{result['produced'] or 0:,}"),
+        ("events produced (delivery reports)", f"{result['produced'] or 0:,}"),
+        ("oversized messages sent", oversized or "-"),
         ("messages in Kafka", f"{result['kafka_messages']:,}"),
         ("landed in raw.events", f"{result['landed']:,}"),
         ("dead-lettered (ingest)", f"{result['dead_lettered']:,}"),
+        ("gone by delete_records, recorded as offset_gap",
+         f"{result['gone_by_delete_records']:,} deleted unread, "
+         f"{result['recorded_as_offset_gap']:,} in {result['offset_gap_letters']} "
+         f"offset_gap dead letter(s)"),
         ("**lost**", f"**{result['lost']}**"),
         ("**duplicates**", f"**{result['duplicates']}**"),
+    ]
+    if r := result.get("recreation"):
+        rows += [
+            ("after re-creation: events produced (delivery reports)", f"{r['produced'] or 0:,}"),
+            ("after re-creation: landed / dead-lettered (new topic id)",
+             f"{r['landed']:,} / {r['dead_lettered']:,}"),
+            ("after re-creation: **lost** / **duplicates**",
+             f"**{r['lost']}** / **{r['duplicates']}**"),
+            ("old incarnation's rows and dead letters kept",
+             "yes" if r["old_incarnation_kept"] else "**no**"),
+        ]
+    rows += [
         ("faults", faults),
         ("producer rate", f"{plan['rate']:,.0f} events/s, {plan['invalid_rate']:.0%} invalid"),
         ("wall time", f"{result['seconds']} s"),

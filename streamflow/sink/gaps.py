@@ -14,6 +14,7 @@ but the rule stays exact for a topic that is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from streamflow.dlq import DeadLetter, Reason, Stage
@@ -50,6 +51,21 @@ class OffsetGap:
         return (f"offsets {self.first}-{self.end - 1} of {self.topic}[{self.partition}] were "
                 f"gone (retention or delete-records) before the sink read them: "
                 f"{self.count:,} messages lost")
+
+
+# ``OffsetGap.describe`` read back. raw.dead_letters keeps a hole's range only in its reason
+# (the source offset is its first offset): an audit (`make chaos`) reads the rest from there.
+_DESCRIBED = re.compile(r"offsets (?P<first>\d+)-(?P<last>\d+) of (?P<topic>.+)"
+                        r"\[(?P<partition>\d+)\] were gone")
+
+
+def described_gap(reason: str) -> OffsetGap | None:
+    """The hole an ``offset_gap`` dead letter's reason describes (None: not such a text)."""
+    found = _DESCRIBED.match(reason)
+    if found is None:
+        return None
+    return OffsetGap(found["topic"], int(found["partition"]), int(found["first"]),
+                     int(found["last"]) + 1)
 
 
 def lost_range(jump: OffsetJump, log_start: int | None) -> OffsetGap | None:

@@ -134,6 +134,9 @@ class Sink:
         self.consumed = self.inserted = self.dead_lettered = 0
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-land")
         self._in_flight: InFlight | None = None
+        # The consumer has had partitions assigned (so it holds the topic's metadata), and the
+        # topic was created again since: it is replaced before the next read (see _recreated).
+        self._consumer_assigned = self._consumer_outdated = False
         self._kafka_offsets: dict[tuple[str, int], int] = {}  # landed, not yet told to Kafka
         self._kafka_committed_at = 0.0
 
@@ -149,14 +152,32 @@ class Sink:
         # Reports for failures only: dlq.publish() collects nothing else.
         self.dlq_producer = kafka_clients.producer(self.config.bootstrap_servers,
                                                    **{"delivery.report.only.error": True})
-        self.consumer = kafka_clients.consumer(
+        self.consumer = self._subscribed_consumer()
+
+    def _subscribed_consumer(self) -> Consumer:
+        consumer = kafka_clients.consumer(
             self.config.bootstrap_servers, self.config.group_id,
             # A batch waits at most poll_timeout_s; fetch in big chunks to keep up at 50k/s+.
             **{"fetch.min.bytes": 1, "queued.max.messages.kbytes": 65536},
             **({"group.instance.id": self.config.instance_id} if self.config.instance_id else {}),
         )
-        self.consumer.subscribe([self.config.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        consumer.subscribe([self.config.topic], on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_lost)
+        return consumer
+
+    def _renew_consumer(self) -> None:
+        """Replace the consumer by a new one in the same group (see ``_recreated``): the old
+        one leaves (its partitions forgotten, nothing of the deleted topic committed), the new
+        one's assignment starts each partition at the offsets stored in PostgreSQL."""
+        self._consumer_assigned = self._consumer_outdated = False
+        topic = self.config.topic
+        self._await_in_flight()
+        self.landed = {tp: o for tp, o in self.landed.items() if tp[0] != topic}
+        self._kafka_offsets = {tp: o for tp, o in self._kafka_offsets.items() if tp[0] != topic}
+        self.consumer.close()  # serves the revocation (commits what is landed, forgets)
+        self._forget([TopicPartition(t, p) for t, p in list(self.assigned)])
+        self.consumer = self._subscribed_consumer()
+        log.info("consumer replaced after the re-creation of topic %s", topic)
 
     def close(self) -> None:
         self._lander.shutdown(wait=True)
@@ -191,6 +212,7 @@ class Sink:
         for tp in partitions:
             self.assigned.add((tp.topic, tp.partition))
         consumer.incremental_assign(partitions)
+        self._consumer_assigned = True
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in partitions))
 
     def _start_positions(self, partitions: list[TopicPartition],
@@ -240,6 +262,13 @@ class Sink:
         metrics.TOPIC_RECREATIONS.labels(topic).inc()
         self._with_database(lambda: self.writer.restart_offsets(topic, partitions, live),
                             serve_group=serve_group)
+        # librdkafka keeps the deleted topic's partition leader epochs and ignores metadata of
+        # the new one, whose epochs start again at 0 (confluentinc/librdkafka#4898): after any
+        # leader change of the old topic (a broker restart) this consumer would never fetch the
+        # new topic, and its offset lookups fail forever without an error the sink sees. A new
+        # consumer has no such cache; the run loop replaces this one before it reads again (a
+        # consumer assigned nothing yet, as at start-up, learnt only the new topic).
+        self._consumer_outdated = self._consumer_assigned
 
     def _follow_recreation(self) -> bool:
         """While running: if the topic now has another id than the one being read, it was
@@ -253,13 +282,9 @@ class Sink:
         if not partitions or not topics.is_old_incarnation(known, live):
             return False
         self._await_in_flight()  # the writer's connection is the landing thread's until then
+        # Offset 0 of the new id is stored for every assigned partition; the replacement
+        # consumer (see _recreated) starts there.
         self._recreated(topic, {known}, live, partitions)
-        for partition in partitions:
-            self.expected[(topic, partition)] = 0
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
-            except KafkaException as exc:  # not fetching yet: the assignment sets it
-                log.warning("seek of %s[%d] to its beginning failed: %s", topic, partition, exc)
         return True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -299,6 +324,8 @@ class Sink:
         assert self.consumer is not None
         idle_since = time.monotonic()
         while not self.stop:
+            if self._consumer_outdated:
+                self._renew_consumer()
             messages = [m for m in self.next_messages() if self._usable(m)]
             # Decoding overlaps with the landing in flight.
             batch, gaps = self._decode(messages)

@@ -8,7 +8,13 @@ import pytest
 from confluent_kafka import Message, Uuid
 
 from streamflow.dlq import Reason, Stage
-from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, lost_range
+from streamflow.sink.gaps import (
+    OffsetGap,
+    OffsetJump,
+    described_gap,
+    gap_dead_letter,
+    lost_range,
+)
 from streamflow.sink.incarnation import StoredIncarnation
 from streamflow.sink.worker import build_batch
 from streamflow.topics import UNKNOWN_TOPIC_ID, is_old_incarnation, uuid_text
@@ -87,6 +93,13 @@ def test_the_hole_is_an_ingest_dead_letter_at_its_first_missing_offset():
     assert letter.payload is None and letter.key is None and letter.headers == {}
     assert letter.reason == ("offsets 1000-1049 of user-events[0] were gone (retention or "
                              "delete-records) before the sink read them: 50 messages lost")
+
+
+def test_the_range_a_hole_records_reads_back_from_its_reason():
+    """An audit (`make chaos`) needs the range, which raw.dead_letters keeps in the reason."""
+    for gap in (OffsetGap("user-events", 0, 1000, 1050), OffsetGap("chaos-1f.x_y", 12, 7, 8)):
+        assert described_gap(gap_dead_letter(gap, B).reason) == gap
+    assert described_gap("value is 1,048,576 bytes, over the limit") is None
 
 
 @pytest.mark.parametrize("stored, live, old", [
