@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,6 +56,25 @@ class TopicStatus:
     detail: str = ""
 
 
+def _partitions(admin: AdminClient, name: str, timeout_s: float) -> int:
+    """The partition count of a topic just created: the broker's metadata can list it with
+    no partitions for a moment (seen in `make test`), which is not its layout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topic = admin.list_topics(name, timeout=timeout_s).topics.get(name)
+        have = len(topic.partitions) if topic is not None and topic.error is None else 0
+        if have or time.monotonic() > deadline:
+            return have
+        time.sleep(0.1)
+
+
+def _layout(spec: TopicSpec, have: int) -> TopicStatus:
+    if have != spec.partitions:
+        return TopicStatus(spec.name, "mismatch",
+                           f"has {have} partitions, expected {spec.partitions}")
+    return TopicStatus(spec.name, "exists")
+
+
 def ensure_topics(
     admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int = 1,
     timeout_s: float = 30.0,
@@ -67,14 +87,11 @@ def ensure_topics(
     existing = admin.list_topics(timeout=timeout_s).topics
     statuses: list[TopicStatus] = []
     to_create = []
+    by_name = {spec.name: spec for spec in specs}
     for spec in specs:
         if spec.name in existing:
-            have = len(existing[spec.name].partitions)
-            if have != spec.partitions:
-                statuses.append(TopicStatus(spec.name, "mismatch",
-                                            f"has {have} partitions, expected {spec.partitions}"))
-            else:
-                statuses.append(TopicStatus(spec.name, "exists"))
+            have = len(existing[spec.name].partitions) or _partitions(admin, spec.name, timeout_s)
+            statuses.append(_layout(spec, have))
         else:
             to_create.append(NewTopic(
                 spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
@@ -86,10 +103,11 @@ def ensure_topics(
                 future.result()
                 statuses.append(TopicStatus(name, "created"))
             except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" in str(exc):  # created concurrently by another `up`
-                    statuses.append(TopicStatus(name, "exists"))
-                else:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
+                # Created meanwhile (another `up`), or metadata that lagged a creation: its
+                # layout is checked all the same.
+                statuses.append(_layout(by_name[name], _partitions(admin, name, timeout_s)))
     mismatches = [s for s in statuses if s.outcome == "mismatch"]
     if mismatches:
         raise TopicMismatch("; ".join(f"topic {s.name} {s.detail}" for s in mismatches)

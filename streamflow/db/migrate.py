@@ -15,6 +15,11 @@ from streamflow.db.engine import connect, make_engine
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Two processes starting at once (e.g. `up` and a worker) must not both run a migration.
 _LOCK_KEY = 0x5F5F_0001
+# StreamFlow's own Alembic version table. Alembic's default, public.alembic_version, is also
+# where dagster-postgres keeps its schema version when Dagster's storage shares the database:
+# each then found the other's revision there ("Can't locate revision identified by '0004'").
+VERSION_TABLE = "streamflow_alembic_version"
+VERSION_OPTS = {"version_table": VERSION_TABLE, "version_table_schema": "public"}
 
 
 def _config() -> Config:
@@ -31,9 +36,7 @@ def current_revision(url: str) -> str | None:
     engine = make_engine(url)
     try:
         with connect(engine, url) as conn:
-            return MigrationContext.configure(
-                conn, opts={"version_table_schema": "public"}
-            ).get_current_revision()
+            return MigrationContext.configure(conn, opts=VERSION_OPTS).get_current_revision()
     finally:
         engine.dispose()
 
@@ -44,12 +47,32 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
     try:
         with connect(engine, url) as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            before = MigrationContext.configure(
-                conn, opts={"version_table_schema": "public"}
-            ).get_current_revision()
+            _adopt_legacy_version(conn)
+            before = MigrationContext.configure(conn, opts=VERSION_OPTS).get_current_revision()
             config = _config()
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
         return before, current_revision(url) or ""
     finally:
         engine.dispose()
+
+
+def _adopt_legacy_version(conn) -> None:
+    """A database migrated before VERSION_TABLE existed has StreamFlow's revision in
+    public.alembic_version: move it to VERSION_TABLE (leaving that table to Dagster)."""
+    present = conn.execute(text(
+        "SELECT to_regclass('public.alembic_version') IS NOT NULL, "
+        "to_regclass(:ours) IS NOT NULL"), {"ours": f"public.{VERSION_TABLE}"}).one()
+    if not present[0] or present[1]:
+        return
+    ours = {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+    legacy = [v for (v,) in conn.execute(text("SELECT version_num FROM public.alembic_version"))
+              if v in ours]
+    if not legacy:
+        return  # Dagster's (or nobody's): not ours to move
+    MigrationContext.configure(conn, opts=VERSION_OPTS).stamp(
+        ScriptDirectory.from_config(_config()), legacy[0])
+    conn.execute(text("DELETE FROM public.alembic_version WHERE version_num = :v"),
+                 {"v": legacy[0]})
+    if not conn.execute(text("SELECT count(*) FROM public.alembic_version")).scalar_one():
+        conn.execute(text("DROP TABLE public.alembic_version"))

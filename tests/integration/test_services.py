@@ -123,3 +123,52 @@ def test_the_session_postgres_is_recognised_from_its_pid_file(platform):
 
     proc = postmaster_of(_pgdata(platform.settings))
     assert proc is not None and proc.is_running()
+
+
+@pytest.fixture
+def fresh_database(platform):
+    """An empty database in the session's PostgreSQL, dropped afterwards: its URL."""
+    import psycopg
+
+    from streamflow.db.engine import libpq_url
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # a generated identifier, not data
+    yield platform.database_url.replace("/streamflow?", f"/{name}?", 1)
+    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_dagster_postgres_storage_shares_the_database(fresh_database):
+    """Both keep an Alembic version: StreamFlow's in its own table, Dagster's in
+    public.alembic_version. Sharing one table, each found the other's revision there."""
+    from dagster_postgres import DagsterPostgresStorage
+
+    def dagster_storage() -> None:  # creates (or checks) and stamps Dagster's schema
+        storage = DagsterPostgresStorage(url)
+        for part in (storage.run_storage, storage.event_log_storage, storage.schedule_storage):
+            part.dispose()
+
+    url = fresh_database
+    assert migrate.upgrade(url)[1] == migrate.head_revision()
+    dagster_storage()
+    assert migrate.upgrade(url) == (migrate.head_revision(), migrate.head_revision())
+    dagster_storage()  # a restart of the Dagster side still works
+
+
+def test_a_database_migrated_before_the_own_version_table_is_adopted(fresh_database):
+    url = fresh_database
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:  # as it was: StreamFlow's revision in public.alembic_version
+        conn.execute(text(f"DROP TABLE public.{migrate.VERSION_TABLE}"))
+        conn.execute(text("CREATE TABLE public.alembic_version (version_num varchar(32) "
+                          "NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+        conn.execute(text("INSERT INTO public.alembic_version VALUES (:v)"),
+                     {"v": migrate.head_revision()})
+    assert migrate.upgrade(url) == (migrate.head_revision(), migrate.head_revision())
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar_one()
+    engine.dispose()
+    assert left is None  # public.alembic_version is Dagster's again

@@ -2,7 +2,9 @@
 
 from alembic import context
 
+from streamflow.db.migrate import VERSION_OPTS
+
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, version_table_schema="public")
+context.configure(connection=connection, **VERSION_OPTS)
 with context.begin_transaction():
     context.run_migrations()
