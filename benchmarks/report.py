@@ -179,7 +179,7 @@ def soak_table(doc: dict) -> str:
             f"{restarts} worker restarts, {summary['failed_runs']} failed runs. "
             f"Memory flat (total PSS, shared pages counted once: last third within "
             f"{summary['flat_tolerance']:.0%} of the first): "
-            f"**{'yes' if summary.get('memory_flat', summary.get('rss_flat')) else 'no'}**.")
+            f"**{'yes' if summary['memory_flat'] else 'no'}**.")
     lines = [head, "", "| series | first third | last third | change | slope per hour |",
              "|---|---:|---:|---:|---:|"]
     for name, t in summary["trends"].items():

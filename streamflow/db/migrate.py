@@ -65,13 +65,13 @@ def _adopt_legacy_version(conn) -> None:
         "to_regclass(:ours) IS NOT NULL"), {"ours": f"public.{VERSION_TABLE}"}).one()
     if not present[0] or present[1]:
         return
-    ours = {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+    scripts = ScriptDirectory.from_config(_config())
+    ours = {rev.revision for rev in scripts.walk_revisions()}
     legacy = [v for (v,) in conn.execute(text("SELECT version_num FROM public.alembic_version"))
               if v in ours]
     if not legacy:
         return  # Dagster's (or nobody's): not ours to move
-    MigrationContext.configure(conn, opts=VERSION_OPTS).stamp(
-        ScriptDirectory.from_config(_config()), legacy[0])
+    MigrationContext.configure(conn, opts=VERSION_OPTS).stamp(scripts, legacy[0])
     conn.execute(text("DELETE FROM public.alembic_version WHERE version_num = :v"),
                  {"v": legacy[0]})
     if not conn.execute(text("SELECT count(*) FROM public.alembic_version")).scalar_one():
