@@ -11,10 +11,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamflow.errors import SettingsError
+from streamflow.kafka_connection import KafkaConnection, security_properties
 
 Port = int  # validated by _valid_port below
 
@@ -46,6 +47,22 @@ class Settings(BaseSettings):
     java: str = Field("java", alias="STREAMFLOW_JAVA")
     mvn: str = Field("mvn", alias="STREAMFLOW_MVN")
 
+    # -- Kafka security (a managed or secured cluster; README "Deploying") ----------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD")
+    # PEM files: the CA that signed the brokers' certificates, and a client certificate (mTLS).
+    kafka_ssl_ca_location: Path | None = Field(None, alias="KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, alias="KAFKA_SSL_CERTIFICATE_LOCATION")
+    kafka_ssl_key_location: Path | None = Field(None, alias="KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: SecretStr | None = Field(None, alias="KAFKA_SSL_KEY_PASSWORD")
+    # Any other librdkafka property as a JSON object (secret: it may hold OAuth credentials).
+    kafka_client_properties: SecretStr | None = Field(None, alias="KAFKA_CLIENT_PROPERTIES")
+
     # -- topics ----------------------------------------------------------------------------
     user_events_partitions: int = Field(
         3, ge=1, le=1000, alias="STREAMFLOW_USER_EVENTS_PARTITIONS")
@@ -71,8 +88,12 @@ class Settings(BaseSettings):
     demo_rate: float = Field(50.0, gt=0, le=1_000_000, alias="STREAMFLOW_DEMO_RATE")
     live_port: Port = Field(3001, alias="STREAMFLOW_LIVE_PORT")
     live_token: SecretStr | None = Field(None, alias="STREAMFLOW_LIVE_TOKEN")
+    # Comma-separated Origins (scheme://host[:port]) allowed besides the live view's own.
+    live_allowed_origins: str | None = Field(None, alias="STREAMFLOW_LIVE_ALLOWED_ORIGINS")
     # First Prometheus port; each worker takes the next free one from here.
     metrics_port: Port = Field(9400, alias="STREAMFLOW_METRICS_PORT")
+    # The address workers serve /metrics on: 0.0.0.0 lets a scraper in another container in.
+    metrics_host: str = Field(LOCALHOST, alias="STREAMFLOW_METRICS_HOST")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="STREAMFLOW_LOG_LEVEL"
     )
@@ -117,6 +138,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        self.kafka  # noqa: B018 - raises ValueError naming what is inconsistent
+        return self
+
     # -- derived facts (one place for each) ------------------------------------------------
     @cached_property
     def home_dir(self) -> Path:
@@ -133,6 +159,23 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"{LOCALHOST}:{self.kafka_port}"
+
+    @cached_property
+    def kafka(self) -> KafkaConnection:
+        """Every Kafka client's connection: the bootstrap servers plus security."""
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return KafkaConnection(self.bootstrap_servers, security_properties(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=secret(self.kafka_sasl_password),
+            ssl_ca_location=self.kafka_ssl_ca_location,
+            ssl_certificate_location=self.kafka_ssl_certificate_location,
+            ssl_key_location=self.kafka_ssl_key_location,
+            ssl_key_password=secret(self.kafka_ssl_key_password),
+            client_properties=secret(self.kafka_client_properties)))
 
     @property
     def logs_dir(self) -> Path:
@@ -184,7 +227,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = first["loc"][0] if first["loc"] else "?"
+        if not first["loc"]:  # a rule across settings: its message names them (no values)
+            raise SettingsError(str(first["msg"]).removeprefix("Value error, ")) from None
+        field = first["loc"][0]
         by_alias = {f.alias: f for f in Settings.model_fields.values() if f.alias}
         spec = Settings.model_fields.get(field) or by_alias.get(field)
         alias = spec.alias if spec is not None and spec.alias else field
