@@ -18,9 +18,11 @@ COPY assets ./assets
 COPY sensors ./sensors
 COPY resources ./resources
 COPY dbt_project ./dbt_project
+# DAGSTER_HOME holds no config in the image: compose's `migrate` service writes dagster.yaml and
+# workspace.yaml into the dagster-home volume mounted here (`streamflow dagster prepare`). The
+# directory exists, owned by the user below, so a new volume takes that owner.
 RUN uv pip install --system --no-cache --no-deps -e . \
     && mkdir -p "$DAGSTER_HOME"
-COPY docker/dagster.yaml docker/workspace.yaml /opt/dagster/home/
 
 RUN useradd --create-home --uid 10001 streamflow \
     && chown -R streamflow /app /opt/dagster

@@ -29,8 +29,8 @@ from streamflow.workers.runtime import Progress, StopFlag
 
 
 def bench_producer(st: Stack, events: int) -> dict:
-    topic = create_topic(st.bootstrap, "bench-events")
-    stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, count=events, seed=1),
+    topic = create_topic(st.kafka, "bench-events")
+    stats = run_producer(ProducerConfig(st.kafka, topic=topic, count=events, seed=1),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
     record_bytes = _mean_record_size(st, topic)
     perf = _producer_performance(st, events, record_bytes)
@@ -47,7 +47,7 @@ def bench_producer(st: Stack, events: int) -> dict:
 
 
 def _mean_record_size(st: Stack, topic: str) -> int:
-    consumer = kafka_clients.consumer(st.bootstrap, "bench-size-probe")
+    consumer = kafka_clients.consumer(st.kafka, "bench-size-probe")
     consumer.subscribe([topic])
     sizes = []
     while len(sizes) < 1000:
@@ -57,14 +57,13 @@ def _mean_record_size(st: Stack, topic: str) -> int:
 
 
 def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
-    topic = create_topic(st.bootstrap, "bench-perf")
-    libs = kafka_server.libs_dir(st.settings)
-    out = run([st.settings.java, "-Xmx512m", "-cp", f"{libs}/*",
-               "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
-               "--num-records", str(events), "--record-size", str(record_bytes),
-               "--throughput", "-1", "--producer-props", f"bootstrap.servers={st.bootstrap}",
-               "acks=all", "enable.idempotence=true", "compression.type=lz4", "linger.ms=20",
-               "batch.size=1000000"])
+    topic = create_topic(st.kafka, "bench-perf")
+    out = run(kafka_server.tool_command(
+        st.settings, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+        "--num-records", str(events), "--record-size", str(record_bytes),
+        "--throughput", "-1", "--producer-props", f"bootstrap.servers={st.bootstrap}",
+        "acks=all", "enable.idempotence=true", "compression.type=lz4", "linger.ms=20",
+        "batch.size=1000000", heap_mb=512))
     summary = [line for line in out.stdout.splitlines() if "records sent" in line][-1]
     return float(re.search(r"([\d.]+) records/sec", summary).group(1))
 
@@ -145,8 +144,8 @@ def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
     }
     if compare_sync_commit:
         for mode, flag in (("async", "--async-commit"), ("sync", "--synchronous-commit")):
-            name = create_topic(st.bootstrap, f"bench-commit-{mode}")
-            run_producer(ProducerConfig(st.bootstrap, topic=name, count=compare_sync_commit),
+            name = create_topic(st.kafka, f"bench-commit-{mode}")
+            run_producer(ProducerConfig(st.kafka, topic=name, count=compare_sync_commit),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
             result[f"synchronous_commit_{'off' if mode == 'async' else 'on'}_events_per_s"] = (
                 drain_with_sink(st, name, compare_sync_commit, group=f"bench-{mode}",
@@ -162,7 +161,7 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
     insert = sql.SQL("INSERT INTO raw.bench_reference ({}) VALUES ({}) "
                      "ON CONFLICT (event_id) DO NOTHING").format(
                          cols, sql.SQL(", ").join(sql.Placeholder() * len(LANDING_COLUMNS)))
-    consumer = kafka_clients.consumer(st.bootstrap, "bench-reference",
+    consumer = kafka_clients.consumer(st.kafka, "bench-reference",
                                       **{"enable.auto.commit": True})
     consumer.subscribe([topic])
     with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
@@ -187,7 +186,7 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
 
 def producer_peak_rss(st: Stack, events: int) -> dict:
     """`streamflow produce --max-rate` of ``events`` as its own process, RSS sampled."""
-    topic = create_topic(st.bootstrap, "bench-producer-rss")
+    topic = create_topic(st.kafka, "bench-producer-rss")
     proc = st.start("produce", "--topic", topic, "--count", str(events), "--max-rate",
                     "--seed", "3", "--metrics-port", "0")
     rss = RssSampler(proc.pid)

@@ -55,6 +55,7 @@ from benchmarks.harness import (
 from streamflow import kafka_clients, topics
 from streamflow.dlq import Reason
 from streamflow.infra import kafka_server, postgres_server
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings
 
 PARTITIONS = 3  # of the chaos topic (and of its new incarnation)
@@ -153,16 +154,17 @@ class ChaosProducer(Worker):
 class ChaosRun:
     """One run of a plan on a fresh topic: the faults, then the accounting."""
 
-    def __init__(self, settings: Settings, bootstrap: str, database_url: str, plan: ChaosPlan,
-                 echo) -> None:
-        self.settings, self.bootstrap, self.database_url = settings, bootstrap, database_url
+    def __init__(self, settings: Settings, kafka: KafkaConnection, database_url: str,
+                 plan: ChaosPlan, echo) -> None:
+        self.settings, self.kafka, self.database_url = settings, kafka, database_url
         self.plan, self.echo = plan, echo
         tag = uuid.uuid4().hex[:8]
         self.topic, self.group = f"chaos-{tag}", f"chaos-{tag}"
         dlq_topic = f"chaos-dlq-{tag}"
-        create_topic(bootstrap, self.topic, PARTITIONS)
-        create_topic(bootstrap, dlq_topic)
-        self.env = worker_env(settings, bootstrap, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
+        create_topic(kafka, self.topic, PARTITIONS)
+        create_topic(kafka, dlq_topic)
+        self.env = worker_env(settings, kafka.bootstrap, database_url,
+                              STREAMFLOW_LOG_LEVEL="WARNING")
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self.producer = ChaosProducer(self.topic, plan, self.env, settings.logs_dir)
         self.sink = Worker(["sink", "--topic", self.topic, "--group", self.group, "--dlq-topic",
@@ -215,14 +217,14 @@ class ChaosRun:
             return {}
         if fault == "offset_gap":
             self.sink.kill()
-            hole = delete_unread(self.bootstrap, self.database_url, self.topic, self.group,
+            hole = delete_unread(self.kafka, self.database_url, self.topic, self.group,
                                  self.plan.gap_messages)
             self.sink.start()
             self.deleted.append(hole)
             return {"partition": hole.partition, "deleted_from": hole.first,
                     "deleted_to": hole.end, "deleted_unread": hole.count}
         if fault == "oversized":
-            sent = send_oversized(self.bootstrap, self.topic)
+            sent = send_oversized(self.kafka, self.topic)
             self.sent.append(sent)
             return asdict(sent)
         server = postgres_server if fault == "postgres" else kafka_server
@@ -243,7 +245,7 @@ class ChaosRun:
         deadline = time.monotonic() + self.plan.settle_timeout_s
         seen, seen_at = -1, time.monotonic()
         while True:
-            kafka_messages = topics.message_count(self.bootstrap, self.topic)
+            kafka_messages = topics.message_count(self.kafka, self.topic)
             try:
                 ledger = account(self.database_url, self.topic, topic_id)
             except psycopg.OperationalError:
@@ -256,7 +258,7 @@ class ChaosRun:
                 break
             time.sleep(1.0)
         time.sleep(2.0)  # anything still in flight (a duplicate would show now)
-        return (topics.message_count(self.bootstrap, self.topic),
+        return (topics.message_count(self.kafka, self.topic),
                 account(self.database_url, self.topic, topic_id))
 
     def _main_tally(self, producer_rc: int, kafka_messages: int, ledger: Ledger) -> dict:
@@ -284,9 +286,9 @@ class ChaosRun:
         ``recreated_events`` more, and account for the new incarnation by its topic id; the
         old incarnation's rows and dead letters must all still be there. (fault, result)"""
         at = time.monotonic()
-        admin = kafka_clients.admin_client(self.bootstrap)
+        admin = kafka_clients.admin_client(self.kafka)
         old_id = topics.topic_ids(admin, [self.topic]).get(self.topic)
-        new_id = recreate_topic(self.bootstrap, self.topic, PARTITIONS)
+        new_id = recreate_topic(self.kafka, self.topic, PARTITIONS)
         took = time.monotonic() - at
         producer = ChaosProducer(self.topic, replace(self.plan, events=self.plan.recreated_events),
                                  self.env, self.settings.logs_dir, label="chaos-recreated")
@@ -316,9 +318,9 @@ class ChaosRun:
         }
 
 
-def run_chaos(settings: Settings, bootstrap: str, database_url: str, plan: ChaosPlan,
+def run_chaos(settings: Settings, kafka: KafkaConnection, database_url: str, plan: ChaosPlan,
               echo=print) -> dict:
-    return ChaosRun(settings, bootstrap, database_url, plan, echo).run()
+    return ChaosRun(settings, kafka, database_url, plan, echo).run()
 
 
 def problems(result: dict) -> list[str]:
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else ChaosPlan()
     with isolated_stack() as st:
-        result = run_chaos(st.settings, st.bootstrap, st.database_url, plan,
+        result = run_chaos(st.settings, st.kafka, st.database_url, plan,
                            echo=lambda m: print(m, file=sys.stderr))
     path = write_results("chaos", {"quick": args.quick, "chaos": result})
     from benchmarks import report

@@ -15,6 +15,7 @@ from benchmarks.harness import poll_until
 from streamflow import kafka_clients
 from streamflow.db.engine import libpq_url
 from streamflow.db.landing import LandingWriter, application_name
+from streamflow.kafka_connection import KafkaConnection
 
 # The hole is made in one partition and the oversized message sent to another, so the hole
 # can never swallow the oversized message before the sink has read it.
@@ -52,11 +53,11 @@ class DeletedRange:
         return self.end - self.first
 
 
-def send_oversized(bootstrap: str, topic: str, size: int = OVERSIZED_BYTES,
+def send_oversized(kafka: KafkaConnection, topic: str, size: int = OVERSIZED_BYTES,
                    partition: int = OVERSIZED_PARTITION) -> Sent:
     """Produce one ``size``-byte value; where it landed, from its delivery report."""
     reports = []
-    producer = kafka_clients.producer(bootstrap)
+    producer = kafka_clients.producer(kafka)
     producer.produce(topic, b"x" * size, b"chaos-oversized", partition=partition,
                      on_delivery=lambda err, msg: reports.append((err, msg)))
     producer.flush(30)
@@ -65,7 +66,7 @@ def send_oversized(bootstrap: str, topic: str, size: int = OVERSIZED_BYTES,
     return Sent(partition, reports[0][1].offset(), size)
 
 
-def delete_unread(bootstrap: str, database_url: str, topic: str, group: str, messages: int,
+def delete_unread(kafka: KafkaConnection, database_url: str, topic: str, group: str, messages: int,
                   partition: int = GAP_PARTITION) -> DeletedRange:
     """With the sink stopped: delete_records on ``partition`` up to ``messages`` offsets past
     the sink's stored offset (fewer if the producer has not written that many within
@@ -81,10 +82,10 @@ def delete_unread(bootstrap: str, database_url: str, topic: str, group: str, mes
     if stored is None:
         return DeletedRange(partition, 0, 0)
     first = stored.next_offset
-    end = _end_offset_reaching(bootstrap, topic, partition, first + messages)
+    end = _end_offset_reaching(kafka, topic, partition, first + messages)
     if end <= first:
         return DeletedRange(partition, first, first)
-    admin = kafka_clients.admin_client(bootstrap)
+    admin = kafka_clients.admin_client(kafka)
     (future,) = admin.delete_records([TopicPartition(topic, partition, end)]).values()
     log_start = future.result(30).low_watermark
     if log_start != end:
@@ -100,9 +101,9 @@ def _sessions(database_url: str, group: str) -> int:
                             (application_name(group),)).fetchone()[0]
 
 
-def _end_offset_reaching(bootstrap: str, topic: str, partition: int, target: int) -> int:
+def _end_offset_reaching(kafka: KafkaConnection, topic: str, partition: int, target: int) -> int:
     """``target``, or the partition's end offset if it stays below it for BACKLOG_WAIT_S."""
-    probe = kafka_clients.consumer(bootstrap, "streamflow-probe")
+    probe = kafka_clients.consumer(kafka, "streamflow-probe")
     try:
         deadline = time.monotonic() + BACKLOG_WAIT_S
         while True:

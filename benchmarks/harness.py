@@ -23,6 +23,7 @@ from streamflow import endpoints, kafka_clients, stack, topics
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,6 +35,10 @@ class Stack:
     settings: Settings
     bootstrap: str
     database_url: str
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        return self.settings.kafka
 
     def worker_env(self, **extra: str) -> dict:
         return worker_env(self.settings, self.bootstrap, self.database_url, **extra)
@@ -75,24 +80,24 @@ def worker_env(settings: Settings, bootstrap: str, database_url: str, **extra: s
             "STREAMFLOW_PII_KEY": BENCH_PII_KEY, **extra}
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
-    admin = kafka_clients.admin_client(bootstrap)
+def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3) -> str:
+    admin = kafka_clients.admin_client(kafka)
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     return name
 
 
-def recreate_topic(bootstrap: str, name: str, partitions: int = 3, *,
+def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
                    timeout_s: float = 60.0) -> str:
     """Delete ``name``, wait until the broker has forgotten it, create it again; the new
     incarnation's topic id."""
-    admin = kafka_clients.admin_client(bootstrap)
+    admin = kafka_clients.admin_client(kafka)
     admin.delete_topics([name])[name].result(30)
     poll_until(lambda: name not in topics.topic_ids(admin, [name]), timeout_s,
                f"topic {name} deleted")
 
     def created() -> bool:
         try:
-            create_topic(bootstrap, name, partitions)
+            create_topic(kafka, name, partitions)
             return True
         except KafkaException:  # still being deleted in the background
             return False

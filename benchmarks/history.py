@@ -337,12 +337,12 @@ def _land(st: Stack, name: str, events: int) -> None:
     step recomputes every window it touches. Each run therefore starts in a window of its
     own, without late events (which reach 60 s back): otherwise a run would also recount the
     previous run's events, more or fewer depending on timing, not on history."""
-    topic = create_topic(st.bootstrap, name)
+    topic = create_topic(st.kafka, name)
     time.sleep(windows.WINDOW_SECONDS - time.time() % windows.WINDOW_SECONDS + 0.1)
-    run_producer(ProducerConfig(st.bootstrap, topic=topic, count=events,
+    run_producer(ProducerConfig(st.kafka, topic=topic, count=events,
                                 invalid_rate=DEMO_INVALID_RATE),
                  BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
-    run_sink(SinkConfig(st.bootstrap, st.database_url, topic=topic, group_id=name,
+    run_sink(SinkConfig(st.kafka, st.database_url, topic=topic, group_id=name,
                         stop_when_idle_s=2.0), StopFlag())
 
 

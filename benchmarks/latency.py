@@ -60,20 +60,20 @@ class VisibilityPoller:
 
 
 def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
-    topic = group = create_topic(st.bootstrap, f"bench-latency-{rate}")
+    topic = group = create_topic(st.kafka, f"bench-latency-{rate}")
     sink = st.start("sink", "--topic", topic, "--group", group, "--metrics-port", "0")
     key = BENCH_PII_KEY.encode()
     try:
         with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
             # Warm-up: the sink has its partitions and a connection before measuring.
-            run_producer(ProducerConfig(st.bootstrap, topic=topic, count=100), key, StopFlag(),
+            run_producer(ProducerConfig(st.kafka, topic=topic, count=100), key, StopFlag(),
                          progress=Progress("warm-up"))
             if not wait_until(lambda: consumed(conn, group, topic) >= 100, timeout_s=120):
                 raise RuntimeError(f"the sink landed no warm-up events (alive: "
                                    f"{sink.poll() is None})")
             after = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()[0]
             poller = VisibilityPoller(st.database_url)
-            stats = run_producer(ProducerConfig(st.bootstrap, topic=topic, rate=rate,
+            stats = run_producer(ProducerConfig(st.kafka, topic=topic, rate=rate,
                                                 duration_s=seconds), key, StopFlag(),
                                  progress=Progress(f"producer {rate}/s"))
             deadline = time.monotonic() + 120
@@ -99,11 +99,10 @@ def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
 
 def broker_end_to_end(st: Stack, messages: int = 2000, size: int = 300) -> dict:
     """Kafka's EndToEndLatency: produce one message (acks=all), consume it, repeat."""
-    topic = create_topic(st.bootstrap, "bench-e2e", partitions=1)
-    libs = kafka_server.libs_dir(st.settings)
-    out = run([st.settings.java, "-Xmx256m", "-cp", f"{libs}/*",
-               "org.apache.kafka.tools.EndToEndLatency", st.bootstrap, topic, str(messages),
-               "all", str(size)]).stdout
+    topic = create_topic(st.kafka, "bench-e2e", partitions=1)
+    out = run(kafka_server.tool_command(
+        st.settings, "org.apache.kafka.tools.EndToEndLatency", st.bootstrap, topic,
+        str(messages), "all", str(size))).stdout
     percentiles = re.search(r"50th = ([\d.]+), 99th = ([\d.]+)", out)
     return {"p50_ms": float(percentiles[1]), "p99_ms": float(percentiles[2]),
             "messages": messages}

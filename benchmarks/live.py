@@ -19,6 +19,7 @@ import websockets
 from benchmarks.harness import RssSampler, Stack, percentile
 from streamflow import kafka_clients, topics
 from streamflow.infra.processes import free_port, wait_until
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.live.server import FRAMES_PER_S
 
 CLIENTS = 200
@@ -40,8 +41,8 @@ def _start(st: Stack) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def _latencies(url: str, bootstrap: str, samples: int) -> list[float]:
-    prod = kafka_clients.producer(bootstrap, **{"linger.ms": 0})
+async def _latencies(url: str, kafka: KafkaConnection, samples: int) -> list[float]:
+    prod = kafka_clients.producer(kafka, **{"linger.ms": 0})
     sent: dict[str, float] = {}
     seen: list[float] = []
     async with websockets.connect(url, max_size=2**22) as ws:
@@ -89,7 +90,7 @@ def bench_live(st: Stack, seconds: float = 10.0, samples: int = 50) -> dict:
     rss = RssSampler(proc.pid)
     url = f"ws://127.0.0.1:{port}/ws"
     try:
-        latencies = sorted(asyncio.run(_latencies(url, st.bootstrap, samples)))
+        latencies = sorted(asyncio.run(_latencies(url, st.kafka, samples)))
         frames = asyncio.run(_fan_out(url, seconds))
     finally:
         proc.terminate()

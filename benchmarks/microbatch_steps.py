@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     events = int(args[0]) if args else 50_000
     with isolated_stack() as st:
-        topic = create_topic(st.bootstrap, "bench-steps")
+        topic = create_topic(st.kafka, "bench-steps")
         generator = EventGenerator(BENCH_PII_KEY.encode(), seed=1, late_rate=0.05,
                                    invalid_rate=0.01)
-        sender = producer(st.bootstrap)
+        sender = producer(st.kafka)
         for key, value in generator.batch(events):
             while True:
                 try:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                 except BufferError:
                     sender.poll(0.1)
         sender.flush(60)
-        run_sink(SinkConfig(st.bootstrap, st.database_url, topic=topic, group_id=topic,
+        run_sink(SinkConfig(st.kafka, st.database_url, topic=topic, group_id=topic,
                             stop_when_idle_s=2.0), StopFlag())
         kafka = KafkaResource(bootstrap_servers=st.bootstrap)
         kafka.producer()

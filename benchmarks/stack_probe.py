@@ -129,7 +129,7 @@ class StackProbe:
         from dagster import DagsterInstance  # heavy: only when a soak runs
 
         self.conn = psycopg.connect(libpq_url(self.st.database_url), autocommit=True)
-        self.consumer = kafka_clients.consumer(self.st.bootstrap, "streamflow-soak-probe")
+        self.consumer = kafka_clients.consumer(self.st.kafka, "streamflow-soak-probe")
         metadata = self.consumer.list_topics(topics.USER_EVENTS, timeout=30)
         self.partitions = sorted(metadata.topics[topics.USER_EVENTS].partitions)
         self.instance = DagsterInstance.from_config(str(self.st.settings.dagster_home_dir))

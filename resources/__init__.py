@@ -12,10 +12,11 @@ def resource_defs() -> dict:
     from dagster_dbt import DbtCliResource
 
     from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_executable
+    from streamflow.settings import load_settings
 
     return {
         "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
-        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+        "kafka": KafkaResource.from_settings(load_settings()),
         "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR),
                               profiles_dir=str(DBT_PROJECT_DIR),
                               dbt_executable=dbt_executable()),

@@ -21,9 +21,11 @@ app = typer.Typer(help="StreamFlow: Kafka -> PostgreSQL -> Dagster event platfor
 kafka_app = typer.Typer(help="The embedded Kafka broker.", no_args_is_help=True)
 topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+dagster_app = typer.Typer(help="The Dagster instance.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(dagster_app, name="dagster")
 app.add_typer(dlq_commands.app, name="dlq")
 
 console = Console()
@@ -52,7 +54,7 @@ def up(workers: bool = typer.Option(True, "--workers/--no-workers",
     settings = _settings()
     stack.up(settings, echo=_echo, workers=workers)
     _print_status(stack.status(settings))
-    _echo(f"Kafka bootstrap: {settings.bootstrap_servers}")
+    _echo(f"Kafka bootstrap: {settings.kafka.describe()}")
 
 
 @app.command()
@@ -95,8 +97,8 @@ def _logging(settings: Settings) -> None:
 def _serve_metrics(settings: Settings, port: int | None) -> None:
     from streamflow import metrics
 
-    bound = metrics.serve(settings.metrics_port if port is None else port)
-    sys.stderr.write(f"metrics on http://127.0.0.1:{bound}/metrics\n")
+    bound = metrics.serve(settings.metrics_port if port is None else port, settings.metrics_host)
+    sys.stderr.write(f"metrics on http://{settings.metrics_host}:{bound}/metrics\n")
 
 
 @app.command()
@@ -137,12 +139,12 @@ def produce(
     key = pii.load_key(settings)
     # A wrong address is one line now, not a traceback when the topic lookup times out; an
     # outage after the start is waited out (docs/RELIABILITY.md).
-    require_broker(settings.bootstrap_servers)
+    require_broker(settings.kafka)
     _serve_metrics(settings, metrics_port)
     stats = ProducerStats()
     try:
         run_producer(ProducerConfig(
-            settings.bootstrap_servers, topic=topic,
+            settings.kafka, topic=topic,
             rate=None if max_rate else (rate if rate is not None else DEFAULT_RATE),
             count=count, duration_s=duration, invalid_rate=invalid_rate, late_rate=late_rate,
             from_file=from_file, users=users, seed=seed,
@@ -171,6 +173,7 @@ def sink(
 ) -> None:
     """Land user events in raw.events exactly once; rejects go to the dead-letter topic."""
     from streamflow.db.engine import require_credentials
+    from streamflow.kafka_clients import require_broker
     from streamflow.sink.worker import SinkConfig, run_sink
 
     settings = _settings()
@@ -179,9 +182,10 @@ def sink(
     # A refusal (wrong password) ends the sink at once in one line; a database that is only
     # down is waited for, as during a run (docs/RELIABILITY.md).
     require_credentials(database_url)
+    require_broker(settings.kafka)  # a refused login is one line, not a silent retry loop
     _serve_metrics(settings, metrics_port)
     run_sink(SinkConfig(
-        settings.bootstrap_servers, database_url, topic=topic,
+        settings.kafka, database_url, topic=topic,
         group_id=group, dlq_topic=dlq_topic, batch_size=batch_size,
         synchronous_commit=synchronous_commit, stop_when_idle_s=stop_when_idle,
         instance_id=instance_id,
@@ -191,18 +195,24 @@ def sink(
 @app.command()
 def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFLOW_LIVE_PORT."),
          host: str = typer.Option("127.0.0.1", "--host",
-                                  help="Interface to listen on (0.0.0.0 in a container).")
+                                  help="Interface to listen on (0.0.0.0 in a container; "
+                                       "beyond loopback STREAMFLOW_LIVE_TOKEN is required).")
          ) -> None:
     """Serve the live WebSocket view of the stream (and /health)."""
+    from streamflow.live.access import parse_allowed_origins, require_token_off_loopback
     from streamflow.live.server import LiveConfig, run_live
 
     settings = _settings()
     _logging(settings)
     token = settings.live_token.get_secret_value() if settings.live_token else None
+    # Checked before the banner: a refused start prints its one error line and nothing else.
+    require_token_off_loopback(host, token)
+    origins = parse_allowed_origins(settings.live_allowed_origins)
     bound = port or settings.live_port
     sys.stderr.write(f"live view on http://{host}:{bound}/\n")
-    run_live(LiveConfig(settings.bootstrap_servers, token=token,
-                        dagster_url=f"http://127.0.0.1:{settings.dagster_port}"), bound, host)
+    run_live(LiveConfig(settings.kafka, token=token,
+                        dagster_url=f"http://127.0.0.1:{settings.dagster_port}",
+                        allowed_origins=origins), bound, host)
 
 
 @app.command(hidden=True)
@@ -228,8 +238,8 @@ def topics_create() -> None:
     from streamflow.kafka_clients import admin_client, require_broker
 
     settings = _settings()
-    require_broker(settings.bootstrap_servers)
-    for s in topics.ensure_topics(admin_client(settings.bootstrap_servers),
+    require_broker(settings.kafka)
+    for s in topics.ensure_topics(admin_client(settings.kafka),
                                   topics.topic_specs(settings),
                                   replication_factor=settings.topic_replication_factor):
         _echo(f"{s.name}: {s.outcome}")
@@ -241,11 +251,11 @@ def topics_list() -> None:
     from streamflow.kafka_clients import admin_client, consumer, require_broker
 
     settings = _settings()
-    require_broker(settings.bootstrap_servers)
+    require_broker(settings.kafka)
     names = [spec.name for spec in topics.topic_specs(settings)]
-    probe = consumer(settings.bootstrap_servers, "streamflow-cli")
+    probe = consumer(settings.kafka, "streamflow-cli")
     try:
-        infos = topics.describe_topics(admin_client(settings.bootstrap_servers), probe, names)
+        infos = topics.describe_topics(admin_client(settings.kafka), probe, names)
     finally:
         probe.close()
     table = Table("topic", "partitions", "retention", "end offsets", "messages")
@@ -273,6 +283,25 @@ def db_migrate() -> None:
 def db_url() -> None:
     """Print the database URL (for psql, dbt or scripts)."""
     sys.stdout.write(endpoints.database_url(_settings()) + "\n")
+
+
+@dagster_app.command("prepare")
+def dagster_prepare(
+    storage: str | None = typer.Option(
+        None, "--storage", help="sqlite or postgres. Default: STREAMFLOW_DAGSTER_STORAGE."),
+    code_host: str = typer.Option(
+        "127.0.0.1", "--code-host",
+        help="Host of the Dagster code server (its service name in docker-compose)."),
+) -> None:
+    """Write DAGSTER_HOME's dagster.yaml and workspace.yaml as `streamflow up` does, then
+    create or migrate the instance's storage (docker-compose's `migrate` service runs this)."""
+    from streamflow import supervisor
+
+    settings = _settings() if storage is None else load_settings(
+        STREAMFLOW_DAGSTER_STORAGE=storage)
+    supervisor.prepare_dagster_instance(settings, endpoints.database_url(settings),
+                                        echo=_echo, code_host=code_host)
+    _echo(f"Dagster instance ({settings.dagster_storage}) in {settings.dagster_home_dir}")
 
 
 def main() -> None:

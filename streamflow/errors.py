@@ -79,3 +79,7 @@ class DeadLetterNotFound(StreamFlowError):
 
 class ReplayRefused(StreamFlowError):
     """The selected dead letters were replayed before and --force was not given."""
+
+
+class LiveTokenRequired(StreamFlowError):
+    """The live view was asked to listen beyond loopback without STREAMFLOW_LIVE_TOKEN."""

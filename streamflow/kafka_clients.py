@@ -1,17 +1,21 @@
 """Kafka client factories: the one place that turns settings into librdkafka configuration.
 
-Clients are created on demand by the caller (workers in ``setup()``), never at import time.
+Every client takes a ``KafkaConnection`` (``settings.kafka``): bootstrap servers plus the
+security properties of a secured cluster. Clients are created on demand by the caller
+(workers in ``setup()``), never at import time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamflow.errors import KafkaUnavailable
+from streamflow.kafka_connection import KafkaConnection
 
 # Producer delivery guarantees (see ARCHITECTURE.md): idempotence implies acks=all and
 # bounded in-flight requests, so a retry never reorders or duplicates within a partition.
@@ -40,26 +44,27 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def admin_client(bootstrap: str, **overrides: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **overrides})
+def admin_client(kafka: KafkaConnection, **overrides: Any) -> AdminClient:
+    return AdminClient({**kafka.config(), **overrides})
 
 
-def producer(bootstrap: str, **overrides: Any) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+def producer(kafka: KafkaConnection, **overrides: Any) -> Producer:
+    return Producer({**kafka.config(), **PRODUCER_DEFAULTS, **overrides})
 
 
-def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group_id, **CONSUMER_DEFAULTS, **overrides}
-    )
+def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer({**kafka.config(), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
 
 
 def deliver(producer: Producer, topic: str,
             messages: Iterable[tuple[bytes | None, bytes | None, list | None]],
-            timeout_s: float = 30.0) -> tuple[int, list[str]]:
+            timeout_s: float = 30.0,
+            refused: Callable[[], str | None] = lambda: None) -> tuple[int, list[str]]:
     """Send (key, value, headers) messages and flush; returns (undelivered, errors).
 
     A full local queue is backpressure: poll for delivery reports and retry, never drop.
+    ``refused`` (the producer's error callback's finding) ends the flush early: a cluster
+    that refused our credentials would otherwise be waited on for the whole timeout.
     """
     errors: list[str] = []
 
@@ -74,24 +79,66 @@ def deliver(producer: Producer, topic: str,
                 break
             except BufferError:
                 producer.poll(0.1)
-    return producer.flush(timeout_s), errors
+                if refused():
+                    return len(producer), errors
+    deadline = time.monotonic() + timeout_s
+    while (remaining := producer.flush(min(1.0, timeout_s))) and not refused():
+        if time.monotonic() >= deadline:
+            break
+    return remaining, errors
 
 
-def broker_answers(bootstrap: str, *, timeout_s: float = 3.0) -> bool:
+def security_refusal(error: KafkaError) -> str | None:
+    """Why the cluster refused us, when ``error`` says it did (not a broker still starting).
+
+    librdkafka retries a failed SASL login or TLS handshake for ever; a client that waits
+    for a connection would hang, so callers stop at the first such error instead.
+    """
+    text = error.str()
+    if error.code() == KafkaError._AUTHENTICATION or "SASL" in text:
+        return (f"SASL authentication failed ({text}): check KAFKA_SASL_USERNAME, "
+                "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM")
+    if error.code() == KafkaError._SSL or "SSL handshake failed" in text:
+        return (f"TLS handshake failed ({text}): check KAFKA_SSL_CA_LOCATION and that the "
+                "listener speaks KAFKA_SECURITY_PROTOCOL")
+    return None
+
+
+def broker_problem(kafka: KafkaConnection, *, timeout_s: float = 3.0) -> str | None:
+    """None when the cluster answers a metadata request within ``timeout_s``, else why not."""
+    refusals: list[str] = []
+
+    def on_error(error: KafkaError) -> None:
+        if reason := security_refusal(error):
+            refusals.append(reason)
+
+    # log_level 0: a probe of a broker that is down must not spam stderr with retries.
+    admin = admin_client(kafka, **{"socket.connection.setup.timeout.ms": 1000, "log_level": 0,
+                                   "error_cb": on_error})
+    deadline = time.monotonic() + timeout_s
+    while not refusals:
+        try:  # short rounds: a refusal ends the wait at once instead of after timeout_s
+            if admin.list_topics(timeout=min(0.5, timeout_s)).brokers:
+                return None
+        except KafkaException:
+            pass
+        admin.poll(0)  # error callbacks run here
+        if time.monotonic() >= deadline:
+            return f"no Kafka broker answered at {kafka.describe()} within {timeout_s:g}s"
+    return f"Kafka at {kafka.describe()} refused the connection: {refusals[0]}"
+
+
+def broker_answers(kafka: KafkaConnection, *, timeout_s: float = 3.0) -> bool:
     """True when the cluster answers a metadata request within ``timeout_s``."""
-    try:
-        # log_level 0: a probe of a broker that is down must not spam stderr with retries.
-        metadata = admin_client(bootstrap, **{"socket.connection.setup.timeout.ms": 1000,
-                                              "log_level": 0}
-                                ).list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return bool(metadata.brokers)
+    return broker_problem(kafka, timeout_s=timeout_s) is None
 
 
-def require_broker(bootstrap: str, *, timeout_s: float = 5.0) -> None:
-    if not broker_answers(bootstrap, timeout_s=timeout_s):
-        raise KafkaUnavailable(
-            f"no Kafka broker answered at {bootstrap}: run `streamflow up` for the embedded "
-            "one, or set KAFKA_BOOTSTRAP_SERVERS to a reachable cluster"
-        )
+def require_broker(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> None:
+    """Raise ``KafkaUnavailable`` with one line: unreachable, or refused and why."""
+    problem = broker_problem(kafka, timeout_s=timeout_s)
+    if problem is None:
+        return
+    if "refused the connection" not in problem:
+        problem += (": run `streamflow up` for the embedded one, or set "
+                    "KAFKA_BOOTSTRAP_SERVERS to a reachable cluster")
+    raise KafkaUnavailable(problem)

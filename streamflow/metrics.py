@@ -34,14 +34,15 @@ DB_AVAILABLE = Gauge("streamflow_database_available", "1 when the sink can reach
 PORT_SEARCH = 50
 
 
-def serve(first_port: int) -> int:
-    """Serve /metrics on the first free port from ``first_port``; 0 means any free port."""
+def serve(first_port: int, host: str) -> int:
+    """Serve /metrics on ``host`` (STREAMFLOW_METRICS_HOST), on the first free port from
+    ``first_port``; 0 means any free port."""
     if first_port == 0:
-        server, _ = start_http_server(0, addr="127.0.0.1")
+        server, _ = start_http_server(0, addr=host)
         return server.server_port
     for port in range(first_port, first_port + PORT_SEARCH):
-        if port_is_free(port):
-            start_http_server(port, addr="127.0.0.1")
+        if port_is_free(port, host):
+            start_http_server(port, addr=host)
             return port
     raise OSError(f"no free metrics port in {first_port}-{first_port + PORT_SEARCH - 1}")
 

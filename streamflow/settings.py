@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         extra="ignore",
         env_file=".env",
         env_file_encoding="utf-8",
+        # An empty variable is an unset one: compose's `${KAFKA_SASL_USERNAME:-}` passes ""
+        # for what a user left out, and `DATABASE_URL=` in .env means the embedded server.
+        env_ignore_empty=True,
     )
 
     # -- where things live -------------------------------------------------------------

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 
 from streamflow import endpoints, pii, supervisor, topics
 from streamflow.db import migrate
-from streamflow.db.engine import server_version
+from streamflow.db.engine import redacted, server_version
 from streamflow.errors import WorkersFailed
 from streamflow.infra import kafka_server, postgres_server, processes
-from streamflow.kafka_clients import admin_client, broker_answers, require_broker
+from streamflow.kafka_clients import admin_client, broker_problem, require_broker
 from streamflow.settings import Settings, to_env
 
 
@@ -34,8 +34,8 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
                 started.callback(_undo, lambda: {"kafka": kafka_server.stop(settings)}, echo)
             kafka_server.start(settings, echo=echo)
         else:
-            require_broker(settings.bootstrap_servers)
-            echo(f"using Kafka at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
+            require_broker(settings.kafka)
+            echo(f"using Kafka at {settings.kafka.describe()} (KAFKA_BOOTSTRAP_SERVERS)")
         if settings.embedded_postgres:
             if postgres_server.running(settings) is None:
                 started.callback(
@@ -47,7 +47,7 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
         before, after = migrate.upgrade(url)
         echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
         statuses = topics.ensure_topics(
-            admin_client(settings.bootstrap_servers), topics.topic_specs(settings),
+            admin_client(settings.kafka), topics.topic_specs(settings),
             replication_factor=settings.topic_replication_factor,
         )
         echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
@@ -163,12 +163,14 @@ class ComponentStatus:
 
 def _kafka_status(settings: Settings) -> ComponentStatus:
     state = kafka_server.running(settings) if settings.embedded_kafka else None
-    healthy = broker_answers(settings.bootstrap_servers, timeout_s=2.0)
-    detail = "embedded" if settings.embedded_kafka else "external"
+    problem = broker_problem(settings.kafka, timeout_s=2.0)
+    detail = "embedded" if settings.embedded_kafka else f"external, {settings.kafka.protocol}"
     if settings.embedded_kafka and state is None:
         detail = "not running"
+    elif problem is not None:
+        detail = problem
     return ComponentStatus("kafka", state.pid if state else None, settings.bootstrap_servers,
-                           healthy, detail)
+                           problem is None, detail)
 
 
 def _postgres_status(settings: Settings) -> ComponentStatus:
@@ -180,7 +182,9 @@ def _postgres_status(settings: Settings) -> ComponentStatus:
     except Exception as exc:  # status reports every failure, it never raises
         url = state.address if state else ""
         detail, healthy = str(exc).splitlines()[0], False
-    return ComponentStatus("postgres", state.pid if state else None, url, healthy, detail)
+    # The address is shown (the table, `status --json`), so never with DATABASE_URL's password.
+    return ComponentStatus("postgres", state.pid if state else None, redacted(url), healthy,
+                           detail)
 
 
 def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
@@ -221,7 +225,7 @@ def _sink_offsets(settings: Settings, samples: dict[str, float]) -> str:
 
     try:
         detail = "; " + stored_incarnation(endpoints.database_url(settings),
-                                           settings.bootstrap_servers).describe()
+                                           settings.kafka).describe()
     except Exception as exc:  # status reports every failure, it never raises
         detail = f"; stored offsets unknown: {str(exc).splitlines()[0]}"
     if samples.get("streamflow_topic_recreations_total"):
@@ -234,7 +238,8 @@ def status(settings: Settings) -> list[ComponentStatus]:
 
 
 def status_document(settings: Settings) -> dict:
-    """``status --json``: the same table plus the addresses scripts need."""
+    """``status --json``: the same table plus the addresses scripts need (a database URL's
+    password shown as ``***``)."""
     components = status(settings)
     by_name = {c.component: c for c in components}
     return {

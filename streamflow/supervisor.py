@@ -32,6 +32,8 @@ DEMO_LATE_RATE = 0.05
 DEMO_INVALID_RATE = 0.01
 # The Dagster code location: the module the code server loads, and its name in the UI.
 DAGSTER_LOCATION = "streamflow_defs.definitions"
+# Dagster's storage class for STREAMFLOW_DAGSTER_STORAGE=postgres: (module, class).
+POSTGRES_STORAGE = ("streamflow_defs.postgres_storage", "PostgresStorage")
 # A worker that ran this long before dying gets a fresh backoff: it was healthy.
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -104,16 +106,18 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
     ]
 
 
-def write_dagster_yaml(settings: Settings) -> Path:
-    """The local Dagster instance: SQLite storage unless STREAMFLOW_DAGSTER_STORAGE=postgres;
-    and the workspace: the one code server that `dagster-code-server` runs."""
+def write_dagster_yaml(settings: Settings, *, code_host: str = "127.0.0.1") -> Path:
+    """The Dagster instance of the local stack and of docker-compose (`streamflow dagster
+    prepare`): SQLite storage unless STREAMFLOW_DAGSTER_STORAGE=postgres; and the workspace:
+    the one code server that `dagster-code-server` runs on ``code_host``."""
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
     (home / "workspace.yaml").write_text(
-        "# Written by `streamflow up`; edits are replaced.\n"
-        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        "# Written by `streamflow up` / `streamflow dagster prepare`; edits are replaced.\n"
+        f"load_from:\n  - grpc_server:\n      host: {code_host}\n"
         f"      port: {settings.dagster_code_port}\n      location_name: {DAGSTER_LOCATION}\n")
-    lines = ["# Written by `streamflow up` (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
+    lines = ["# Written by `streamflow up` / `streamflow dagster prepare`"
+             " (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
              "telemetry:", "  enabled: false",
              # Launch at once from the sensor: the run queue added seconds to every
              # micro-batch, and runs here are already limited by the sensor itself.
@@ -127,26 +131,30 @@ def write_dagster_yaml(settings: Settings) -> Path:
              # once (a range that still fails is retried by the sensor with a backoff).
              "run_retries:", "  enabled: true", "  max_retries: 0",
              # Ticks (~0.9 KB each; the watermark sensor ticks every 3 s): skipped ones kept
-             # a day, the rest a week. Old runs: the `dagster_retention` job. Same in
-             # docker/dagster.yaml.
+             # a day, the rest a week. Old runs: the `dagster_retention` job.
              "retention:",
              "  schedule:", "    purge_after_days: {skipped: 1, success: 7, failure: 7}",
              "  sensor:", "    purge_after_days: {skipped: 1, success: 7, failure: 7}"]
     if settings.dagster_storage == "postgres":
-        lines += ["storage:", "  postgres:", "    postgres_url:", "      env: DATABASE_URL"]
+        # dagster-postgres on psycopg2 (streamflow_defs/postgres_storage.py says why).
+        lines += ["storage:", "  custom:", f"    module: {POSTGRES_STORAGE[0]}",
+                  f"    class: {POSTGRES_STORAGE[1]}", "    config:", "      postgres_url:",
+                  "        env: DATABASE_URL"]
     path = home / "dagster.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def prepare_dagster_instance(settings: Settings, database_url: str, *, echo=print) -> None:
-    """Write the instance files and create its storage once, before any Dagster process.
+def prepare_dagster_instance(settings: Settings, database_url: str, *, echo=print,
+                             code_host: str = "127.0.0.1") -> None:
+    """Write the instance files and create its storage once, before any Dagster process
+    (`streamflow up`, and compose's `migrate` service through `streamflow dagster prepare`).
 
     The code server, webserver and daemon each create missing storage on start; started
     together they can race and stamp the SQLite schema twice ("more than one head"), after
     which the webserver never starts again.
     """
-    write_dagster_yaml(settings)
+    write_dagster_yaml(settings, code_host=code_host)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
            "DATABASE_URL": database_url}
     # One process (streamflow_defs/prepare_instance.py): migrate, then fail the runs a stop

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollectio
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamflow.errors import TopicMismatch
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings
 
 USER_EVENTS = "user-events"
@@ -152,11 +153,11 @@ def end_offsets(consumer: Consumer, name: str, partitions, *,
             for pid in sorted(partitions)]
 
 
-def message_count(bootstrap: str, name: str, *, timeout_s: float = 30.0) -> int:
+def message_count(kafka: KafkaConnection, name: str, *, timeout_s: float = 30.0) -> int:
     """Messages ever written to ``name`` (end offsets summed; these topics are not compacted)."""
     from streamflow.kafka_clients import consumer
 
-    probe = consumer(bootstrap, "streamflow-probe")
+    probe = consumer(kafka, "streamflow-probe")
     try:
         partitions = probe.list_topics(name, timeout=timeout_s).topics[name].partitions
         return sum(end_offsets(probe, name, partitions, timeout_s=timeout_s))

@@ -17,6 +17,7 @@ from streamflow import endpoints, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,10 @@ class Platform:
     kafka_version: str
     postgres_version: str
 
+    @property
+    def kafka(self) -> KafkaConnection:
+        return self.settings.kafka
+
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory, request) -> Iterator[Platform]:
@@ -87,6 +92,21 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
 
 
 @pytest.fixture
+def fresh_database(platform):
+    """An empty database in the session's PostgreSQL, dropped afterwards: its URL."""
+    import psycopg
+
+    from streamflow.db.engine import libpq_url
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # a generated identifier, not data
+    yield platform.database_url.replace("/streamflow?", f"/{name}?", 1)
+    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def unique_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
@@ -98,7 +118,7 @@ def create_topic(platform: Platform, name: str, partitions: int = 3) -> str:
 
     from streamflow.kafka_clients import admin_client
 
-    admin = admin_client(platform.bootstrap)  # must outlive the future it returns
+    admin = admin_client(platform.kafka)  # must outlive the future it returns
     admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]
                         )[name].result(30)
     return name

@@ -174,8 +174,8 @@ def replay_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str
     selection = _selection(stage, reason, since, source, limit, ids)
     kafka = None
     if not dry_run:
-        require_broker(settings.bootstrap_servers)
-        kafka = producer(settings.bootstrap_servers)
+        require_broker(settings.kafka)
+        kafka = producer(settings.kafka)
     with _connection() as conn:
         result = replays.replay(
             conn, kafka, selection, topic=topic, dry_run=dry_run, rate=rate, force=force,

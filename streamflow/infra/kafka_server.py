@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from streamflow.errors import (
@@ -118,34 +119,44 @@ def java_major(java: str) -> int:
     return major
 
 
-def server_properties(settings: Settings) -> str:
+def server_properties(settings: Settings, extra: Mapping[str, str] | None = None) -> str:
+    """The broker's configuration; ``extra`` adds or replaces properties (a test broker
+    with a SASL_SSL listener, say)."""
     data = settings.kafka_dir / "data"
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{LOCALHOST}:{settings.kafka_controller_port}",
-        f"listeners=PLAINTEXT://{LOCALHOST}:{settings.kafka_port},"
-        f"CONTROLLER://{LOCALHOST}:{settings.kafka_controller_port}",
-        f"advertised.listeners=PLAINTEXT://{LOCALHOST}:{settings.kafka_port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={data}",
+    properties = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{LOCALHOST}:{settings.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port},"
+                     f"CONTROLLER://{LOCALHOST}:{settings.kafka_controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data),
         # A single broker: every internal topic has one replica.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
         # 10 instead of 50 __consumer_offsets partitions: the first group join is faster on
         # 2 cores, and one broker gains nothing from more.
-        "offsets.topic.num.partitions=10",
+        "offsets.topic.num.partitions": "10",
         # Topics are created on purpose (`streamflow topics create`); a typo must not make one.
-        "auto.create.topics.enable=false",
+        "auto.create.topics.enable": "false",
         # Rebalance at once: tests and `up` start consumers one by one.
-        "group.initial.rebalance.delay.ms=0",
-        "",
-    ])
+        "group.initial.rebalance.delay.ms": "0",
+        **(extra or {}),
+    }
+    return "".join(f"{name}={value}\n" for name, value in properties.items())
+
+
+def tool_command(settings: Settings, main_class: str, *args: str,
+                 heap_mb: int = 256) -> list[str]:
+    """A Kafka command-line tool (ConfigCommand, ProducerPerformance ...) from the jars."""
+    return [shutil.which(settings.java) or settings.java, f"-Xmx{heap_mb}m",
+            "-cp", _classpath(settings), main_class, *args]
 
 
 def _cluster_id(settings: Settings) -> str:
@@ -163,11 +174,11 @@ def _classpath(settings: Settings) -> str:
     return str(libs_dir(settings) / "*")
 
 
-def prepare(settings: Settings) -> Path:
+def prepare(settings: Settings, extra: Mapping[str, str] | None = None) -> Path:
     """Write the config and format the storage once (the cluster id survives restarts)."""
     config = settings.kafka_dir / "server.properties"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(server_properties(settings))
+    config.write_text(server_properties(settings, extra))
     if not (settings.kafka_dir / "data" / "meta.properties").exists():
         cmd = [shutil.which(settings.java) or settings.java, "-cp", _classpath(settings),
                "kafka.tools.StorageTool", "format",
@@ -186,8 +197,10 @@ def running(settings: Settings) -> processes.ProcessState | None:
     return state if state and state.is_alive() else None
 
 
-def start(settings: Settings, *, echo=print) -> processes.ProcessState:
-    """Start the broker (or find it running) and return once it answers metadata requests."""
+def start(settings: Settings, *, echo=print,
+          extra: Mapping[str, str] | None = None) -> processes.ProcessState:
+    """Start the broker (or find it running) and return once it answers metadata requests
+    on its PLAINTEXT listener; ``extra``: more server properties (see server_properties)."""
     if state := running(settings):
         echo(f"kafka already running (pid {state.pid}) on {state.address}")
         return state
@@ -197,7 +210,7 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
     for port, setting in ((settings.kafka_port, "STREAMFLOW_KAFKA_PORT"),
                           (settings.kafka_controller_port, "STREAMFLOW_KAFKA_CONTROLLER_PORT")):
         processes.require_free_port(port, "the Kafka broker", setting, ALTERNATIVES)
-    config = prepare(settings)
+    config = prepare(settings, extra)
     log = settings.logs_dir / "kafka.log"
     cmd = [java, f"-Xms{settings.kafka_heap_mb}m", f"-Xmx{settings.kafka_heap_mb}m", *JVM_FLAGS,
            "-cp", _classpath(settings), "kafka.Kafka", str(config)]
@@ -206,7 +219,7 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
                                address=settings.bootstrap_servers)
 
     def ready_or_dead() -> bool:
-        return not state.is_alive() or broker_answers(settings.bootstrap_servers, timeout_s=1.0)
+        return not state.is_alive() or broker_answers(settings.kafka, timeout_s=1.0)
 
     processes.wait_until(ready_or_dead, timeout_s=settings.kafka_start_timeout_s, interval_s=0.5)
     if not state.is_alive():
@@ -215,7 +228,7 @@ def start(settings: Settings, *, echo=print) -> processes.ProcessState:
             f"the Kafka broker exited during start-up; last lines of {log}:\n"
             f"{processes.tail(log)}\nFix the cause above, or {ALTERNATIVES}"
         )
-    if not broker_answers(settings.bootstrap_servers, timeout_s=2.0):
+    if not broker_answers(settings.kafka, timeout_s=2.0):
         processes.terminate(state.pid, timeout_s=10)
         processes.clear_state(settings.run_dir, COMPONENT)
         raise BrokerStartFailed(

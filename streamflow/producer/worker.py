@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, Producer
 
 from streamflow import contract, kafka_clients, metrics, topics
 from streamflow.errors import ProducerDeliveryFailed, TopicMissing
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.producer.generator import EventGenerator, Message, replay_file
 from streamflow.workers.runtime import Progress, StopFlag
 
@@ -57,7 +58,7 @@ RESENDABLE = frozenset({
 
 @dataclass(frozen=True)
 class ProducerConfig:
-    bootstrap_servers: str
+    kafka: KafkaConnection
     topic: str = topics.USER_EVENTS
     rate: float | None = None  # events/s; None = as fast as the broker takes them
     count: int | None = None
@@ -154,7 +155,7 @@ def run_producer(config: ProducerConfig, key: bytes, stop: StopFlag | None = Non
     # Reports only for failures: a Python callback per delivered event would cost ~15% of
     # the producer's throughput. Delivered = produced - failed - still undelivered at the end.
     producer = kafka_clients.producer(
-        config.bootstrap_servers,
+        config.kafka,
         **{"delivery.report.only.error": True, "message.timeout.ms": config.message_timeout_ms})
 
     def on_delivery(err, msg) -> None:

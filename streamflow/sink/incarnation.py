@@ -14,6 +14,7 @@ from streamflow import topics
 from streamflow.db.engine import connect_admin
 from streamflow.db.tables import RAW_SCHEMA
 from streamflow.kafka_clients import admin_client
+from streamflow.kafka_connection import KafkaConnection
 
 _STORED_IDS = sql.SQL(
     "SELECT topic_id::text, count(*) FROM {table} WHERE group_id = %s AND topic = %s "
@@ -43,10 +44,10 @@ class StoredIncarnation:
             "" if self.live_id else " (live topic id unknown)")
 
 
-def stored_incarnation(database_url: str, bootstrap: str, *, topic: str = topics.USER_EVENTS,
-                       group: str = topics.SINK_GROUP,
+def stored_incarnation(database_url: str, kafka: KafkaConnection, *,
+                       topic: str = topics.USER_EVENTS, group: str = topics.SINK_GROUP,
                        timeout_s: float = 2.0) -> StoredIncarnation:
     with connect_admin(database_url, "streamflow-status") as conn:
         stored = dict(conn.execute(_STORED_IDS, (group, topic)).fetchall())
-    live = topics.topic_ids(admin_client(bootstrap), [topic], timeout_s=timeout_s).get(topic)
+    live = topics.topic_ids(admin_client(kafka), [topic], timeout_s=timeout_s).get(topic)
     return StoredIncarnation(topic, stored, live)

@@ -36,6 +36,7 @@ from streamflow.db.landing import (
 from streamflow.db.tables import LANDING_INDEX
 from streamflow.dlq import DeadLetter, Reason, Stage, publish
 from streamflow.errors import ConsumerFailed
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.sink.decode import decode
 from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, lost_range
 from streamflow.workers.runtime import Backoff, Progress, StopFlag
@@ -57,7 +58,7 @@ TOPIC_ID_CHECK_S = 1.0
 
 @dataclass(frozen=True)
 class SinkConfig:
-    bootstrap_servers: str
+    kafka: KafkaConnection
     database_url: str
     topic: str = topics.USER_EVENTS
     group_id: str = topics.SINK_GROUP
@@ -148,15 +149,15 @@ class Sink:
         # rows/s under decode load at 1 ms).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._with_database(self.writer.setup)
-        self.admin = kafka_clients.admin_client(self.config.bootstrap_servers)
+        self.admin = kafka_clients.admin_client(self.config.kafka)
         # Reports for failures only: dlq.publish() collects nothing else.
-        self.dlq_producer = kafka_clients.producer(self.config.bootstrap_servers,
+        self.dlq_producer = kafka_clients.producer(self.config.kafka,
                                                    **{"delivery.report.only.error": True})
         self.consumer = self._subscribed_consumer()
 
     def _subscribed_consumer(self) -> Consumer:
         consumer = kafka_clients.consumer(
-            self.config.bootstrap_servers, self.config.group_id,
+            self.config.kafka, self.config.group_id,
             # A batch waits at most poll_timeout_s; fetch in big chunks to keep up at 50k/s+.
             **{"fetch.min.bytes": 1, "queued.max.messages.kbytes": 65536},
             **({"group.instance.id": self.config.instance_id} if self.config.instance_id else {}),

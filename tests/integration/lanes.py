@@ -100,7 +100,7 @@ def offsets_stored(engine, group: str, topic: str) -> int:
 
 
 def read_topic(platform, topic: str, expected: int, timeout_s: float = 60) -> list:
-    cons = consumer(platform.bootstrap, f"reader-{uuid.uuid4()}")
+    cons = consumer(platform.kafka, f"reader-{uuid.uuid4()}")
     cons.subscribe([topic])
     got = []
     deadline = time.monotonic() + timeout_s
@@ -114,7 +114,7 @@ def read_topic(platform, topic: str, expected: int, timeout_s: float = 60) -> li
 
 def read_whole_topic(platform, topic: str, timeout_s: float = 60) -> list:
     """Every message of every partition of ``topic`` up to its end offsets at call time."""
-    cons = consumer(platform.bootstrap, f"reader-{uuid.uuid4()}")
+    cons = consumer(platform.kafka, f"reader-{uuid.uuid4()}")
     try:
         partitions = cons.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]

@@ -27,12 +27,12 @@ def resources(platform):
 
 def land(platform, topic: str, events: list[dict]) -> None:
     """Send events through Kafka and the real sink (in-process) into raw.events."""
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     for event in events:
         prod.produce(topic, orjson.dumps(event), event.get("user_id", "k").encode(),
                      headers=contract.HEADERS)
     assert prod.flush(30) == 0
-    run_sink(SinkConfig(platform.bootstrap, platform.database_url, topic=topic,
+    run_sink(SinkConfig(platform.kafka, platform.database_url, topic=topic,
                         group_id=f"g-{topic}", batch_size=5000, stop_when_idle_s=2.0),
              StopFlag())
 

@@ -55,7 +55,7 @@ class CorpusRun:
 
 
 def _produce_in_order(platform, topic: str, items: list[BadInput]) -> dict[str, Position]:
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     positions: dict[str, Position] = {}
     for item in items:
         def delivered(err, msg, kind=item.kind):
@@ -80,7 +80,7 @@ def run_contract_step(conn: psycopg.Connection, publish, publish_dead_letters) -
 
 
 def _publisher(platform, topic: str):
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
 
     def publish(messages: list[tuple[bytes, bytes]]) -> None:
         remaining, errors = deliver(prod, topic, ((k, v, None) for k, v in messages))
@@ -289,7 +289,7 @@ def test_the_sink_survived_the_corpus_and_still_lands(platform, run: CorpusRun, 
     event_id = str(uuid.uuid4())
     after = dict(orjson.loads(next(i for i in CORPUS if i.kind == "valid purchase").value),
                  event_id=event_id)
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     prod.produce(run.topic, orjson.dumps(after), b"after", headers=contract.HEADERS,
                  partition=0)
     assert prod.flush(30) == 0

@@ -12,7 +12,7 @@ from tests.conftest import create_topic, wait_for, worker_env
 
 
 def test_faults_mid_stream_lose_and_duplicate_nothing(platform):
-    result = run_chaos(platform.settings, platform.bootstrap, platform.database_url, QUICK)
+    result = run_chaos(platform.settings, platform.kafka, platform.database_url, QUICK)
     faults = {f["fault"]: f for f in result["faults"]}
     assert [f["fault"] for f in result["faults"]] == [
         "sink_kill", "oversized", "sink_kill", "offset_gap", "postgres", "topic_recreation"]
@@ -58,9 +58,9 @@ def test_produced_is_what_the_broker_acknowledged_not_the_plan(platform, unique_
     plan = ChaosPlan(events=1_000_000, rate=2_000.0)
     producer = ChaosProducer(topic, plan, worker_env(platform), tmp_path)
     producer.start()
-    wait_for(lambda: topics.message_count(platform.bootstrap, topic) > 0, timeout_s=60,
+    wait_for(lambda: topics.message_count(platform.kafka, topic) > 0, timeout_s=60,
              message="the first events in Kafka")
     assert producer.stop() == 0
     acknowledged = producer.acknowledged()
-    assert acknowledged == topics.message_count(platform.bootstrap, topic)
+    assert acknowledged == topics.message_count(platform.kafka, topic)
     assert 0 < acknowledged < plan.events

@@ -1,4 +1,6 @@
-"""The Dagster webserver loads the Definitions and serves the lineage over GraphQL."""
+"""The Dagster webserver loads the Definitions and serves the lineage over GraphQL, on the
+instance `streamflow up` writes: SQLite storage, and PostgreSQL storage in the data database
+(STREAMFLOW_DAGSTER_STORAGE=postgres, the compose layout)."""
 
 import json
 import subprocess
@@ -10,14 +12,18 @@ from pathlib import Path
 import pytest
 
 from streamflow.infra.processes import free_port
-from tests.conftest import wait_for, worker_env
+from streamflow.supervisor import write_dagster_yaml
+from tests.conftest import isolated_settings, wait_for, worker_env
 
-QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
+QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } } instance { info } }"
+RUN_STORAGE = {"sqlite": "SqliteRunStorage", "postgres": "PostgresRunStorage"}
 
 
-@pytest.fixture(scope="module")
-def webserver(platform, tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(RUN_STORAGE))
+def webserver(platform, tmp_path_factory, request):
     home = tmp_path_factory.mktemp("dagster-home")
+    write_dagster_yaml(isolated_settings(home, DAGSTER_HOME=str(home),
+                                         STREAMFLOW_DAGSTER_STORAGE=request.param))
     port = free_port()
     log = open(home / "webserver.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -34,7 +40,7 @@ def webserver(platform, tmp_path_factory):
             return False
 
     wait_for(up, timeout_s=180, interval_s=1.0, message="dagster-webserver")
-    yield url
+    yield url, request.param
     proc.terminate()
     proc.wait(30)
     log.close()
@@ -52,7 +58,10 @@ def graphql(url: str, query: str) -> dict:
 
 
 def test_lineage_runs_from_topic_to_dbt_marts(webserver):
-    nodes = graphql(webserver, QUERY)["assetNodes"]
+    url, storage = webserver
+    data = graphql(url, QUERY)
+    assert RUN_STORAGE[storage] in data["instance"]["info"]
+    nodes = data["assetNodes"]
     parents = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
                for n in nodes}
     chain = ["kafka/user_events", "raw/events", "notifications", "event_windows",

@@ -47,7 +47,7 @@ def dlq_json(platform, *args: str):
 
 
 def send_raw(platform, topic: str, values: list[bytes | None]) -> None:
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     for value in values:
         prod.produce(topic, value, b"k", headers=contract.HEADERS)
     assert prod.flush(30) == 0
@@ -196,7 +196,7 @@ def test_dry_run_sends_nothing_and_rate_holds_the_sender_back(platform, engine):
 
     dry = dlq(platform, "replay", "--source", source, "--topic", target, "--dry-run")
     assert "would send 2000" in dry.stdout
-    assert message_count(platform.bootstrap, target) == 0
+    assert message_count(platform.kafka, target) == 0
     assert {d["replay_count"] for d in dlq_json(platform, "list", "--source", source,
                                                 "--limit", "2000")} == {0}
 
@@ -204,7 +204,7 @@ def test_dry_run_sends_nothing_and_rate_holds_the_sender_back(platform, engine):
     dlq(platform, "replay", "--source", source, "--topic", target, "--rate", "500")
     elapsed = time.monotonic() - started
     assert elapsed >= 3.5, f"2,000 at 500/s took only {elapsed:.2f} s"
-    assert message_count(platform.bootstrap, target) == 2000
+    assert message_count(platform.kafka, target) == 2000
 
 
 def test_the_dagster_replay_job_runs_the_same_replay(platform, engine, resources):
@@ -224,9 +224,9 @@ def test_the_dagster_replay_job_runs_the_same_replay(platform, engine, resources
     (output,) = [e for e in dry.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = output.event_specific_data.metadata
     assert metadata["selected"].value == 3 and metadata["sent"].value == 0
-    assert message_count(platform.bootstrap, target) == 0
+    assert message_count(platform.kafka, target) == 0
     sent = run(dry_run=False)
-    assert sent.success and message_count(platform.bootstrap, target) == 3
+    assert sent.success and message_count(platform.kafka, target) == 3
     refused = run(dry_run=False)
     assert not refused.success
     assert any("replayed before" in str(e.event_specific_data.error)

@@ -29,7 +29,7 @@ def _event(**fields) -> bytes:
 
 
 def test_an_oversized_message_is_dead_lettered_and_the_sink_carries_on(platform, lane, engine):
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     prod.produce(lane.topic, b"x" * NEAR_LIMIT, b"k", partition=0)
     for _ in range(10):
         prod.produce(lane.topic, _event(), b"u-1", headers=contract.HEADERS, partition=0)

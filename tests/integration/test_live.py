@@ -19,11 +19,12 @@ from streamflow.kafka_clients import producer
 from tests.conftest import wait_for, worker_env
 
 
-def start_live(platform, tmp_path, port: int | None = None, **env
+def start_live(platform, tmp_path, port: int | None = None, host: str = "127.0.0.1", **env
                ) -> tuple[subprocess.Popen, int]:
     port = port or free_port()
     log = open(tmp_path / f"live-{port}.log", "wb")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port", str(port),
+                             "--host", host],
                             env=worker_env(platform, **env), stdout=log,
                             stderr=subprocess.STDOUT)
 
@@ -54,7 +55,7 @@ async def frames(url: str, count: int, timeout_s: float = 30) -> list[dict]:
 
 
 def test_frames_follow_the_stream(platform, live):
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     marker = f"marker-{time.time_ns()}"
     for _ in range(50):
         prod.produce(topics.USER_EVENTS, orjson.dumps({"event_id": marker}), b"k")

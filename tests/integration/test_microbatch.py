@@ -33,7 +33,7 @@ def windows_of(engine, *starts) -> dict:
 
 
 def read_all(platform, topic: str, match, *, want: int, timeout_s: float = 30) -> list[dict]:
-    cons = consumer(platform.bootstrap, f"reader-{uuid.uuid4()}")
+    cons = consumer(platform.kafka, f"reader-{uuid.uuid4()}")
     cons.subscribe([topic])
     found = []
     deadline = time.monotonic() + timeout_s

@@ -27,7 +27,7 @@ def test_a_broker_outage_longer_than_the_message_timeout_loses_nothing(platform,
 
     def produce() -> None:
         try:
-            run_producer(ProducerConfig(platform.bootstrap, topic=lane.topic, count=EVENTS,
+            run_producer(ProducerConfig(platform.kafka, topic=lane.topic, count=EVENTS,
                                         rate=EVENTS / PRODUCE_S, message_timeout_ms=TIMEOUT_MS),
                          TEST_PII_KEY, StopFlag(), stats=stats)
         except BaseException as exc:  # re-raised in the test's thread below

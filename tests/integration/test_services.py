@@ -20,8 +20,8 @@ def test_server_versions(platform):
 
 
 def test_pipeline_topics_have_their_partitions_and_retention(platform):
-    admin = admin_client(platform.bootstrap)
-    probe = consumer(platform.bootstrap, f"probe-{uuid.uuid4()}")
+    admin = admin_client(platform.kafka)
+    probe = consumer(platform.kafka, f"probe-{uuid.uuid4()}")
     try:
         infos = {i.name: i for i in topics.describe_topics(
             admin, probe, [s.name for s in topics.topic_specs(platform.settings)])}
@@ -34,13 +34,13 @@ def test_pipeline_topics_have_their_partitions_and_retention(platform):
 
 
 def test_topic_creation_is_idempotent(platform):
-    admin = admin_client(platform.bootstrap)
+    admin = admin_client(platform.kafka)
     statuses = topics.ensure_topics(admin, topics.topic_specs(platform.settings))
     assert {s.outcome for s in statuses} == {"exists"}
 
 
 def test_wrong_partition_count_is_reported(platform, unique_name):
-    admin = admin_client(platform.bootstrap)
+    admin = admin_client(platform.kafka)
     admin.create_topics([NewTopic(unique_name, num_partitions=2, replication_factor=1)])[
         unique_name].result(30)
     spec = topics.TopicSpec(unique_name, partitions=3, retention_ms=3_600_000)
@@ -49,15 +49,15 @@ def test_wrong_partition_count_is_reported(platform, unique_name):
 
 
 def test_produce_consume_round_trip(platform, unique_name):
-    admin = admin_client(platform.bootstrap)
+    admin = admin_client(platform.kafka)
     admin.create_topics([NewTopic(unique_name, num_partitions=3, replication_factor=1)])[
         unique_name].result(30)
     sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(50)}
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     for key, value in sent.items():
         prod.produce(unique_name, value=value, key=key)
     assert prod.flush(30) == 0
-    cons = consumer(platform.bootstrap, f"g-{unique_name}")
+    cons = consumer(platform.kafka, f"g-{unique_name}")
     cons.subscribe([unique_name])
     received = {}
     try:
@@ -123,21 +123,6 @@ def test_the_session_postgres_is_recognised_from_its_pid_file(platform):
 
     proc = postmaster_of(_pgdata(platform.settings))
     assert proc is not None and proc.is_running()
-
-
-@pytest.fixture
-def fresh_database(platform):
-    """An empty database in the session's PostgreSQL, dropped afterwards: its URL."""
-    import psycopg
-
-    from streamflow.db.engine import libpq_url
-
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # a generated identifier, not data
-    yield platform.database_url.replace("/streamflow?", f"/{name}?", 1)
-    with psycopg.connect(libpq_url(platform.database_url), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_dagster_postgres_storage_shares_the_database(fresh_database):

@@ -33,20 +33,20 @@ lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 
 
 def produce(platform, topic: str, count: int) -> None:
-    stats = run_producer(ProducerConfig(platform.bootstrap, topic=topic, count=count),
+    stats = run_producer(ProducerConfig(platform.kafka, topic=topic, count=count),
                          TEST_PII_KEY, StopFlag())
     assert stats.delivered == count
 
 
 def send_raw(platform, topic: str, value: bytes, partition: int = 0) -> None:
-    prod = producer(platform.bootstrap)
+    prod = producer(platform.kafka)
     prod.produce(topic, value, b"k", partition=partition)
     assert prod.flush(30) == 0
 
 
 def sink_until_idle(platform, topic: str) -> None:
     """The real sink, in-process (its metrics are this process's), until idle."""
-    run_sink(SinkConfig(platform.bootstrap, platform.database_url, topic=topic,
+    run_sink(SinkConfig(platform.kafka, platform.database_url, topic=topic,
                         group_id=f"g-{topic}", batch_size=500, stop_when_idle_s=3.0),
              StopFlag())
 
@@ -56,13 +56,13 @@ def counter(name: str, topic: str) -> float:
 
 
 def live_id(platform, topic: str) -> str | None:
-    return topic_ids(admin_client(platform.bootstrap), [topic]).get(topic)
+    return topic_ids(admin_client(platform.kafka), [topic]).get(topic)
 
 
 def recreate(platform, topic: str, partitions: int = 3) -> str:
     """Delete ``topic`` and create it again; its new id."""
     old = live_id(platform, topic)
-    new = recreate_topic(platform.bootstrap, topic, partitions)
+    new = recreate_topic(platform.kafka, topic, partitions)
     assert new != old
     return new
 
@@ -96,7 +96,7 @@ def test_a_topic_created_again_is_read_from_its_beginning(platform, engine, uniq
     send_raw(platform, topic, b"new incarnation: not json")  # the same (partition, offset)
     produce(platform, topic, 1_500)
     # Before the sink has seen it, status says the stored offsets are a deleted topic's.
-    stale = stored_incarnation(platform.database_url, platform.bootstrap, topic=topic,
+    stale = stored_incarnation(platform.database_url, platform.kafka, topic=topic,
                                group=f"g-{topic}")
     assert stale.outdated and stale.live_id == new
     before = counter("streamflow_topic_recreations_total", topic)
@@ -113,7 +113,7 @@ def test_a_topic_created_again_is_read_from_its_beginning(platform, engine, uniq
     assert counter("streamflow_topic_recreations_total", topic) == before + 1
     assert f"topic {topic} was deleted and created again (id {old} -> {new}): reading the " \
            "new topic from its beginning" in caplog.text
-    now = stored_incarnation(platform.database_url, platform.bootstrap, topic=topic,
+    now = stored_incarnation(platform.database_url, platform.kafka, topic=topic,
                              group=f"g-{topic}")
     assert not now.outdated and now.stored == {new: 3}
 
@@ -195,7 +195,7 @@ def test_offsets_gone_before_the_sink_read_them_are_an_offset_gap_dead_letter(
     sink_until_idle(platform, topic)
     assert rows(engine, topic)[0] == 100
     produce(platform, topic, 100)  # offsets 100-199, while the sink is stopped
-    admin = admin_client(platform.bootstrap)
+    admin = admin_client(platform.kafka)
     (future,) = admin.delete_records([TopicPartition(topic, 0, 150)]).values()
     assert future.result(30).low_watermark == 150
     before = counter("streamflow_offset_gap_messages_total", topic)
@@ -235,7 +235,7 @@ def test_a_hole_over_every_unread_message_is_recorded_when_the_next_one_arrives(
     produce(platform, topic, 30)
     sink_until_idle(platform, topic)
     produce(platform, topic, 30)
-    admin = admin_client(platform.bootstrap)
+    admin = admin_client(platform.kafka)
     (future,) = admin.delete_records([TopicPartition(topic, 0, 60)]).values()
     future.result(30)  # every unread message gone: the hole has no message after it yet
     produce(platform, topic, 5)

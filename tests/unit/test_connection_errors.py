@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -76,3 +78,29 @@ def test_an_unparseable_database_url_is_a_setting_error_without_the_password(mon
         load_settings()
     assert str(info.value).startswith("DATABASE_URL=<redacted>: ")
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_status_json_shows_an_external_database_url_without_its_password(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamflow import stack
+    from streamflow.cli import app
+    from streamflow.settings import env_var_names
+
+    for name in env_var_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STREAMFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setattr(stack, "_kafka_status", lambda _settings: stack.ComponentStatus(
+        "kafka", None, "127.0.0.1:9092", True, "external"))
+    monkeypatch.setattr(stack, "server_version", lambda _url: "17.2")  # a healthy server
+
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret-pw" not in result.output
+    document = json.loads(result.output)
+    shown = "postgresql://app:***@db.internal:5432/streamflow"
+    assert document["database_url"] == shown
+    postgres = next(c for c in document["components"] if c["component"] == "postgres")
+    assert postgres["address"] == shown and postgres["detail"] == "PostgreSQL 17.2"

@@ -1,4 +1,5 @@
 import collections
+import time
 import uuid
 
 import orjson
@@ -110,7 +111,6 @@ def test_pacer_holds_the_rate():
 
     pacer = Pacer(1000.0)
     sent = 0
-    import time
     start = time.monotonic()
     while sent < 300:
         sent += pacer.allowance(sent, FakeProducer())
@@ -122,7 +122,6 @@ def test_pacer_steps_in_batches_not_one_wake_up_per_event():
         polls = 0
 
         def poll(self, timeout):
-            import time
             CountingProducer.polls += 1
             time.sleep(timeout)
 
@@ -134,3 +133,40 @@ def test_pacer_steps_in_batches_not_one_wake_up_per_event():
     # ~5 ms steps: ~40 of them (not 400), with about one wait each.
     assert steps <= 60
     assert CountingProducer.polls <= 120
+
+
+def test_replayed_records_are_masked_at_any_depth(tmp_path):
+    path = tmp_path / "nested.jsonl"
+    path.write_bytes(
+        b'{"email": "top@example.com", "user": {"contact": {"email": "deep.one@example.com"}},'
+        b' "to": [{"addr": "list.item@example.org"}, ["in.array@example.net"]],'
+        b' "opens": {"Key.Owner@corp.example.net": 3},'
+        b' "note": "contact embedded.person@example.co.uk today",'
+        b' "cc": "escaped\\u0040example.com", "n": 7, "ok": true, "none": null}\n'
+        b'["array.line@example.com", {"x": "arr.obj@example.com"}]\n'
+    )
+    (_, value), (_, array_line) = replay_file(path, KEY)
+    sent = value + array_line
+    for address in (b"deep.one@", b"list.item@", b"in.array@", b"key.owner@", b"Key.Owner@",
+                    b"embedded.person@", b"escaped@", b"array.line@", b"arr.obj@"):
+        assert address not in sent
+    event = orjson.loads(value)
+    assert event["user"] == {"contact": {"email": "d***@example.com"}}
+    assert event["to"] == [{"addr": "l***@example.org"}, ["i***@example.net"]]
+    assert [k.split("#")[0] for k in event["opens"]] == ["k***@corp.example.net"]
+    assert event["note"] == "contact e***@example.co.uk today"
+    assert event["cc"] == "e***@example.com"
+    assert (event["n"], event["ok"], event["none"]) == (7, True, None)
+    assert orjson.loads(array_line) == ["a***@example.com", {"x": "a***@example.com"}]
+
+
+
+def test_a_replayed_line_nested_past_the_encoder_limit_is_sent_masked(tmp_path):
+    """orjson encodes 255 levels at most; such a line went on to crash the producer."""
+    deep = "[" * 300 + '"deep@example.com"' + "]" * 300
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"event_type": "x", "blob": ' + deep + "}\n" + deep + "\n")
+    sent = [value for _key, value in replay_file(path, KEY)]
+    assert len(sent) == 2
+    assert all(b"deep@example.com" not in value and b"d***@example.com" in value
+               for value in sent)

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from streamflow.errors import ProducerDeliveryFailed
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.producer import worker
 from streamflow.producer.worker import ProducerConfig, ProducerStats, run_producer
 from streamflow.workers.runtime import StopFlag
@@ -73,8 +74,8 @@ def client(monkeypatch) -> SimpleNamespace:
 
 
 def _run(count: int, stats: ProducerStats | None = None) -> ProducerStats:
-    return run_producer(ProducerConfig("fake:9092", count=count, seed=7), b"k" * 32,
-                        StopFlag(), stats=stats)
+    config = ProducerConfig(KafkaConnection("fake:9092"), count=count, seed=7)
+    return run_producer(config, b"k" * 32, StopFlag(), stats=stats)
 
 
 def test_events_timed_out_during_an_outage_are_sent_again_until_delivered(client, caplog):

@@ -2,7 +2,6 @@
 the tick retention in the instance config that `streamflow up` and docker-compose use."""
 
 import importlib
-import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from assets.retention import (
 from streamflow.settings import load_settings
 from streamflow.supervisor import write_dagster_yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = dg.DagsterRunStatus
 IN_PROGRESS = [S.QUEUED, S.NOT_STARTED, S.STARTING, S.STARTED, S.CANCELING]
@@ -225,7 +223,8 @@ def test_the_retention_job_deletes_with_its_launchpad_config(instance):
     assert JOB_NAME in RetentionPolicy().jobs  # its own hourly runs are purged too
 
 
-# Tick retention in the instance config: what Dagster must read from both dagster.yaml files.
+# Tick retention in the instance config that `streamflow up` and compose's `migrate` write
+# (the same function: tests/unit/test_docker_compose.py).
 TICKS = {"purge_after_days": {"skipped": 1, "success": 7, "failure": 7}}
 RETENTION = {"schedule": TICKS, "sensor": TICKS}
 
@@ -257,12 +256,3 @@ def test_the_local_instance_applies_the_tick_retention(tmp_path, monkeypatch):
             assert instance.get_tick_retention_settings(kind) == {
                 tick.SKIPPED: 1, tick.SUCCESS: 7, tick.FAILURE: 7,
                 tick.STARTED: -1}  # an unfinished tick is never purged
-
-
-def test_the_docker_dagster_yaml_purges_ticks_the_same_way(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
-    assert yaml.safe_load((tmp_path / "dagster.yaml").read_text())["retention"] == RETENTION
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/streamflow")
-    instance_config = _private("dagster._core.instance.config", "dagster_instance_config")
-    config, _ = instance_config(str(tmp_path))
-    assert config["retention"] == RETENTION

@@ -83,3 +83,14 @@ def test_a_rejected_secret_is_never_printed():
     assert "hunter2-secret" not in str(caught.value)
     assert "DATABASE_URL=<redacted>" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch):
+    """docker-compose passes `${KAFKA_SASL_MECHANISM:-}` as "" when .env leaves it out."""
+    for name in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SSL_CA_LOCATION",
+                 "DATABASE_URL", "STREAMFLOW_LIVE_TOKEN"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.kafka_sasl_mechanism is None and settings.kafka_ssl_ca_location is None
+    assert settings.embedded_postgres and settings.live_token is None
+    assert settings.kafka.protocol == "PLAINTEXT"

@@ -1,5 +1,6 @@
 """Adaptive sink batching: land what the consumer holds at once; wait only when it has none."""
 
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.sink.worker import Sink, SinkConfig
 from streamflow.workers.runtime import StopFlag
 
@@ -21,7 +22,8 @@ class FakeConsumer:
 
 
 def sink(consumer: FakeConsumer, batch_size: int = 1000) -> Sink:
-    s = Sink(SinkConfig("k:9092", "postgresql://x@/db", batch_size=batch_size), StopFlag())
+    config = SinkConfig(KafkaConnection("k:9092"), "postgresql://x@/db", batch_size=batch_size)
+    s = Sink(config, StopFlag())
     s.consumer = consumer
     return s
 

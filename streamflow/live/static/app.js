@@ -86,6 +86,9 @@ function render(frame) {
 }
 
 function connect() {
+  // Opened with ?token=<the right one>, the server answers with a redirect to "/" and an
+  // HttpOnly cookie that the WebSocket handshake carries. A ?token still in the address bar
+  // (the server has none, or it was wrong) is passed on, and the server's verdict shown.
   const token = new URLSearchParams(location.search).get("token");
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" +
               (token ? "?token=" + encodeURIComponent(token) : "");
@@ -94,7 +97,9 @@ function connect() {
   socket.onopen = () => { retry = 500; setState("open", "live"); };
   socket.onmessage = (event) => render(JSON.parse(event.data));
   socket.onclose = (event) => {
-    setState("closed", event.code === 1008 ? "refused (token)" : "reconnecting…");
+    // 1008: refused by policy; the reason says which ("origin not allowed", "token required").
+    setState("closed", event.code === 1008 ? "refused: " + (event.reason || "policy")
+                                           : "reconnecting…");
     setTimeout(connect, retry);
     retry = Math.min(retry * 2, 10000);  // back off up to 10 s
   };
