@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         3, ge=1, le=1000, alias="STREAMFLOW_USER_EVENTS_PARTITIONS")
     user_events_retention_hours: int = Field(
         168, ge=1, alias="STREAMFLOW_USER_EVENTS_RETENTION_HOURS")
+    # analytics, notifications and dead-letter-topic (the reference gave every topic 3).
+    topic_partitions: int = Field(3, ge=1, le=1000, alias="STREAMFLOW_TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(
         1, ge=1, le=32, alias="STREAMFLOW_TOPIC_REPLICATION_FACTOR")
 
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="STREAMFLOW_LOG_LEVEL"
     )
+    # text for people, json (one object per line) for a log collector.
+    log_format: Literal["text", "json"] = Field("text", alias="STREAMFLOW_LOG_FORMAT")
     # Local stack logs (STREAMFLOW_HOME/logs/*.log): rotated past this size in MiB, keeping
     # this many older copies. 20 MiB x (3 + 1) x the 8 logs of `up` caps them near 640 MiB.
     log_max_mb: int = Field(20, ge=1, le=10_240, alias="STREAMFLOW_LOG_MAX_MB")
