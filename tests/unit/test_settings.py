@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from streamflow.errors import SettingsError
 from streamflow.settings import env_var_names, load_settings
@@ -47,7 +48,7 @@ def test_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
 
 def test_settings_are_frozen():
     settings = load_settings()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+    with pytest.raises(ValidationError, match="frozen"):
         settings.kafka_port = 1
 
 

@@ -60,9 +60,15 @@ def test_every_failure_of_a_row_is_reported():
     assert len(reasons[0]) == 3
 
 
-def test_validation_is_deterministic():
-    payloads = [event(occurred_at="2026-11-25T12:04:00Z"), event(country="XX")]
-    assert check(*payloads)[1] == check(*payloads)[1]
+def test_a_rows_reasons_do_not_depend_on_its_neighbours():
+    """A row is judged alone: the same reasons wherever it sits and whatever else is in the
+    batch (a batch-level check leaking into rows would break replay and reprocessing)."""
+    bad = event(country="XX", device="fridge")
+    alone = check(bad)[1][0]
+    first = check(bad, event(schema_version=99), event())[1]
+    last = check(event(), event(event_type="teleport"), bad)[1]
+    assert first[0] == last[2] == alone
+    assert len(alone) == 2 and first[1] != alone
 
 
 def test_a_value_of_the_wrong_type_is_one_reason_not_also_missing():
