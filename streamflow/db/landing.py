@@ -20,7 +20,7 @@ from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.topics import UNKNOWN_TOPIC_ID
 
 # Serialises the INSERT that allocates raw.events.ingest_seq across sink processes, so the
-# sequence is commit-ordered and Dagster's watermark never skips a row (ARCHITECTURE.md).
+# sequence is commit-ordered and Dagster's watermark never skips a row (docs/ARCHITECTURE.md).
 INGEST_SEQ_LOCK = 0x5F5F_0002
 
 # Transient failures: the server went away or refused the connection. Everything else raised
@@ -119,7 +119,7 @@ class LandingWriter:
                                application_name=application_name(self.group_id))
         if not self.synchronous_commit:
             # Safe here: a commit lost in a crash loses its offsets with it, so the batch is
-            # simply consumed again (ARCHITECTURE.md). Measured in `make bench`.
+            # simply consumed again (docs/ARCHITECTURE.md). Measured in `make bench`.
             conn.execute("SET synchronous_commit = off")
         conn.execute(_CREATE_LANDING)
         conn.commit()

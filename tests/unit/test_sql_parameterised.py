@@ -1,4 +1,4 @@
-"""Static check: SQL is parameterised, never formatted from values (ARCHITECTURE.md).
+"""Static check: SQL is parameterised, never formatted from values (docs/ARCHITECTURE.md).
 
 Walks the AST of every module of the product and flags each call that runs or builds SQL
 (``execute``, ``executemany``, ``exec_driver_sql``, ``copy``, SQLAlchemy ``text``, psycopg
