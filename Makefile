@@ -23,7 +23,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# System programs: Java and Maven for the embedded Kafka, Debian's Chromium for the browser
+# tests. Installed with apt-get when missing and run as root; otherwise the script prints the
+# one command to run. Nothing but a PATH look-up when they are there.
+SYSTEM_PACKAGES := scripts/system-packages
+
 fetch-kafka: install
+	@$(SYSTEM_PACKAGES) java mvn
 	$(BIN)/streamflow kafka fetch
 
 up: fetch-kafka
@@ -37,12 +43,14 @@ status: install
 
 # Unit, integration and browser tests; the fixtures start their own Kafka and PostgreSQL.
 test: install
+	@$(SYSTEM_PACKAGES) java mvn chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install
+	@$(SYSTEM_PACKAGES) java mvn
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # Benchmarks (not tests): results in benchmarks/results/<timestamp>-*.json. QUICK=1 for CI size.

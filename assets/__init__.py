@@ -5,6 +5,7 @@ from assets.dbt import streamflow_dbt
 from assets.dlq_replay import dlq_replay_job
 from assets.lineage import landing_specs, topic_specs
 from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
+from assets.reprocess import reprocess_job
 from assets.retention import retention_job, retention_schedule
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "dlq_replay_job",
     "landing_specs",
     "microbatch_job",
+    "reprocess_job",
     "retention_job",
     "retention_schedule",
     "streamflow_dbt",

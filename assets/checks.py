@@ -1,11 +1,15 @@
-"""Asset checks: contract pass rate, DLQ rate, freshness of raw.events, no missing windows."""
+"""Asset checks: contract pass rate, DLQ rate, source freshness, no missing windows."""
+
+from datetime import timedelta
 
 import dagster as dg
+from psycopg import sql
 
-from assets.lineage import RAW_EVENTS
+from assets.dbt import SOURCE_FRESHNESS, SourceFreshness
 from assets.microbatch import dlq_report, event_windows, notifications
 from resources import PostgresResource
 from streamflow.dlq import Stage
+from streamflow.errors import StreamFlowError
 from streamflow.microbatch import windows
 from streamflow.microbatch.windows import WINDOW_SECONDS
 
@@ -13,11 +17,9 @@ from streamflow.microbatch.windows import WINDOW_SECONDS
 # from both; crossing one means a producer or the schema changed.
 MIN_PASS_RATE = 0.90
 MAX_DLQ_RATE = 0.05
-# raw.events is stale when nothing landed for this long while the stack runs.
-FRESHNESS_MINUTES = 5
 
 
-def _one(postgres: PostgresResource, query: str, params: tuple = ()) -> tuple:
+def _one(postgres: PostgresResource, query: str | sql.Composed, params: tuple = ()) -> tuple:
     with postgres.connect() as conn:
         return conn.execute(query, params).fetchone()
 
@@ -57,16 +59,47 @@ def dlq_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
                                          "arrived": arrived})
 
 
-@dg.asset_check(asset=RAW_EVENTS, description=f"An event landed in the last "
-                                              f"{FRESHNESS_MINUTES} minutes.")
-def raw_events_fresh(postgres: PostgresResource) -> dg.AssetCheckResult:
-    # The newest row by ingest sequence (its unique index): max(ingested_at) would scan it all.
-    row = _one(postgres, "SELECT extract(epoch FROM now() - ingested_at) FROM raw.events "
-                         "ORDER BY ingest_seq DESC LIMIT 1")
-    age_s = row[0] if row else None
-    passed = age_s is not None and age_s <= FRESHNESS_MINUTES * 60
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"newest_event_age_s": float(age_s or -1)})
+def stale(age: timedelta | None, source: SourceFreshness) -> dg.AssetCheckSeverity | None:
+    """dbt's source freshness rule: older than error_after is an error, older than warn_after
+    a warning (None: fresh). A table with nothing loaded yet is as stale as it gets."""
+    if source.error_after is not None and (age is None or age > source.error_after):
+        return dg.AssetCheckSeverity.ERROR
+    if source.warn_after is not None and (age is None or age > source.warn_after):
+        return dg.AssetCheckSeverity.WARN
+    return None
+
+
+def _limits(source: SourceFreshness) -> str:
+    return ", ".join(f"{what} after {int(limit.total_seconds() // 60)} min" for what, limit in (
+        ("warn", source.warn_after), ("error", source.error_after)) if limit is not None)
+
+
+def freshness_check(source: SourceFreshness) -> dg.AssetChecksDefinition:
+    """The source's dbt freshness as a Dagster check: the same loaded_at_query (an index
+    lookup, see dbt_project/models/staging/__sources.yml) and the same limits."""
+
+    @dg.asset_check(asset=source.key, name=f"{source.name}_fresh",
+                    description=f"dbt source freshness of {source.name}: {_limits(source)}.")
+    def _fresh(postgres: PostgresResource) -> dg.AssetCheckResult:
+        (age_s,) = _one(postgres, sql.SQL("SELECT extract(epoch FROM now() - ({}))").format(
+            sql.SQL(source.loaded_at_query)))
+        age = None if age_s is None else timedelta(seconds=float(age_s))
+        severity = stale(age, source)
+        return dg.AssetCheckResult(
+            passed=severity is None, severity=severity or dg.AssetCheckSeverity.WARN,
+            metadata={"newest_row_age_s": -1.0 if age is None else round(age.total_seconds(), 1),
+                      "limits": _limits(source)})
+
+    return _fresh
+
+
+SOURCE_FRESHNESS_CHECKS = [freshness_check(source) for source in SOURCE_FRESHNESS]
+# raw.events' freshness, which the benchmarks and tests name.
+raw_events_fresh = next((c for c in SOURCE_FRESHNESS_CHECKS
+                         if c.check_key.name == "raw_events_fresh"), None)
+if raw_events_fresh is None:
+    raise StreamFlowError("dbt_project declares no freshness (with a loaded_at_query) for the "
+                       "source raw.events: its Dagster check raw_events_fresh has no limits")
 
 
 # The newest processed events whose windows are checked: bounded work at any rate or age.
@@ -96,7 +129,7 @@ def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=missing == 0, metadata={"missing_windows": missing})
 
 
-CHECKS = [contract_pass_rate, dlq_rate, raw_events_fresh, no_missing_windows]
+CHECKS = [contract_pass_rate, dlq_rate, *SOURCE_FRESHNESS_CHECKS, no_missing_windows]
 
 checks_job = dg.define_asset_job(
     "checks", selection=dg.AssetSelection.checks(*CHECKS), executor_def=dg.in_process_executor,

@@ -36,7 +36,8 @@ def topic_specs() -> list[dg.AssetSpec]:
 
 
 def landing_specs() -> list[dg.AssetSpec]:
-    """Tables the sink writes (external: the sink, not Dagster, materialises them)."""
+    """Tables the sink writes (external: the sink, not Dagster, materialises them; the landing
+    sensor, sensors/landing.py, reports each new batch as a materialization)."""
     return [
         dg.AssetSpec(RAW_EVENTS, group_name="landing", kinds={"postgres"},
                      deps=[topic_key(topics.USER_EVENTS)],

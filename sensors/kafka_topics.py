@@ -15,7 +15,7 @@ TIMEOUT_S = 5.0
 
 
 def observe(kafka: KafkaResource) -> list[dg.AssetObservation]:
-    names = [topics.USER_EVENTS, topics.ANALYTICS, topics.NOTIFICATIONS, topics.DEAD_LETTER]
+    names = topics.PIPELINE_TOPICS
     metadata = kafka.admin().list_topics(timeout=TIMEOUT_S).topics
     probe = kafka.consumer(topics.SINK_GROUP)  # never subscribes: reads committed offsets only
     observations = []

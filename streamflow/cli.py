@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamflow import endpoints, stack, topics
+from streamflow import browser, endpoints, stack, topics
 from streamflow.db.engine import redacted
 from streamflow.dlq_ops import commands as dlq_commands
 from streamflow.errors import StreamFlowError
@@ -45,6 +45,26 @@ def _settings() -> Settings:
 
 def _echo(message: str) -> None:
     console.print(message, highlight=False, markup=False)
+
+
+def _print_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    from importlib.metadata import version
+
+    from streamflow.infra import kafka_server
+
+    # The package's version from its installed metadata (pyproject.toml, the one home), and
+    # the Kafka the embedded broker runs (pom.xml).
+    _echo(f"streamflow {version('streamflow')} (Apache Kafka {kafka_server.kafka_version()})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                           is_eager=True, help="Print the version and exit.")
+             ) -> None:
+    """StreamFlow: Kafka -> PostgreSQL -> Dagster event platform."""
 
 
 @app.command()
@@ -88,17 +108,16 @@ def _print_status(components: list[stack.ComponentStatus]) -> None:
 
 
 def _logging(settings: Settings) -> None:
-    import logging
+    from streamflow import logs
 
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings)
 
 
 def _serve_metrics(settings: Settings, port: int | None) -> None:
-    from streamflow import metrics
+    from streamflow import logs, metrics
 
     bound = metrics.serve(settings.metrics_port if port is None else port, settings.metrics_host)
-    sys.stderr.write(f"metrics on http://{settings.metrics_host}:{bound}/metrics\n")
+    logs.notice(f"metrics on http://{settings.metrics_host}:{bound}/metrics", "streamflow.cli")
 
 
 @app.command()
@@ -199,6 +218,7 @@ def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFL
                                        "beyond loopback STREAMFLOW_LIVE_TOKEN is required).")
          ) -> None:
     """Serve the live WebSocket view of the stream (and /health)."""
+    from streamflow import logs
     from streamflow.live.access import parse_allowed_origins, require_token_off_loopback
     from streamflow.live.server import LiveConfig, run_live
 
@@ -209,10 +229,10 @@ def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFL
     require_token_off_loopback(host, token)
     origins = parse_allowed_origins(settings.live_allowed_origins)
     bound = port or settings.live_port
-    sys.stderr.write(f"live view on http://{host}:{bound}/\n")
+    logs.notice(f"live view on http://{host}:{bound}/", "streamflow.cli")
     run_live(LiveConfig(settings.kafka, token=token,
                         dagster_url=f"http://127.0.0.1:{settings.dagster_port}",
-                        allowed_origins=origins), bound, host)
+                        allowed_origins=origins, run_dir=settings.run_dir), bound, host)
 
 
 @app.command(hidden=True)
@@ -221,6 +241,11 @@ def supervise() -> None:
     from streamflow.supervisor import run_supervisor
 
     run_supervisor(_settings())
+
+
+# The Kafka browser (topics list is under `topics`): rendering in streamflow/browser.py.
+app.command("groups")(browser.groups_command)
+app.command("tail")(browser.tail_command)
 
 
 @kafka_app.command("fetch")
@@ -233,7 +258,10 @@ def kafka_fetch() -> None:
 
 
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(add_partitions: bool = typer.Option(
+        False, "--add-partitions",
+        help="Grow existing topics with fewer partitions than the settings say (Kafka cannot "
+             "remove any; a key's later messages may go to another partition).")) -> None:
     """Create the pipeline's topics; report existing ones with the wrong partition count."""
     from streamflow.kafka_clients import admin_client, require_broker
 
@@ -241,30 +269,35 @@ def topics_create() -> None:
     require_broker(settings.kafka)
     for s in topics.ensure_topics(admin_client(settings.kafka),
                                   topics.topic_specs(settings),
-                                  replication_factor=settings.topic_replication_factor):
-        _echo(f"{s.name}: {s.outcome}")
+                                  replication_factor=settings.topic_replication_factor,
+                                  add_partitions=add_partitions):
+        _echo(f"{s.name}: {s.outcome}" + (f" ({s.detail})" if s.detail else ""))
 
 
 @topics_app.command("list")
-def topics_list() -> None:
-    """Partitions, retention and end offsets of the pipeline's topics."""
-    from streamflow.kafka_clients import admin_client, consumer, require_broker
+def topics_list(
+    every: bool = typer.Option(False, "--all", help="Every topic, not only the pipeline's."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """Partitions, retention and end offsets of the pipeline's topics (exit 1: one missing)."""
+    from streamflow import cluster
+    from streamflow.kafka_clients import require_broker
 
     settings = _settings()
     require_broker(settings.kafka)
     names = [spec.name for spec in topics.topic_specs(settings)]
-    probe = consumer(settings.kafka, "streamflow-cli")
-    try:
-        infos = topics.describe_topics(admin_client(settings.kafka), probe, names)
-    finally:
-        probe.close()
+    infos = cluster.topic_infos(settings.kafka, None if every else names)
+    missing = sorted(set(names) - {i.name for i in infos})
+    if as_json:
+        sys.stdout.write(json.dumps({"topics": [cluster.topic_dict(i) for i in infos],
+                                     "missing": missing}, indent=2) + "\n")
+        raise typer.Exit(1 if missing else 0)
     table = Table("topic", "partitions", "retention", "end offsets", "messages")
     for info in infos:
         hours = f"{info.retention_ms / 3_600_000:g} h" if info.retention_ms else "-"
         table.add_row(info.name, str(info.partitions), hours,
                       " ".join(map(str, info.end_offsets)), str(info.messages))
     console.print(table)
-    missing = sorted(set(names) - {i.name for i in infos})
     if missing:
         _echo(f"missing: {', '.join(missing)} (run `streamflow topics create`)")
         raise typer.Exit(1)

@@ -83,3 +83,7 @@ class ReplayRefused(StreamFlowError):
 
 class LiveTokenRequired(StreamFlowError):
     """The live view was asked to listen beyond loopback without STREAMFLOW_LIVE_TOKEN."""
+
+
+class ReprocessRangeInvalid(StreamFlowError, ValueError):
+    """A reprocess was asked for no range, an empty one, or a time and a sequence range."""

@@ -3,6 +3,13 @@
 Every client takes a ``KafkaConnection`` (``settings.kafka``): bootstrap servers plus the
 security properties of a secured cluster. Clients are created on demand by the caller
 (workers in ``setup()``), never at import time.
+
+Every client logs through Python logging (``logs.librdkafka_logger()``), never straight to
+stderr. confluent-kafka hands librdkafka's lines to that logger only from ``poll()``,
+``consume()`` and ``flush()``: a long-lived client is polled by its owner's loop (the
+producer's, the sink's, the live view's); what a short-lived client that is never polled
+(a CLI's admin client or offsets probe) queued is dropped with it, and its failures reach the
+caller as exceptions anyway.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from streamflow import logs
 from streamflow.errors import KafkaUnavailable
 from streamflow.kafka_connection import KafkaConnection
 
-# Producer delivery guarantees (see ARCHITECTURE.md): idempotence implies acks=all and
+# Producer delivery guarantees (docs/ARCHITECTURE.md): idempotence implies acks=all and
 # bounded in-flight requests, so a retry never reorders or duplicates within a partition.
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -44,16 +52,20 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _logged(kafka: KafkaConnection) -> dict[str, Any]:
+    return {**kafka.config(), "logger": logs.librdkafka_logger()}
+
+
 def admin_client(kafka: KafkaConnection, **overrides: Any) -> AdminClient:
-    return AdminClient({**kafka.config(), **overrides})
+    return AdminClient({**_logged(kafka), **overrides})
 
 
 def producer(kafka: KafkaConnection, **overrides: Any) -> Producer:
-    return Producer({**kafka.config(), **PRODUCER_DEFAULTS, **overrides})
+    return Producer({**_logged(kafka), **PRODUCER_DEFAULTS, **overrides})
 
 
 def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer({**kafka.config(), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
+    return Consumer({**_logged(kafka), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
 
 
 def deliver(producer: Producer, topic: str,

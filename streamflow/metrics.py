@@ -25,6 +25,15 @@ BATCH_SECONDS = Histogram(
     "streamflow_sink_batch_seconds", "Time to land one batch (decode + transaction)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# Seconds from an event's Kafka timestamp (set by the producer) to the commit of the sink's
+# transaction holding its row: what the live view shows as produce->row p50/p95. Buckets from
+# the sink's ~0.1 s idle poll up to a backlog of minutes.
+PRODUCE_TO_ROW_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+PRODUCE_TO_ROW_SECONDS = Histogram(
+    "streamflow_sink_produce_to_row_seconds",
+    "Event timestamp to the commit of its row (a sample of each batch)",
+    buckets=PRODUCE_TO_ROW_BUCKETS,
+)
 CONSUMER_LAG = Gauge("streamflow_consumer_lag", "Messages behind the end of the partition",
                      ["topic", "partition"])
 RATE = Gauge("streamflow_rate", "Recent events per second of this worker", ["worker"])

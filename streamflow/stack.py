@@ -46,11 +46,16 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
         url = endpoints.database_url(settings)
         before, after = migrate.upgrade(url)
         echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
+        # A layout other than the settings' (a stack created before with 1 partition) is
+        # reported with its fix, not fatal: the workers read any partition count.
         statuses = topics.ensure_topics(
             admin_client(settings.kafka), topics.topic_specs(settings),
-            replication_factor=settings.topic_replication_factor,
+            replication_factor=settings.topic_replication_factor, strict=False,
         )
         echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
+        if problem := topics.mismatch_message(statuses):
+            echo(f"warning: {problem}")
+        _local_pii_key(settings)  # `streamflow produce` needs it, with or without workers
         if workers:
             if not _supervisor_alive(settings):
                 started.callback(_undo, lambda: stop_workers(settings), echo)
@@ -62,6 +67,14 @@ def _undo(stop: Callable[[], dict[str, str]], echo) -> None:
     for component, outcome in stop().items():
         if outcome != "not running":
             echo(f"{component}: {outcome} (`up` did not finish)")
+
+
+def _local_pii_key(settings: Settings) -> None:
+    """The local stack's own PII key, kept private under STREAMFLOW_HOME, unless
+    STREAMFLOW_PII_KEY gives one (`up` makes it, and `start_workers`, which benchmarks call
+    without `up`)."""
+    if settings.pii_key is None:
+        pii.generate_local_key(settings)
 
 
 def _supervisor_alive(settings: Settings) -> bool:
@@ -79,8 +92,7 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     # killer) still run, and would run beside the new ones, out of reach of `down`.
     for name, outcome in _stop_orphaned_workers(settings).items():
         echo(f"{name}: {outcome} (left running by a supervisor that was killed)")
-    if settings.pii_key is None:
-        pii.generate_local_key(settings)  # local stack only: a key of its own, kept private
+    _local_pii_key(settings)
     supervisor.prepare_dagster_instance(settings, database_url, echo=echo)
     # Children see exactly these settings (including ones given in code, not the environment).
     env = {**os.environ, **to_env(settings), "DATABASE_URL": database_url,

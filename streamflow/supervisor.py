@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamflow import logs
 from streamflow.errors import WorkersFailed
 from streamflow.infra import log_rotation, processes
 from streamflow.settings import Settings
@@ -119,6 +120,8 @@ def write_dagster_yaml(settings: Settings, *, code_host: str = "127.0.0.1") -> P
     lines = ["# Written by `streamflow up` / `streamflow dagster prepare`"
              " (STREAMFLOW_DAGSTER_STORAGE); edits are replaced.",
              "telemetry:", "  enabled: false",
+             # A fresh UI opens on its own pages, not on Dagster's newsletter sign-up form.
+             "nux:", "  enabled: false",
              # Launch at once from the sensor: the run queue added seconds to every
              # micro-batch, and runs here are already limited by the sensor itself.
              "run_coordinator:", "  module: dagster.core.run_coordinator",
@@ -249,7 +252,6 @@ class Supervisor:
 
 
 def run_supervisor(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings)
     stop = StopFlag().install()
     Supervisor(settings, worker_specs(settings), stop).run()

@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from streamflow.errors import TopicMismatch
 from streamflow.kafka_connection import KafkaConnection
@@ -18,6 +18,8 @@ USER_EVENTS = "user-events"
 ANALYTICS = "analytics"
 NOTIFICATIONS = "notifications"
 DEAD_LETTER = "dead-letter-topic"
+# The pipeline's topics, in the order every listing shows them.
+PIPELINE_TOPICS = (USER_EVENTS, ANALYTICS, NOTIFICATIONS, DEAD_LETTER)
 # The sink's consumer group: its lag is the pipeline's lag.
 SINK_GROUP = "db-sink"
 # Stored where a topic's id (Kafka 4 tells incarnations of a name apart by it) is not known:
@@ -28,71 +30,124 @@ HOUR_MS = 3_600_000
 _UINT64 = (1 << 64) - 1
 
 
+def _setting(field_name: str) -> str:
+    return Settings.model_fields[field_name].alias
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
     config: dict[str, str] = field(default_factory=dict)
+    # The environment variable that sets ``partitions``: named in a mismatch's fix.
+    partitions_setting: str = ""
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The four topics of the pipeline, from settings where they are tunable."""
     week = 168 * HOUR_MS
+    others = settings.topic_partitions
     return [
         # Keyed by user_id: one user's events stay ordered within a partition.
         TopicSpec(USER_EVENTS, settings.user_events_partitions,
-                  settings.user_events_retention_hours * HOUR_MS),
-        TopicSpec(ANALYTICS, 1, week),
-        TopicSpec(NOTIFICATIONS, 1, week),
+                  settings.user_events_retention_hours * HOUR_MS,
+                  partitions_setting=_setting("user_events_partitions")),
+        # Keyed too (a window's start and type, a notification's user, a dead letter's
+        # original key): one key stays ordered, and every reader takes all partitions.
+        TopicSpec(ANALYTICS, others, week, partitions_setting=_setting("topic_partitions")),
+        TopicSpec(NOTIFICATIONS, others, week, partitions_setting=_setting("topic_partitions")),
         # Dead letters are evidence: keep them longer (30 days) than the events themselves.
-        TopicSpec(DEAD_LETTER, 1, 30 * 24 * HOUR_MS),
+        TopicSpec(DEAD_LETTER, others, 30 * 24 * HOUR_MS,
+                  partitions_setting=_setting("topic_partitions")),
     ]
 
 
 @dataclass(frozen=True)
 class TopicStatus:
     name: str
-    outcome: str  # created | exists | mismatch
-    detail: str = ""
+    outcome: str  # created | exists | grown | mismatch
+    detail: str = ""  # a mismatch: what differs and the fix, in one sentence
 
 
-def _partitions(admin: AdminClient, name: str, timeout_s: float) -> int:
-    """The partition count of a topic just created: the broker's metadata can list it with
-    no partitions for a moment (seen in `make test`), which is not its layout."""
+def _partitions(admin: AdminClient, name: str, timeout_s: float, *, at_least: int = 1) -> int:
+    """The partition count of a topic just created (or grown): the broker's metadata can list
+    it with no partitions (or the old count) for a moment (seen in `make test`), which is not
+    its layout."""
     deadline = time.monotonic() + timeout_s
     while True:
         topic = admin.list_topics(name, timeout=timeout_s).topics.get(name)
         have = len(topic.partitions) if topic is not None and topic.error is None else 0
-        if have or time.monotonic() > deadline:
+        if have >= at_least or time.monotonic() > deadline:
             return have
         time.sleep(0.1)
 
 
+ADD_PARTITIONS_COMMAND = "streamflow topics create --add-partitions"
+
+
+def mismatch_detail(spec: TopicSpec, have: int) -> str:
+    """What differs and the fix. Kafka adds partitions but never removes them, and keys
+    written before a change map to other partitions after it (ordering per key restarts)."""
+    setting = spec.partitions_setting or "its partitions setting"
+    found = f"has {have} partition{'s' * (have != 1)}, expected {spec.partitions}"
+    if have < spec.partitions:
+        return (f"{found}: run `{ADD_PARTITIONS_COMMAND}` to add {spec.partitions - have} "
+                f"(a key's later messages may then go to another partition), or set "
+                f"{setting}={have} to keep it")
+    return (f"{found}: Kafka cannot remove partitions; set {setting}={have}, "
+            "or delete the topic and create it again")
+
+
 def _layout(spec: TopicSpec, have: int) -> TopicStatus:
     if have != spec.partitions:
-        return TopicStatus(spec.name, "mismatch",
-                           f"has {have} partitions, expected {spec.partitions}")
+        return TopicStatus(spec.name, "mismatch", mismatch_detail(spec, have))
     return TopicStatus(spec.name, "exists")
+
+
+def _grow(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> list[TopicStatus]:
+    """Add partitions to ``specs``' topics up to their spec's count."""
+    if not specs:
+        return []
+    by_name = {spec.name: spec for spec in specs}
+    futures = admin.create_partitions([NewPartitions(s.name, s.partitions) for s in specs],
+                                      request_timeout=timeout_s)
+    statuses = []
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise TopicMismatch(f"could not add partitions to topic {name}: {exc}") from exc
+        have = _partitions(admin, name, timeout_s, at_least=by_name[name].partitions)
+        statuses.append(TopicStatus(name, "grown", f"now {have} partitions")
+                        if have == by_name[name].partitions else _layout(by_name[name], have))
+    return statuses
 
 
 def ensure_topics(
     admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int = 1,
-    timeout_s: float = 30.0,
+    timeout_s: float = 30.0, add_partitions: bool = False, strict: bool = True,
 ) -> list[TopicStatus]:
     """Create missing topics; report (never silently accept) existing ones laid out otherwise.
 
-    Raises ``TopicMismatch`` after creating what it can, when an existing topic has fewer or
-    more partitions than its spec (key -> partition mapping would differ).
+    ``add_partitions``: grow existing topics with fewer partitions than their spec (Kafka can
+    only add them). ``strict`` (the default) raises ``TopicMismatch`` after creating what it
+    can when a layout still differs, the fix in its message; otherwise the mismatches are
+    only returned (``streamflow up`` reports them and keeps going: the workers read any
+    partition count).
     """
     existing = admin.list_topics(timeout=timeout_s).topics
     statuses: list[TopicStatus] = []
     to_create = []
+    to_grow = []
     by_name = {spec.name: spec for spec in specs}
     for spec in specs:
         if spec.name in existing:
             have = len(existing[spec.name].partitions) or _partitions(admin, spec.name, timeout_s)
-            statuses.append(_layout(spec, have))
+            if add_partitions and have < spec.partitions:
+                to_grow.append(spec)
+            else:
+                statuses.append(_layout(spec, have))
         else:
             to_create.append(NewTopic(
                 spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
@@ -109,11 +164,24 @@ def ensure_topics(
                 # Created meanwhile (another `up`), or metadata that lagged a creation: its
                 # layout is checked all the same.
                 statuses.append(_layout(by_name[name], _partitions(admin, name, timeout_s)))
-    mismatches = [s for s in statuses if s.outcome == "mismatch"]
-    if mismatches:
-        raise TopicMismatch("; ".join(f"topic {s.name} {s.detail}" for s in mismatches)
-                            + " (delete and recreate it, or set STREAMFLOW_USER_EVENTS_PARTITIONS)")
+    statuses += _grow(admin, to_grow, timeout_s)
+    order = {spec.name: i for i, spec in enumerate(specs)}
+    statuses.sort(key=lambda status: order[status.name])
+    if strict and (problem := mismatch_message(statuses)):
+        raise TopicMismatch(problem)
     return statuses
+
+
+def mismatch_message(statuses: list[TopicStatus]) -> str | None:
+    """One line naming every topic laid out otherwise than its spec, with the fix (said once
+    for topics that share it); None when every layout is as specified."""
+    by_detail: dict[str, list[str]] = {}
+    for s in statuses:
+        if s.outcome == "mismatch":
+            by_detail.setdefault(s.detail, []).append(s.name)
+    return "; ".join(f"topic {names[0]} {detail}" if len(names) == 1 else
+                     f"topics {', '.join(names)} each {detail}"
+                     for detail, names in by_detail.items()) or None
 
 
 @dataclass(frozen=True)
@@ -135,15 +203,32 @@ def describe_topics(admin: AdminClient, consumer: Consumer, names: list[str],
     present = [n for n in names if n in metadata]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
     retention: dict[str, int | None] = {}
+    gone: set[str] = set()  # deleted since the listing: left out, not an error
     if resources:
         for resource, future in admin.describe_configs(resources).items():
-            entry = future.result(timeout=timeout_s).get("retention.ms")
+            try:
+                entry = future.result(timeout=timeout_s).get("retention.ms")
+            except KafkaException as exc:
+                if not _unknown_topic(exc):
+                    raise
+                gone.add(resource.name)
+                continue
             retention[resource.name] = int(entry.value) if entry and entry.value else None
     infos = []
     for name in present:
-        offsets = end_offsets(consumer, name, metadata[name].partitions, timeout_s=timeout_s)
-        infos.append(TopicInfo(name, len(offsets), retention.get(name), offsets))
+        try:
+            offsets = end_offsets(consumer, name, metadata[name].partitions, timeout_s=timeout_s)
+        except KafkaException as exc:
+            if not _unknown_topic(exc):
+                raise
+            continue
+        if name not in gone:
+            infos.append(TopicInfo(name, len(offsets), retention.get(name), offsets))
     return infos
+
+
+def _unknown_topic(exc: KafkaException) -> bool:
+    return exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
 def end_offsets(consumer: Consumer, name: str, partitions, *,
@@ -191,7 +276,7 @@ def topic_id_answer(future: Future, *, timeout_s: float | None = None) -> str | 
     try:
         description = future.result(timeout=timeout_s)
     except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        if _unknown_topic(exc):
             return None
         raise
     return uuid_text(description.topic_id)

@@ -10,18 +10,20 @@ from assets import (
     dlq_replay_job,
     landing_specs,
     microbatch_job,
+    reprocess_job,
     retention_job,
     retention_schedule,
     streamflow_dbt,
     topic_specs,
 )
 from resources import resource_defs
-from sensors import SENSORS
+from sensors import SENSORS, dbt_full_refresh_job
 
 defs = dg.Definitions(
     assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
     asset_checks=CHECKS,
-    jobs=[microbatch_job, checks_job, dlq_replay_job, retention_job],
+    jobs=[microbatch_job, checks_job, dlq_replay_job, retention_job, reprocess_job,
+          dbt_full_refresh_job],
     schedules=[checks_schedule, retention_schedule],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(

@@ -1,7 +1,10 @@
 """`streamflow live`: the page, its WebSocket and a health endpoint (Starlette + uvicorn).
 
 A consumer thread (its own group, from the latest offsets, never committing) feeds the Feed;
-a broadcaster publishes a frame FRAMES_PER_S times a second to every connected page.
+a health thread refreshes the stack's health once a second (health.Monitor); a cluster thread
+refreshes the Cluster view every CLUSTER_REFRESH_S while a page shows it; a broadcaster
+publishes a frame FRAMES_PER_S times a second to every connected page, and each new cluster
+document to the pages that subscribed to it (hub). No work is done per client.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from starlette.websockets import WebSocket
 
 from streamflow import kafka_clients
 from streamflow.kafka_connection import KafkaConnection
-from streamflow.live import access
+from streamflow.live import access, health
 from streamflow.live.feed import TOPICS, Feed
 from streamflow.live.hub import Hub
 
@@ -33,6 +37,13 @@ log = logging.getLogger("streamflow.live")
 STATIC = Path(__file__).with_name("static")
 # Frames per second: smooth enough for a dashboard, cheap for 200 clients on 2 cores.
 FRAMES_PER_S = 4
+# Seconds between two health refreshes: the page's health panel is at most this old.
+HEALTH_INTERVAL_S = 1.0
+# Seconds between two Cluster view refreshes (only while a page shows it): a handful of admin
+# requests each (groups, offsets); lag moves slowly enough to read at this pace.
+CLUSTER_REFRESH_S = 3.0
+CLUSTER_TIMEOUT_S = 5.0  # for one refresh; a broker that is down shows as an error meanwhile
+CLUSTER = "cluster"  # the hub channel
 POLICY_VIOLATION = 1008  # WebSocket close code for a refused Origin or token
 
 
@@ -43,15 +54,21 @@ class LiveConfig:
     dagster_url: str = "http://127.0.0.1:3000"
     # Origins allowed besides the page's own (access.parse_allowed_origins).
     allowed_origins: tuple[access.Origin, ...] = ()
+    # The supervisor's run-state files (settings.run_dir): where the health panel finds the
+    # workers and their /metrics. None: the workers' health is not shown.
+    run_dir: Path | None = None
 
 
 class Live:
     def __init__(self, config: LiveConfig) -> None:
         self.config = config
         self.feed = Feed()
-        self.hub = Hub()
+        self.monitor = health.Monitor(config.kafka, config.run_dir)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._cluster_wanted = threading.Event()  # a page opened the Cluster view: refresh now
+        self.hub = Hub(on_subscribe=lambda _channel: self._cluster_wanted.set())
+        self._cluster: tuple[int, str] = (0, "")  # (version, message), replaced whole
+        self._threads: list[threading.Thread] = []
 
     # -- Kafka -----------------------------------------------------------------------------
     def _consume(self) -> None:
@@ -72,27 +89,79 @@ class Live:
         finally:
             consumer.close()
 
+    def _watch_health(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.monitor.refresh()
+            except Exception:  # noqa: BLE001 - the panel goes stale; the view keeps running
+                log.exception("health refresh failed")
+            self._stop.wait(HEALTH_INTERVAL_S)
+
+    def _watch_cluster(self) -> None:
+        version = 0
+        while not self._stop.is_set():
+            if self.hub.subscribers.get(CLUSTER, 0) > 0:
+                version += 1
+                self._cluster = (version, orjson.dumps(self._cluster_document()).decode())
+            self._cluster_wanted.wait(CLUSTER_REFRESH_S)
+            self._cluster_wanted.clear()
+
+    def _cluster_document(self) -> dict:
+        from streamflow import cluster  # admin requests: only once a page shows the view
+
+        document = {"kind": CLUSTER, "t": time.time()}
+        try:
+            overview = cluster.overview(self.config.kafka, timeout_s=CLUSTER_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - shown on the page; the next refresh retries
+            log.warning("cluster overview failed: %s", exc)
+            return {**document, "error": str(exc).splitlines()[0] if str(exc) else
+                    type(exc).__name__}
+        return {**document, **overview.as_dict()}
+
     async def _broadcast(self) -> None:
+        published = 0
         while True:
+            version, message = self._cluster
+            if version != published:
+                self.hub.publish_to(CLUSTER, message)
+                published = version
             if self.hub.clients:
                 self.hub.publish(self._frame())
             await asyncio.sleep(1 / FRAMES_PER_S)
 
     def _frame(self) -> str:
-        return orjson.dumps({**self.feed.frame(), "dagster_url": self.config.dagster_url,
-                             "clients": len(self.hub.clients)}).decode()
+        frame = self.feed.frame()
+        snapshot = self.monitor.snapshot
+        kafka = snapshot.kafka
+        rates = {topic: doc["rate"] for topic, doc in frame["topics"].items()}
+        return orjson.dumps({
+            **frame,
+            # Reading: partitions assigned and the broker answering (an assignment outlives
+            # an outage, so the probe decides).
+            "connected": frame["connected"] and kafka.reachable is not False,
+            "kafka": {"reachable": kafka.reachable, "detail": kafka.detail,
+                      "since": kafka.since},
+            "health": health.document(snapshot, rates, assigned=frame["connected"]),
+            "dagster_url": self.config.dagster_url,
+            "clients": len(self.hub.clients)}).decode()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app):
-        self._thread = threading.Thread(target=self._consume, name="live-consumer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=target, name=name, daemon=True)
+                         for target, name in ((self._consume, "live-consumer"),
+                                              (self._watch_health, "live-health"),
+                                              (self._watch_cluster, "live-cluster"))]
+        for thread in self._threads:
+            thread.start()
         broadcaster = asyncio.create_task(self._broadcast())
         try:
             yield
         finally:
             broadcaster.cancel()
             self._stop.set()
-            self._thread.join(10)
+            self._cluster_wanted.set()
+            for thread in self._threads:
+                thread.join(10)
 
     # -- HTTP ------------------------------------------------------------------------------
     def _refusal(self, websocket: WebSocket) -> str | None:
@@ -124,6 +193,7 @@ class Live:
 
     async def health(self, _request: Request):
         return JSONResponse({"status": "ok", "kafka_assigned": self.feed.connected,
+                             "kafka_reachable": self.monitor.snapshot.kafka.reachable,
                              "clients": len(self.hub.clients), "frames": self.hub.frames})
 
     async def websocket(self, websocket: WebSocket):
@@ -150,5 +220,6 @@ def run_live(config: LiveConfig, port: int, host: str = "127.0.0.1") -> None:
     import uvicorn
 
     access.require_token_off_loopback(host, config.token)
-    uvicorn.run(Live(config).app(), host=host, port=port, log_level="warning",
+    # log_config=None: uvicorn keeps our handlers (STREAMFLOW_LOG_FORMAT=json too).
+    uvicorn.run(Live(config).app(), host=host, port=port, log_level="warning", log_config=None,
                 ws_ping_interval=20, ws_ping_timeout=20)

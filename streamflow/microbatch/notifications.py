@@ -151,12 +151,12 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
             new = [seq for (seq,) in conn.execute(
                 _INSERT_VALID, {"after": after, "last": last, "rejected": rejected})]
         with phase("publish"):
-            messages = _messages(valid[valid["ingest_seq"].isin(new)])
+            messages = notification_messages(valid[valid["ingest_seq"].isin(new)])
         with phase("dead_letters"):
             origins = batches.read_origins(conn, rejected)
             # A row missing here was re-sequenced by a replay meanwhile: it is checked again
             # at its new ingest_seq, so it needs no dead letter from this chunk.
-            letters = [_dead_letter(origins[events.seqs[i]], why)
+            letters = [contract_dead_letter(origins[events.seqs[i]], why)
                        for i, why in sorted(reasons.items()) if events.seqs[i] in origins]
         # Step 4
         with phase("publish"):
@@ -169,16 +169,21 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
         claims.mark_done(conn, claim)
         committing = time.perf_counter()
     phase.add("commit", time.perf_counter() - committing)
-    # Top reasons by check, without the offending values ("x: isin", not "x: isin (got 'y')").
-    counts = Counter(reason.split(" (got")[0] for why in reasons.values() for reason in why)
     return NotificationsResult(after, last, len(events), len(valid), len(rejected),
-                               counts.most_common(10), len(messages), phases=phase)
+                               top_reasons(reasons), len(messages), phases=phase)
+
+
+def top_reasons(reasons: dict[int, list[str]], n: int = 10) -> list[tuple[str, int]]:
+    """The most frequent failures by check, without the offending values ("x: isin", not
+    "x: isin (got 'y')")."""
+    counts = Counter(reason.split(" (got")[0] for why in reasons.values() for reason in why)
+    return counts.most_common(n)
 
 
 _USER_AT = CONTRACT_COLUMNS.index("user_id")  # the message key
 
 
-def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+def notification_messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """The `notifications` messages of validated rows: (user_id, JSON with the contract's
     fields in its order; `success` / `amount_cents` only where the event has them; time as
     ISO-8601 UTC milliseconds). Built column-wise: ~2 µs a row, half of what PostgreSQL's
@@ -196,7 +201,7 @@ def _messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
             for values in zip(*columns, strict=True)]
 
 
-def _dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
+def contract_dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
     """The original message (bytes, key, headers) with every reason: a replay sends it as
     it first arrived."""
     return DeadLetter(

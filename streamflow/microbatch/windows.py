@@ -97,15 +97,33 @@ _UPSERT = """
     WHERE (w.events, w.distinct_users, w.login_successes, w.login_failures, w.purchase_cents)
           IS DISTINCT FROM (EXCLUDED.events, EXCLUDED.distinct_users, EXCLUDED.login_successes,
                             EXCLUDED.login_failures, EXCLUDED.purchase_cents)
+    RETURNING window_start, event_type, revision
+"""
+# A window of the recomputed ones left without a validated event of its type: only a
+# reprocess removes validated events (streamflow.microbatch.reprocess). The row stays, with
+# zero counts and a new revision, so that the consumers of `analytics` learn it emptied.
+_EMPTIED = """
+    UPDATE streamflow.event_windows AS w SET events = 0, distinct_users = 0,
+        login_successes = 0, login_failures = 0, purchase_cents = 0,
+        revision = w.revision + 1, updated_at = now()
+    WHERE w.window_start = ANY(%(starts)s) AND w.events > 0
+      AND NOT EXISTS (SELECT 1 FROM streamflow.notifications n
+                      WHERE n.occurred_at >= w.window_start AND n.occurred_at < w.window_end
+                        AND n.event_type = w.event_type)
+    RETURNING window_start, event_type, revision
 """
 
-_TO_PUBLISH = """
+_TO_PUBLISH = sql.SQL("""
     SELECT window_start, window_end, event_type, events, distinct_users, login_successes,
            login_failures, purchase_cents, revision
     FROM streamflow.event_windows
-    WHERE window_end <= %(closed)s AND published_revision < revision
+    WHERE window_end <= %(closed)s AND published_revision < revision {only}
     ORDER BY window_start, event_type
-"""
+""")
+_TO_PUBLISH_ALL = _TO_PUBLISH.format(only=sql.SQL(""))
+_TO_PUBLISH_ONLY = _TO_PUBLISH.format(only=sql.SQL(
+    "AND (window_start, event_type) IN "
+    "(SELECT * FROM unnest(%(starts)s::timestamptz[], %(types)s::text[]))"))
 
 # When the newest validated event arrived (processing time), and the clock that wrote it: its
 # validated_at (the contract step's insert time, so a backlog being worked off is fresh and
@@ -120,6 +138,15 @@ _FRONTIER = sql.SQL("SELECT (SELECT max(occurred_at) FROM streamflow.notificatio
 # passed every published window first (26k rows at 3 days of history, growing with it).
 _WAITING = sql.SQL("SELECT (SELECT min(window_end) FROM streamflow.event_windows "
                    "WHERE published_revision < revision), {}").format(_LAST_ARRIVAL_AND_NOW)
+
+
+@dataclass(frozen=True)
+class WindowChange:
+    """A window whose numbers a recompute changed."""
+
+    window_start: datetime
+    event_type: str
+    revision: int  # 1: a new window; more: an amended one
 
 
 @dataclass(frozen=True)
@@ -156,24 +183,53 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
         with phase("touched"):
             starts = [r[0] for r in conn.execute(_TOUCHED, {"w": WINDOW_SECONDS,
                                                              "after": after, "upto": upto})]
-        changed = 0
         with phase("recompute"):
-            if starts:
-                changed = conn.execute(_UPSERT, {"width": WINDOW, "starts": starts}).rowcount
+            changed = len(recompute(conn, starts))
         with phase("publish"):
-            max_time, last_arrival, db_now = conn.execute(_FRONTIER).fetchone()
-            closed = closed_before(max_time, grace, last_arrival, now or db_now, idle)
-            rows = conn.execute(_TO_PUBLISH, {"closed": closed}).fetchall() if closed else []
-            publish([(f"{r[0].isoformat()}|{r[2]}".encode(), orjson.dumps(_message(r)))
-                     for r in rows])
-            if rows:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "UPDATE streamflow.event_windows SET published_revision = %s "
-                        "WHERE window_start = %s AND event_type = %s",
-                        [(r[8], r[0], r[2]) for r in rows])
+            closed = closed_now(conn, grace, idle, now)
+            published = publish_closed(conn, publish, closed)
         batches.advance(conn, STEP, upto)
-    return WindowsResult(after, upto, len(starts), changed, len(rows), closed, phase)
+    return WindowsResult(after, upto, len(starts), changed, published, closed, phase)
+
+
+def recompute(conn: psycopg.Connection, starts: list[datetime]) -> list[WindowChange]:
+    """Recompute the windows starting at ``starts`` (every event type) from the validated
+    events in them, in the caller's transaction; returns those whose numbers changed, each
+    with its new revision (a window whose numbers stay keeps its revision)."""
+    if not starts:
+        return []
+    params = {"width": WINDOW, "starts": starts}
+    rows = [*conn.execute(_UPSERT, params), *conn.execute(_EMPTIED, params)]
+    return [WindowChange(*row) for row in rows]
+
+
+def closed_now(conn: psycopg.Connection, grace: timedelta = DEFAULT_GRACE,
+               idle: timedelta = DEFAULT_IDLE, now: datetime | None = None) -> datetime | None:
+    """``closed_before`` for the validated events so far (``now``: the database's clock)."""
+    max_time, last_arrival, db_now = conn.execute(_FRONTIER).fetchone()
+    return closed_before(max_time, grace, last_arrival, now or db_now, idle)
+
+
+def publish_closed(conn: psycopg.Connection, publish: Publish, closed: datetime | None,
+                   only: list[WindowChange] | None = None) -> int:
+    """Publish the closed windows (of ``only``, when given) whose revision is not published
+    yet, then mark them published, in the caller's transaction; returns how many."""
+    if closed is None or only == []:
+        return 0
+    if only is None:
+        rows = conn.execute(_TO_PUBLISH_ALL, {"closed": closed}).fetchall()
+    else:
+        rows = conn.execute(_TO_PUBLISH_ONLY, {
+            "closed": closed, "starts": [w.window_start for w in only],
+            "types": [w.event_type for w in only]}).fetchall()
+    publish([(f"{r[0].isoformat()}|{r[2]}".encode(), orjson.dumps(_message(r))) for r in rows])
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE streamflow.event_windows SET published_revision = %s "
+                "WHERE window_start = %s AND event_type = %s",
+                [(r[8], r[0], r[2]) for r in rows])
+    return len(rows)
 
 
 def idle_close_in(conn: psycopg.Connection, idle: timedelta = DEFAULT_IDLE) -> timedelta | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
 from collections import deque
 
-from streamflow import metrics
+from streamflow import logs, metrics
 
 
 class StopFlag:
@@ -29,7 +30,8 @@ class StopFlag:
 
 
 class Progress:
-    """A live progress line: carriage-return updates on a terminal, plain lines in a log."""
+    """A live progress line: carriage-return updates on a terminal, plain lines in a log
+    (records of the ``streamflow.<worker>`` logger when the logs are JSON lines)."""
 
     def __init__(self, worker: str, *, interval_s: float = 1.0, log_interval_s: float = 10.0,
                  stream=sys.stderr) -> None:
@@ -56,16 +58,21 @@ class Progress:
             return
         self._last = now
         line = f"{self.worker}: {count:,} events, {self.rate():,.0f}/s {detail}".rstrip()
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        self.stream.flush()
+        self._write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
 
     def finish(self, count: int, detail: str = "") -> None:
         elapsed = time.monotonic() - self.started
         average = count / elapsed if elapsed > 0 else 0.0
         if self.tty:
             self.stream.write("\n")
-        self.stream.write(f"{self.worker}: done, {count:,} events in {elapsed:.1f}s "
-                          f"({average:,.0f}/s) {detail}".rstrip() + "\n")
+        self._write(f"{self.worker}: done, {count:,} events in {elapsed:.1f}s "
+                    f"({average:,.0f}/s) {detail}".rstrip() + "\n")
+
+    def _write(self, text: str) -> None:
+        if not self.tty and logs.structured():
+            logging.getLogger(f"streamflow.{self.worker}").info(text.strip())
+            return
+        self.stream.write(text)
         self.stream.flush()
 
 

@@ -8,36 +8,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
-from playwright.sync_api import sync_playwright
 
 from streamflow import topics
 from streamflow.kafka_clients import producer
-from tests.conftest import ROOT
+from tests.e2e.conftest import screenshot
 from tests.integration.test_live import start_live
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-# Chromium flags for a closed network, as root, headless (see the machine notes).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 XSS_USER = "<img src=x onerror=window.__xss=1>"
 XSS_NOTE = "<script>window.__xss=2</script>"
-
-
-@pytest.fixture
-def browser_page(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: .ci/run installs Debian's chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        yield page
-        browser.close()
 
 
 def total(page) -> int:
@@ -75,8 +55,7 @@ def test_page_updates_shows_payloads_as_text_and_reconnects(platform, tmp_path, 
         page.click(f"#events li:has-text('{marker}')")
         assert marker in page.inner_text("#inspector")
 
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "live-view.png"), full_page=True)
+        screenshot(page, "live-view")
 
         proc.terminate()  # the server goes away ...
         proc.wait(30)

@@ -25,14 +25,15 @@ def resources(platform):
             "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
 
 
-def land(platform, topic: str, events: list[dict]) -> None:
-    """Send events through Kafka and the real sink (in-process) into raw.events."""
+def land(platform, topic: str, events: list[dict], database_url: str | None = None) -> None:
+    """Send events through Kafka and the real sink (in-process) into raw.events (of the
+    session's database, or of ``database_url``)."""
     prod = producer(platform.kafka)
     for event in events:
         prod.produce(topic, orjson.dumps(event), event.get("user_id", "k").encode(),
                      headers=contract.HEADERS)
     assert prod.flush(30) == 0
-    run_sink(SinkConfig(platform.kafka, platform.database_url, topic=topic,
+    run_sink(SinkConfig(platform.kafka, database_url or platform.database_url, topic=topic,
                         group_id=f"g-{topic}", batch_size=5000, stop_when_idle_s=2.0),
              StopFlag())
 

@@ -23,7 +23,7 @@ from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
 from streamflow.settings import env_var_names, load_settings
-from tests.conftest import wait_for
+from tests.conftest import create_topic, wait_for
 
 STREAMFLOW = [sys.executable, "-m", "streamflow.cli"]
 
@@ -99,6 +99,23 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert (tmp_path / "home" / "logs" / "kafka.log").stat().st_size > 0
     finally:
         _run("down", env=env)
+
+
+def test_up_without_workers_then_produce(tmp_path, platform):
+    """`up --no-workers` still makes the local PII key: `produce` works right after it (the
+    session's Kafka and PostgreSQL stand in for the embedded ones: nothing is started)."""
+    home = tmp_path / "home"
+    env = _env(home, KAFKA_BOOTSTRAP_SERVERS=platform.bootstrap,
+               DATABASE_URL=platform.database_url)
+    up = _run("up", "--no-workers", env=env)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert "workers:" not in up.stdout and not _workers_of(home)
+    assert not (home / "secrets" / "pii.key").stat().st_mode & 0o077
+    topic = create_topic(platform, f"t-{uuid.uuid4().hex[:12]}", partitions=1)
+    produced = _run("produce", "--count", "5", "--topic", topic, "--metrics-port", "0",
+                    env=env, timeout=90)
+    assert produced.returncode == 0, produced.stderr
+    assert "producer: done, 5 events" in produced.stderr
 
 
 def _component(env, name: str) -> dict:

@@ -111,3 +111,27 @@ def test_token_is_required_when_set(platform, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_cluster_view_goes_only_to_pages_that_ask(live):
+    async def scenario():
+        async with websockets.connect(f"ws://127.0.0.1:{live}/ws", max_size=2**22) as ws:
+            before = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(8)]
+            await ws.send(json.dumps({"subscribe": "cluster"}))
+            for _ in range(200):
+                message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if message.get("kind") == "cluster":
+                    return before, message
+        return before, None
+
+    before, cluster = asyncio.run(scenario())
+    assert not any("kind" in frame for frame in before)  # frames only, until asked
+    assert any(frame["kafka"]["reachable"] for frame in before)
+    assert [c["name"] for c in before[-1]["health"]["components"]][0] == "Kafka"
+    assert cluster is not None and "error" not in cluster
+    assert {t["name"] for t in cluster["topics"]} >= {
+        topics.USER_EVENTS, topics.ANALYTICS, topics.NOTIFICATIONS, topics.DEAD_LETTER}
+    assert cluster["brokers"] and cluster["brokers"][0]["port"] > 0
+    # The live view's own consumer group is listed, with its member.
+    assert any(g["group_id"].startswith("live-view-") and g["member_count"] == 1
+               for g in cluster["groups"])

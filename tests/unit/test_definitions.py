@@ -19,12 +19,14 @@ def test_definitions_load_with_every_asset():
     assert isinstance(defs, dg.Definitions)
     defs.resolve_job_def("microbatch")
     assert {job.name for job in defs.resolve_all_job_defs()} == {
-        "__ASSET_JOB", "microbatch", "checks", "dlq_replay", "dagster_retention"}
+        "__ASSET_JOB", "microbatch", "checks", "dlq_replay", "dagster_retention",
+        "reprocess", "dbt_full_refresh"}
     schedules = {s.name: s for s in defs.schedules}
     assert set(schedules) == {"checks_schedule", "dagster_retention_schedule"}
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     sensors = {s.name: s for s in defs.sensors}
-    assert {"new_events_sensor", "kafka_topics_sensor", "dbt_automation"} <= set(sensors)
+    assert {"new_events_sensor", "kafka_topics_sensor", "landing_sensor",
+            "dbt_refresh_after_reprocess", "dbt_automation"} <= set(sensors)
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
 
 

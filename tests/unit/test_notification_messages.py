@@ -3,7 +3,7 @@
 import orjson
 import pandas as pd
 
-from streamflow.microbatch.notifications import _messages
+from streamflow.microbatch.notifications import notification_messages
 from streamflow.producer.generator import EventGenerator
 from streamflow.validation import frame, validate
 
@@ -17,11 +17,11 @@ def test_messages_render_every_field_as_the_producer_wrote_it():
                                      "ingested_at": [pd.Timestamp.now(tz="UTC")] * 500})
     valid, reasons = validate(df, type_errors)
     assert reasons == {}
-    messages = _messages(valid)
+    messages = notification_messages(valid)
     assert [value for _, value in messages] == [orjson.dumps(e) for e in events]
     assert [key for key, _ in messages] == [e["user_id"].encode() for e in events]
     assert {"success" in orjson.loads(v) for _, v in messages} == {True, False}
 
 
 def test_no_rows_no_messages():
-    assert _messages(pd.DataFrame()) == []
+    assert notification_messages(pd.DataFrame()) == []

@@ -1,20 +1,62 @@
--- The history of validated events; incremental on the ingest sequence (commit-ordered).
-{{ config(materialized='incremental', unique_key='event_id', on_schema_change='fail') }}
+{{
+    config(
+        materialized='incremental',
+        unique_key='event_id',
+        on_schema_change='fail',
+        indexes=[
+            {'columns': ['event_id'], 'unique': True},
+            {'columns': ['ingest_seq']},
+            {'columns': ['occurred_hour']},
+        ],
+    )
+}}
 
-select
-    event_id,
-    ingest_seq,
-    event_type,
-    user_id,
-    email_hash,
-    occurred_at,
-    date_trunc('hour', occurred_at) as occurred_hour,
-    cast(occurred_at as date) as occurred_date,
-    country,
-    device,
-    success,
-    amount_cents
-from {{ ref('stg_notifications') }}
-{% if is_incremental() %}
-where ingest_seq > (select coalesce(max(ingest_seq), 0) from {{ this }})
-{% endif %}
+with
+
+notifications as (
+
+    select * from {{ ref('stg_notifications') }}
+
+),
+
+-- Up to the contract step's watermark only: past it, concurrent micro-batch runs may still
+-- commit a lower range after a higher one, and loading the higher one now would move
+-- max(ingest_seq) over the range in flight: the next build would skip it for good.
+new_events as (
+
+    select *
+    from notifications
+    where ingest_seq <= {{ watermark('notifications') }}
+    {% if is_incremental() %}
+        and ingest_seq > (select coalesce(max(ingest_seq), 0) from {{ this }})
+    {% endif %}
+
+),
+
+final as (
+
+    select
+
+        ---------- ids
+        event_id,
+        ingest_seq,
+        user_id,
+        email_hash,
+
+        ---------- properties
+        event_type,
+        country,
+        device,
+        success,
+        amount_cents,
+
+        ---------- timestamps (buckets in UTC, whatever the session's time zone)
+        occurred_at,
+        date_trunc('hour', occurred_at, 'UTC') as occurred_hour,
+        cast(occurred_at at time zone 'UTC' as date) as occurred_date
+
+    from new_events
+
+)
+
+select * from final

@@ -1,14 +1,35 @@
 -- Validated events: every contract column is present and typed.
-select
-    event_id,
-    ingest_seq,
-    event_type,
-    user_id,
-    email_hash,
-    occurred_at,
-    country,
-    device,
-    success,
-    amount_cents,
-    validated_at
-from {{ source('streamflow', 'notifications') }}
+with
+
+source as (
+
+    select * from {{ source('streamflow', 'notifications') }}
+
+),
+
+renamed as (
+
+    select
+
+        ---------- ids
+        event_id,
+        ingest_seq,
+        user_id,
+        email_hash,
+
+        ---------- properties
+        event_type,
+        country,
+        device,
+        success,
+        amount_cents,
+
+        ---------- timestamps
+        occurred_at,
+        validated_at
+
+    from source
+
+)
+
+select * from renamed
