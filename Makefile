@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: install up down status test test-unit test-integration lint fetch-kafka bench chaos soak clean
+.PHONY: install wheel up down status test test-unit test-integration lint fetch-kafka bench chaos soak clean
 
 # uv resolves and installs this dependency set in seconds (pip's resolver backtracks for
 # minutes); requirements.lock pins every package by hash for reproducible installs.
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml requirements.lock
 	uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
+# The dbt manifest the Dagster definitions load: parsed again only when the project changed.
 install: $(STAMP)
+	@$(BIN)/streamflow dbt prepare
+
+# A wheel in dist/ that ships the dbt project and its manifest (setup.py).
+wheel: install
+	uv build --wheel --out-dir dist
 
 # System programs: Java and Maven for the embedded Kafka, Debian's Chromium for the browser
 # tests. Installed with apt-get when missing and run as root; otherwise the script prints the

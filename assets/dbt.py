@@ -1,7 +1,6 @@
 """The dbt project as Dagster assets, hung under the micro-batch assets in the lineage."""
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,13 +11,17 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from pydantic import Field
 
 from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
-from resources import PostgresResource
-from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_env, ensure_manifest
+from streamflow.dbt_env import DBT_PROJECT_DIR
+from streamflow.errors import DbtManifestMissing
 
-# First load on a fresh checkout: `dbt parse` once (~5 s, no database needed) instead of a
-# separate build step before the webserver can start.
-ensure_manifest()
+# The manifest is prepared before this module is imported: by `streamflow dbt prepare` (run by
+# `make install` and `streamflow up` when the project changed) in a checkout, by the wheel
+# build in a package (setup.py ships it). Under `dagster dev` only, dagster-dbt re-parses on
+# each load (prepare_if_dev); anywhere else importing this module runs nothing.
 project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+project.prepare_if_dev()
+if not project.manifest_path.exists():
+    raise DbtManifestMissing(f"no {project.manifest_path}: run `streamflow dbt prepare`")
 
 # dbt sources are the tables Dagster already knows: link them, don't duplicate them.
 SOURCE_KEYS = {
@@ -30,9 +33,6 @@ SOURCE_KEYS = {
 # Historical tables: rebuild every 5 minutes once the micro-batch assets updated. A dbt build
 # costs ~20 s of CPU on 2 cores; every minute it delayed the micro-batches (window p95).
 AUTOMATION = dg.AutomationCondition.on_cron("*/5 * * * *")
-
-
-DBT_NICENESS = 10
 
 
 class StreamFlowTranslator(DagsterDbtTranslator):
@@ -60,18 +60,9 @@ class DbtBuildConfig(dg.Config):
 @dbt_assets(manifest=project.manifest_path, project=project,
             dagster_dbt_translator=StreamFlowTranslator())
 def streamflow_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                   postgres: PostgresResource, config: DbtBuildConfig):
-    # dbt-postgres has no URL setting: its profile reads DBT_PG_* derived from DATABASE_URL.
-    os.environ.update(dbt_env(postgres.database_url))
-    # Relationship tests point upstream, so each hangs off a model and what it is built from.
-    # When a run builds some models only, dbt's default (eager) would also run the tests of the
-    # models downstream that point at them, on tables maybe not built yet; buildable runs a
-    # test when its model is built and its other parents are upstream of it. dagster-dbt reads
-    # this variable when it selects a subset.
-    os.environ.setdefault("DBT_INDIRECT_SELECTION", "buildable")
-    # Historical tables can wait; window latency cannot. This run's process (and the dbt it
-    # starts) yields the CPU to micro-batch runs (measured: window visibility p95).
-    os.nice(max(0, DBT_NICENESS - os.nice(0)))  # to the level, not by it: nice() adds up
+                   config: DbtBuildConfig):
+    # The dbt process sets its own priority and environment (connection from DATABASE_URL,
+    # indirect selection): the `dbt` resource runs `streamflow-dbt`, see streamflow/dbt_env.py.
     args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
     yield from dbt.cli(args, context=context).stream()
 

@@ -16,8 +16,8 @@ import time
 import psycopg
 from psycopg import sql
 
-from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, create_topic, run
-from streamflow import kafka_clients
+from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, run
+from streamflow import kafka_clients, topics
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS
 from streamflow.dlq import headers_json
@@ -29,7 +29,7 @@ from streamflow.workers.runtime import Progress, StopFlag
 
 
 def bench_producer(st: Stack, events: int) -> dict:
-    topic = create_topic(st.kafka, "bench-events")
+    topic = topics.create_topic(st.kafka, "bench-events")
     stats = run_producer(ProducerConfig(st.kafka, topic=topic, count=events, seed=1),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
     record_bytes = _mean_record_size(st, topic)
@@ -57,7 +57,7 @@ def _mean_record_size(st: Stack, topic: str) -> int:
 
 
 def _producer_performance(st: Stack, events: int, record_bytes: int) -> float:
-    topic = create_topic(st.kafka, "bench-perf")
+    topic = topics.create_topic(st.kafka, "bench-perf")
     out = run(kafka_server.tool_command(
         st.settings, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
         "--num-records", str(events), "--record-size", str(record_bytes),
@@ -144,7 +144,7 @@ def bench_sink(st: Stack, events: int, *, compare_sync_commit: int) -> dict:
     }
     if compare_sync_commit:
         for mode, flag in (("async", "--async-commit"), ("sync", "--synchronous-commit")):
-            name = create_topic(st.kafka, f"bench-commit-{mode}")
+            name = topics.create_topic(st.kafka, f"bench-commit-{mode}")
             run_producer(ProducerConfig(st.kafka, topic=name, count=compare_sync_commit),
                          BENCH_PII_KEY.encode(), StopFlag(), progress=Progress("producer"))
             result[f"synchronous_commit_{'off' if mode == 'async' else 'on'}_events_per_s"] = (
@@ -186,7 +186,7 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
 
 def producer_peak_rss(st: Stack, events: int) -> dict:
     """`streamflow produce --max-rate` of ``events`` as its own process, RSS sampled."""
-    topic = create_topic(st.kafka, "bench-producer-rss")
+    topic = topics.create_topic(st.kafka, "bench-producer-rss")
     proc = st.start("produce", "--topic", topic, "--count", str(events), "--max-rate",
                     "--seed", "3", "--metrics-port", "0")
     rss = RssSampler(proc.pid)

@@ -46,7 +46,6 @@ import psycopg
 from benchmarks.chaos_faults import DeletedRange, Sent, delete_unread, send_oversized
 from benchmarks.chaos_ledger import Ledger, account, covered_now, message_outcome
 from benchmarks.harness import (
-    create_topic,
     isolated_stack,
     recreate_topic,
     worker_env,
@@ -161,10 +160,9 @@ class ChaosRun:
         tag = uuid.uuid4().hex[:8]
         self.topic, self.group = f"chaos-{tag}", f"chaos-{tag}"
         dlq_topic = f"chaos-dlq-{tag}"
-        create_topic(kafka, self.topic, PARTITIONS)
-        create_topic(kafka, dlq_topic)
-        self.env = worker_env(settings, kafka.bootstrap, database_url,
-                              STREAMFLOW_LOG_LEVEL="WARNING")
+        topics.create_topic(kafka, self.topic, PARTITIONS)
+        topics.create_topic(kafka, dlq_topic)
+        self.env = worker_env(settings, database_url, STREAMFLOW_LOG_LEVEL="WARNING")
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self.producer = ChaosProducer(self.topic, plan, self.env, settings.logs_dir)
         self.sink = Worker(["sink", "--topic", self.topic, "--group", self.group, "--dlq-topic",

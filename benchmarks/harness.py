@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform as host
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import psutil
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import NewTopic
 
 from streamflow import endpoints, kafka_clients, stack, topics
 from streamflow.db.engine import server_version
@@ -41,7 +39,7 @@ class Stack:
         return self.settings.kafka
 
     def worker_env(self, **extra: str) -> dict:
-        return worker_env(self.settings, self.bootstrap, self.database_url, **extra)
+        return worker_env(self.settings, self.database_url, **extra)
 
     def start(self, *args: str) -> subprocess.Popen:
         """A `streamflow` CLI worker on this stack (its output discarded)."""
@@ -73,17 +71,10 @@ def isolated_stack(**overrides: object):
             stack.down(settings, echo=lambda m: print(m, file=sys.stderr))
 
 
-def worker_env(settings: Settings, bootstrap: str, database_url: str, **extra: str) -> dict:
-    """The environment of a `streamflow` worker process pointed at a benchmark stack."""
-    return {**os.environ, "STREAMFLOW_HOME": str(settings.home_dir),
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url,
-            "STREAMFLOW_PII_KEY": BENCH_PII_KEY, **extra}
-
-
-def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3) -> str:
-    admin = kafka_clients.admin_client(kafka)
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
-    return name
+def worker_env(settings: Settings, database_url: str, **extra: str) -> dict:
+    """The environment of a `streamflow` worker process pointed at a benchmark stack
+    (``stack.child_env``), with the benchmarks' PII key."""
+    return stack.child_env(settings, database_url, STREAMFLOW_PII_KEY=BENCH_PII_KEY, **extra)
 
 
 def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
@@ -97,7 +88,7 @@ def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
 
     def created() -> bool:
         try:
-            create_topic(kafka, name, partitions)
+            topics.create_topic(kafka, name, partitions)
             return True
         except KafkaException:  # still being deleted in the background
             return False

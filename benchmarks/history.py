@@ -36,7 +36,6 @@ from assets.microbatch import run_config
 from benchmarks.harness import (
     BENCH_PII_KEY,
     Stack,
-    create_topic,
     environment,
     isolated_stack,
     write_results,
@@ -337,7 +336,7 @@ def _land(st: Stack, name: str, events: int) -> None:
     step recomputes every window it touches. Each run therefore starts in a window of its
     own, without late events (which reach 60 s back): otherwise a run would also recount the
     previous run's events, more or fewer depending on timing, not on history."""
-    topic = create_topic(st.kafka, name)
+    topic = topics.create_topic(st.kafka, name)
     time.sleep(windows.WINDOW_SECONDS - time.time() % windows.WINDOW_SECONDS + 0.1)
     run_producer(ProducerConfig(st.kafka, topic=topic, count=events,
                                 invalid_rate=DEMO_INVALID_RATE),

@@ -18,7 +18,8 @@ import time
 import psycopg
 
 from benchmarks.backbone import consumed
-from benchmarks.harness import BENCH_PII_KEY, Stack, create_topic, percentile, run
+from benchmarks.harness import BENCH_PII_KEY, Stack, percentile, run
+from streamflow import topics
 from streamflow.db.engine import libpq_url
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import wait_until
@@ -60,7 +61,7 @@ class VisibilityPoller:
 
 
 def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
-    topic = group = create_topic(st.kafka, f"bench-latency-{rate}")
+    topic = group = topics.create_topic(st.kafka, f"bench-latency-{rate}")
     sink = st.start("sink", "--topic", topic, "--group", group, "--metrics-port", "0")
     key = BENCH_PII_KEY.encode()
     try:
@@ -99,7 +100,7 @@ def _at_rate(st: Stack, rate: int, seconds: float) -> dict:
 
 def broker_end_to_end(st: Stack, messages: int = 2000, size: int = 300) -> dict:
     """Kafka's EndToEndLatency: produce one message (acks=all), consume it, repeat."""
-    topic = create_topic(st.kafka, "bench-e2e", partitions=1)
+    topic = topics.create_topic(st.kafka, "bench-e2e", partitions=1)
     out = run(kafka_server.tool_command(
         st.settings, "org.apache.kafka.tools.EndToEndLatency", st.bootstrap, topic,
         str(messages), "all", str(size))).stdout

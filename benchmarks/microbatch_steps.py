@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from benchmarks.harness import BENCH_PII_KEY, create_topic, isolated_stack
+from benchmarks.harness import BENCH_PII_KEY, isolated_stack
 from resources import KafkaResource
 from streamflow import contract, topics
 from streamflow.db.engine import connect_admin
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     events = int(args[0]) if args else 50_000
     with isolated_stack() as st:
-        topic = create_topic(st.kafka, "bench-steps")
+        topic = topics.create_topic(st.kafka, "bench-steps")
         generator = EventGenerator(BENCH_PII_KEY.encode(), seed=1, late_rate=0.05,
                                    invalid_rate=0.01)
         sender = producer(st.kafka)

@@ -22,10 +22,12 @@ kafka_app = typer.Typer(help="The embedded Kafka broker.", no_args_is_help=True)
 topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 dagster_app = typer.Typer(help="The Dagster instance.", no_args_is_help=True)
+dbt_app = typer.Typer(help="The dbt project.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(dagster_app, name="dagster")
+app.add_typer(dbt_app, name="dbt")
 app.add_typer(dlq_commands.app, name="dlq")
 
 console = Console()
@@ -335,6 +337,16 @@ def dagster_prepare(
     supervisor.prepare_dagster_instance(settings, endpoints.database_url(settings),
                                         echo=_echo, code_host=code_host)
     _echo(f"Dagster instance ({settings.dagster_storage}) in {settings.dagster_home_dir}")
+
+
+@dbt_app.command("prepare")
+def dbt_prepare(force: bool = typer.Option(False, "--force", help="Parse even if fresh.")) -> None:
+    """Write the dbt manifest the Dagster definitions load (`dbt parse`, no database), when the
+    project changed since the last one."""
+    from streamflow import dbt_env
+
+    parsed = dbt_env.prepare_manifest(force=force)
+    _echo(f"dbt manifest {'written' if parsed else 'up to date'}: {dbt_env.manifest_path()}")
 
 
 def main() -> None:

@@ -87,3 +87,15 @@ class LiveTokenRequired(StreamFlowError):
 
 class ReprocessRangeInvalid(StreamFlowError, ValueError):
     """A reprocess was asked for no range, an empty one, or a time and a sequence range."""
+
+
+class DbtNotInstalled(StreamFlowError):
+    """No dbt (or no `streamflow-dbt` wrapper) beside this Python."""
+
+
+class DbtParseFailed(StreamFlowError):
+    """`dbt parse` could not write the dbt project's manifest."""
+
+
+class DbtManifestMissing(StreamFlowError):
+    """The dbt manifest was not prepared before the Dagster definitions were loaded."""

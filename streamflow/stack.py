@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from streamflow import endpoints, pii, supervisor, topics
+from streamflow import dbt_env, endpoints, pii, supervisor, topics
 from streamflow.db import migrate
 from streamflow.db.engine import redacted, server_version
 from streamflow.errors import WorkersFailed
 from streamflow.infra import kafka_server, postgres_server, processes
 from streamflow.kafka_clients import admin_client, broker_problem, require_broker
-from streamflow.settings import Settings, to_env
+from streamflow.settings import Settings, env_var_names, to_env
 
 
 def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
@@ -82,6 +82,16 @@ def _supervisor_alive(settings: Settings) -> bool:
     return bool(state and state.is_alive())
 
 
+def child_env(settings: Settings, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `streamflow` child process (the supervisor and its workers, or a
+    worker a test or benchmark starts) on this stack: it sees exactly these settings, including
+    ones given in code rather than the environment; a StreamFlow variable of this process's
+    environment that the settings do not carry is left out. ``extra`` wins (a test's PII key)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in env_var_names()}
+    return {**inherited, **to_env(settings), "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, **extra}
+
+
 def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     """Start the supervisor (it starts and restarts the workers), unless it runs already."""
     state = processes.read_state(settings.run_dir, supervisor.COMPONENT)
@@ -93,10 +103,10 @@ def start_workers(settings: Settings, database_url: str, *, echo=print) -> None:
     for name, outcome in _stop_orphaned_workers(settings).items():
         echo(f"{name}: {outcome} (left running by a supervisor that was killed)")
     _local_pii_key(settings)
+    if dbt_env.prepare_manifest():  # the code server loads the dbt assets from it
+        echo(f"dbt manifest written: {dbt_env.manifest_path()}")
     supervisor.prepare_dagster_instance(settings, database_url, echo=echo)
-    # Children see exactly these settings (including ones given in code, not the environment).
-    env = {**os.environ, **to_env(settings), "DATABASE_URL": database_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
+    env = child_env(settings, database_url)
     state, _ = processes.spawn(
         supervisor.COMPONENT, [sys.executable, "-m", "streamflow.cli", "supervise"],
         run_dir=settings.run_dir, log_path=settings.logs_dir / "supervisor.log", env=env)

@@ -250,6 +250,20 @@ def message_count(kafka: KafkaConnection, name: str, *, timeout_s: float = 30.0)
         probe.close()
 
 
+def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
+                 replication_factor: int = 1, timeout_s: float = 30.0) -> str:
+    """Create one topic (broker defaults for its configuration) and wait until the broker has
+    it; its name. Raises the broker's ``KafkaException`` (TOPIC_ALREADY_EXISTS included): for
+    the scratch topics of tests and benchmarks, where the pipeline's use ``ensure_topics``."""
+    from streamflow.kafka_clients import admin_client
+
+    admin = admin_client(kafka)  # must outlive the future it returns
+    admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                  replication_factor=replication_factor)],
+                        request_timeout=timeout_s)[name].result(timeout_s)
+    return name
+
+
 def topic_ids(admin: AdminClient, names: list[str], *, timeout_s: float = 10.0) -> dict[str, str]:
     """Topic name -> topic id (a UUID's text), for those of ``names`` that exist.
 

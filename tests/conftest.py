@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow import endpoints, stack
+from streamflow import endpoints, stack, topics
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
@@ -114,28 +114,15 @@ def unique_name() -> str:
 # -- helpers for tests that run workers against the session's services --------------------
 
 def create_topic(platform: Platform, name: str, partitions: int = 3) -> str:
-    from confluent_kafka.admin import NewTopic
-
-    from streamflow.kafka_clients import admin_client
-
-    admin = admin_client(platform.kafka)  # must outlive the future it returns
-    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]
-                        )[name].result(30)
-    return name
+    """A scratch topic on the session's broker (``topics.create_topic``): its name."""
+    return topics.create_topic(platform.kafka, name, partitions)
 
 
 def worker_env(platform: Platform, **extra: str) -> dict[str, str]:
-    """Environment for a worker subprocess pointed at the session's Kafka and PostgreSQL."""
-    import os
-
-    from streamflow.settings import env_var_names
-
-    env = {k: v for k, v in os.environ.items() if k not in env_var_names()}
-    env.update({"STREAMFLOW_HOME": str(platform.settings.home_dir),
-                "KAFKA_BOOTSTRAP_SERVERS": platform.bootstrap,
-                "DATABASE_URL": platform.database_url,
-                "STREAMFLOW_PII_KEY": TEST_PII_KEY.decode(), **extra})
-    return env
+    """Environment for a worker subprocess pointed at the session's Kafka and PostgreSQL
+    (``stack.child_env``), with the tests' PII key."""
+    return stack.child_env(platform.settings, platform.database_url,
+                           STREAMFLOW_PII_KEY=TEST_PII_KEY.decode(), **extra)
 
 
 TEST_PII_KEY = b"test-pii-key-0123456789abcdef"

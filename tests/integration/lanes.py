@@ -16,9 +16,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from sqlalchemy import text
 
-from streamflow.db.engine import make_engine
 from streamflow.kafka_clients import consumer
-from tests.conftest import create_topic, worker_env
+from tests.conftest import worker_env
 
 
 class SinkProcess:
@@ -54,24 +53,6 @@ class SinkProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def lane(platform, unique_name, tmp_path):
-    """A fresh topic + DLQ topic + group; yields a started sink, stops it afterwards."""
-    topic = create_topic(platform, unique_name)
-    dlq = create_topic(platform, unique_name + "-dlq", partitions=1)
-    sink = SinkProcess(platform, topic, dlq, "g-" + unique_name, tmp_path / "sink.log")
-    yield sink
-    if sink.proc is not None:
-        sink.stop()
-
-
-@pytest.fixture(scope="module")
-def engine(platform):
-    eng = make_engine(platform.database_url)
-    yield eng
-    eng.dispose()
 
 
 def rows(engine, topic: str) -> tuple[int, int, int]:

@@ -12,17 +12,10 @@ import pytest
 from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS
-from resources import KafkaResource, PostgresResource
 from streamflow import contract
 from streamflow.kafka_clients import producer
 from streamflow.sink.worker import SinkConfig, run_sink
 from streamflow.workers.runtime import StopFlag
-
-
-@pytest.fixture(scope="module")
-def resources(platform):
-    return {"postgres": PostgresResource(database_url=platform.database_url),
-            "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
 
 
 def land(platform, topic: str, events: list[dict], database_url: str | None = None) -> None:

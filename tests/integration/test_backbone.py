@@ -15,11 +15,8 @@ from streamflow.kafka_clients import producer
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.workers.runtime import StopFlag
 from tests.conftest import TEST_PII_KEY, wait_for
-from tests.integration import lanes
 from tests.integration.lanes import dead_letters, read_topic, rows
 from tests.integration.lanes import offsets_stored as _offsets_stored
-
-lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 
 
 def produce(platform, topic: str, count: int, **kw):

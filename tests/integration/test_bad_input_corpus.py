@@ -33,7 +33,6 @@ from tests.corpus.bad_inputs import DUPLICATE, VALID, BadInput, corpus
 from tests.integration import lanes
 from tests.integration.lanes import SinkProcess, offsets_stored, read_whole_topic
 
-engine = lanes.engine  # fixture
 # Comparing the ~1,000-deep kinds with == recurses once per level, past Python's default.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 

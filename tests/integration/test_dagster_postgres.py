@@ -37,10 +37,7 @@ from tests.conftest import (
     wait_for,
     worker_env,
 )
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, land
-
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 S = dg.DagsterRunStatus
 

@@ -1,21 +1,19 @@
 """dbt build (through dagster-dbt) on fixture data in the real PostgreSQL, with its tests."""
 
+import os
 from datetime import timedelta
+from unittest import mock
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
 from sqlalchemy import text
 
 from assets.dbt import streamflow_dbt
-from resources import PostgresResource
-from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_env, dbt_executable
+from streamflow.dbt_env import DBT_PROJECT_DIR, dbt_executable
 from streamflow.microbatch import claims
 from streamflow.microbatch import notifications as contract_step
 from tests.conftest import create_topic
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, catch_up, land
-
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 RECONCILIATION = "agg_events_hourly_reconciles_with_event_windows"
 
@@ -26,11 +24,12 @@ def dbt_cli() -> DbtCliResource:
 
 
 def build(platform, models: list[str] | None = None) -> dg.ExecuteInProcessResult:
-    """dbt build through the Dagster assets: every model, or these (with their tests)."""
-    return dg.materialize(
-        [streamflow_dbt], selection=[dg.AssetKey(["dbt", m]) for m in models] if models else None,
-        resources={"dbt": dbt_cli(),
-                   "postgres": PostgresResource(database_url=platform.database_url)})
+    """dbt build through the Dagster assets: every model, or these (with their tests). dbt
+    (streamflow-dbt) connects to DATABASE_URL, as in a Dagster run process."""
+    with mock.patch.dict(os.environ, {"DATABASE_URL": platform.database_url}):
+        return dg.materialize(
+            [streamflow_dbt], resources={"dbt": dbt_cli()},
+            selection=[dg.AssetKey(["dbt", m]) for m in models] if models else None)
 
 
 def one(engine, query: str, **params):
@@ -152,8 +151,7 @@ def test_reconciliation_names_an_hour_where_rollup_and_windows_disagree(
                 "WHERE window_start = :w AND event_type = 'purchase'")
     with engine.begin() as conn:
         assert conn.execute(bump, {"d": 1, "w": s.w0}).rowcount == 1
-    for name, value in dbt_env(platform.database_url).items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", platform.database_url)
     try:
         test = dbt_cli().cli(["test", "--select", RECONCILIATION], raise_on_error=False).wait()
         assert not test.is_successful()

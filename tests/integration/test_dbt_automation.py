@@ -43,8 +43,9 @@ def sensor_tick(instance: dg.DagsterInstance, resources: dict, cursor: str | Non
     return result
 
 
-def test_automation_builds_every_dbt_model(platform, fresh_database, unique_name):
+def test_automation_builds_every_dbt_model(platform, fresh_database, unique_name, monkeypatch):
     migrate.upgrade(fresh_database)
+    monkeypatch.setenv("DATABASE_URL", fresh_database)  # dbt's (streamflow-dbt's) connection
     resources = {
         "postgres": PostgresResource(database_url=fresh_database),
         "kafka": KafkaResource(bootstrap_servers=platform.bootstrap),

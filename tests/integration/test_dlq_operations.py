@@ -20,13 +20,11 @@ from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.kafka_clients import producer
 from streamflow.topics import message_count
 from tests.conftest import create_topic, worker_env
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import catch_up, land
 
 UUID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 
 
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 
 def dlq(platform, *args: str, ok: bool = True) -> subprocess.CompletedProcess:

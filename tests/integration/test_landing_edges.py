@@ -16,10 +16,8 @@ from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason
 from streamflow.kafka_clients import producer
 from streamflow.sink.decode import decode
 from tests.conftest import wait_for
-from tests.integration import lanes
 from tests.integration.lanes import offsets_stored, read_topic, rows
 
-lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 NEAR_LIMIT = 999_900  # accepted by the broker; with a dead letter's headers it is over 1 MB
 
 

@@ -17,10 +17,7 @@ from sensors.microbatch import new_events_sensor
 from streamflow import contract, topics
 from streamflow.kafka_clients import consumer
 from tests.conftest import create_topic
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, catch_up, land, materialize
-
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 
 def windows_of(engine, *starts) -> dict:

@@ -15,10 +15,7 @@ from streamflow.db.engine import connect_admin
 from streamflow.microbatch import batch, claims
 from streamflow.microbatch import notifications as contract_step
 from tests.conftest import create_topic
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, catch_up, land
-
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 
 def _land_events(platform, resources, engine, topic: str, n: int) -> tuple[Scenario, int, int]:

@@ -17,10 +17,7 @@ from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch, windows
 from streamflow.microbatch import notifications as contract_step
 from tests.conftest import create_topic
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.microbatch_helpers import Scenario, catch_up, land
-
-engine, resources = lanes.engine, microbatch_helpers.resources  # fixtures
 
 TYPES = ("login", "logout", "signup", "purchase", "page_view")
 

@@ -25,11 +25,8 @@ from streamflow import contract, pii, topics
 from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.kafka_clients import producer
 from tests.conftest import create_topic, wait_for, worker_env
-from tests.integration import lanes, microbatch_helpers
 from tests.integration.lanes import offsets_stored, read_whole_topic, rows
 from tests.integration.microbatch_helpers import catch_up
-
-lane, engine = lanes.lane, lanes.engine  # fixtures
 
 CLEAR_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # The same pattern for PostgreSQL (POSIX ARE): the database pre-filters, Python confirms.
@@ -142,7 +139,6 @@ def test_the_scan_finds_a_planted_address(platform, unique_name):
 
 # -- a real run -------------------------------------------------------------------------------
 
-resources = microbatch_helpers.resources  # fixture
 
 
 def test_no_clear_email_in_any_topic_or_table(platform, lane, engine, resources):

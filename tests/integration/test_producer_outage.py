@@ -10,10 +10,7 @@ from streamflow.infra import kafka_server
 from streamflow.producer.worker import FLUSH_TIMEOUT_S, ProducerConfig, ProducerStats, run_producer
 from streamflow.workers.runtime import StopFlag
 from tests.conftest import TEST_PII_KEY, wait_for
-from tests.integration import lanes
 from tests.integration.lanes import rows
-
-lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 
 EVENTS = 300
 PRODUCE_S = 15.0  # the events are spread over this long, so many are sent while the broker is away

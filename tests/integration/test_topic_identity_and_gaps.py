@@ -25,11 +25,8 @@ from streamflow.sink.worker import SinkConfig, run_sink
 from streamflow.topics import topic_ids
 from streamflow.workers.runtime import StopFlag
 from tests.conftest import TEST_PII_KEY, create_topic, wait_for, worker_env
-from tests.integration import lanes
 from tests.integration.lanes import dead_letters as letters
 from tests.integration.lanes import rows
-
-lane, engine = lanes.lane, lanes.engine  # the fixtures this module's tests use
 
 
 def produce(platform, topic: str, count: int) -> None:

@@ -72,8 +72,10 @@ def test_invalid_share():
 
 def test_same_seed_same_stream():
     now = 1_800_000_000_000
-    assert EventGenerator(KEY, seed=11).batch(50, now) == EventGenerator(KEY, seed=11).batch(
-        50, now)
+    stream = EventGenerator(KEY, seed=11).batch(50, now)
+    assert len(stream) == 50  # two empty batches would be equal too
+    assert stream == EventGenerator(KEY, seed=11).batch(50, now)
+    assert stream != EventGenerator(KEY, seed=12).batch(50, now)  # the seed decides
 
 
 def test_replayed_records_are_masked_and_get_stable_ids(tmp_path):

@@ -95,3 +95,17 @@ def test_an_empty_variable_is_an_unset_one(monkeypatch):
     assert settings.kafka_sasl_mechanism is None and settings.kafka_ssl_ca_location is None
     assert settings.embedded_postgres and settings.live_token is None
     assert settings.kafka.protocol == "PLAINTEXT"
+
+
+def test_a_child_process_sees_exactly_the_settings(monkeypatch, tmp_path):
+    from streamflow.stack import child_env
+
+    monkeypatch.setenv("STREAMFLOW_LIVE_TOKEN", "from-the-parent-only")  # not in the settings
+    monkeypatch.setenv("UNRELATED_VARIABLE", "kept")
+    settings = load_settings(STREAMFLOW_HOME=str(tmp_path), STREAMFLOW_LIVE_TOKEN=None,
+                             KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", DATABASE_URL=None)
+    env = child_env(settings, "postgresql://db/x", STREAMFLOW_PII_KEY="k" * 32)
+    assert "STREAMFLOW_LIVE_TOKEN" not in env and env["UNRELATED_VARIABLE"] == "kept"
+    assert env["DATABASE_URL"] == "postgresql://db/x" and env["STREAMFLOW_PII_KEY"] == "k" * 32
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    assert env["STREAMFLOW_HOME"] == str(settings.home_dir)
