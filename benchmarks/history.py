@@ -213,11 +213,14 @@ class History:
                     row = decode(value, key, _headers, *self._where())
                     events.write_row((*row, seq, row[occurred]))
                     if event["event_type"] == BAD_TYPE:  # rejected by the micro-batch later
+                        source = dict(zip(
+                            ("source_topic", "source_partition", "source_offset"),
+                            (row[LANDING_INDEX[c]] for c in _SOURCE), strict=True))
                         letters.write_row(_letter_row(DeadLetter(
-                            Stage.CONTRACT, Reason.CONTRACT,
-                            f"event_type: isin({[t.value for t in contract.EventType]}) "
-                            f"(got '{BAD_TYPE}')", value, key, {},
-                            *(row[LANDING_INDEX[c]] for c in _SOURCE), event["event_id"]),
+                            stage=Stage.CONTRACT, reason_code=Reason.CONTRACT,
+                            reason=f"event_type: isin({[t.value for t in contract.EventType]}) "
+                                   f"(got '{BAD_TYPE}')", payload=value, key=key, headers={},
+                            **source, event_id=event["event_id"]),
                             row[occurred] + timedelta(seconds=5)))
                     seq += 1
                     self.rows += 1

@@ -37,7 +37,9 @@ class Reason(StrEnum):
     OFFSET_GAP = "offset_gap"
 
 
-@dataclass(frozen=True, slots=True)
+# Keyword-only: ten fields, four of them ints and strs in a row; a swapped pair built by
+# position would still type-check.
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
     stage: Stage
     reason_code: Reason

@@ -289,9 +289,11 @@ def _db_rejected(row: tuple, exc: psycopg.Error) -> DeadLetter:
     at = LANDING_INDEX
     headers = row[at["headers"]]
     return DeadLetter(
-        Stage.INGEST, Reason.DB_REJECTED, f"PostgreSQL rejected the row: {detail}",
-        row[at["payload"]].encode(), key_from_copy(row[at["message_key"]]),
-        orjson.loads(headers) if headers else {},
-        row[at["kafka_topic"]], row[at["kafka_partition"]], row[at["kafka_offset"]],
-        row[at["event_id"]], row[at["kafka_topic_id"]],
+        stage=Stage.INGEST, reason_code=Reason.DB_REJECTED,
+        reason=f"PostgreSQL rejected the row: {detail}", payload=row[at["payload"]].encode(),
+        key=key_from_copy(row[at["message_key"]]),
+        headers=orjson.loads(headers) if headers else {},
+        source_topic=row[at["kafka_topic"]], source_partition=row[at["kafka_partition"]],
+        source_offset=row[at["kafka_offset"]], event_id=row[at["event_id"]],
+        source_topic_id=row[at["kafka_topic_id"]],
     )

@@ -111,8 +111,10 @@ class Hub:
             for channel in CHANNELS:
                 self._subscribe(client, channel, False)
             receiver.cancel()
+            # Bounded too: closing a stalled client waits on the same full send buffer, and
+            # would hold this task and its socket until the keepalive gave up (~40 s).
             with contextlib.suppress(Exception):
-                await websocket.close()
+                await asyncio.wait_for(websocket.close(), SEND_TIMEOUT_S)
 
     async def _receive(self, client: Client) -> None:
         """Apply the client's subscriptions (ignore anything else); returns when it

@@ -205,6 +205,8 @@ def contract_dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLett
     """The original message (bytes, key, headers) with every reason: a replay sends it as
     it first arrived."""
     return DeadLetter(
-        Stage.CONTRACT, Reason.CONTRACT, "; ".join(reasons), origin.payload, origin.key,
-        origin.headers, origin.kafka_topic, origin.kafka_partition, origin.kafka_offset,
-        origin.event_id, origin.kafka_topic_id)
+        stage=Stage.CONTRACT, reason_code=Reason.CONTRACT, reason="; ".join(reasons),
+        payload=origin.payload, key=origin.key, headers=origin.headers,
+        source_topic=origin.kafka_topic, source_partition=origin.kafka_partition,
+        source_offset=origin.kafka_offset, event_id=origin.event_id,
+        source_topic_id=origin.kafka_topic_id)

@@ -69,8 +69,10 @@ def decode(
         headers = None
 
     def reject(reason: Reason, detail: str, event_id: str | None = None) -> DeadLetter:
-        return DeadLetter(Stage.INGEST, reason, detail, value, key, headers_dict(headers),
-                          topic, partition, offset, event_id, topic_id)
+        return DeadLetter(stage=Stage.INGEST, reason_code=reason, reason=detail, payload=value,
+                          key=key, headers=headers_dict(headers), source_topic=topic,
+                          source_partition=partition, source_offset=offset, event_id=event_id,
+                          source_topic_id=topic_id)
 
     try:
         if not value:

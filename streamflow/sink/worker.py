@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from enum import Enum
 from typing import NamedTuple
 
 from confluent_kafka import (
@@ -65,6 +66,16 @@ TOPIC_ID_CHECK_S = 1.0
 # the usual rates (a batch holds what arrived during one ~0.1 s poll), a sample of a full
 # backlog batch, which would otherwise spend ~10 ms per 10k messages in Histogram.observe.
 LATENCY_SAMPLES_PER_BATCH = 64
+
+
+class Outcome(Enum):
+    """How a batch in flight ended."""
+
+    LANDED = "landed"
+    # Landed again after the database came back; the consumer was sought to the offsets in
+    # PostgreSQL, so what was decoded meanwhile is read again.
+    RESEEKED = "reseeked"
+    STOPPED = "stopped"  # asked to stop during an outage: nothing committed, replayed later
 
 
 @dataclass(frozen=True)
@@ -346,9 +357,9 @@ class Sink:
             if self._in_flight is not None:
                 outcome = self._finish(self._in_flight)
                 self._in_flight = None
-                if outcome is None:  # stopped during an outage: replayed on restart
+                if outcome is Outcome.STOPPED:  # during an outage: replayed on restart
                     return
-                if outcome == "reseeked":
+                if outcome is Outcome.RESEEKED:
                     batch = None  # positions were reset to PostgreSQL's: re-read it
             if batch is not None or not self.assigned:  # idle counts once data could flow
                 idle_since = time.monotonic()
@@ -443,14 +454,14 @@ class Sink:
                 messages += self.consumer.consume(size - 1, 0)
         return messages
 
-    def _finish(self, flight: InFlight) -> str | None:
+    def _finish(self, flight: InFlight) -> Outcome:
         """Wait for a landing; on a lost database, land it again here with backoff."""
         try:
-            result, outcome = flight.future.result(), "landed"
+            result, outcome = flight.future.result(), Outcome.LANDED
         except CONNECTION_ERRORS:
-            result, outcome = self._land_with_retry(flight.batch), "reseeked"
+            result, outcome = self._land_with_retry(flight.batch), Outcome.RESEEKED
             if result is None:
-                return None
+                return Outcome.STOPPED
         metrics.DB_AVAILABLE.set(1)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - flight.started)
         committed = time.time()

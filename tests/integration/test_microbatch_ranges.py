@@ -104,8 +104,11 @@ def test_incremental_dlq_report_equals_a_full_recount(platform, engine):
     conn = connect_admin(platform.database_url)
     try:
         for _ in range(30):  # 30 transactions, some with duplicates, across many hours
-            letters = [DeadLetter(rng.choice(list(Stage)), rng.choice(list(Reason)), "why",
-                                  b"x", None, {}, source, rng.randrange(3), rng.randrange(400))
+            letters = [DeadLetter(stage=rng.choice(list(Stage)),
+                                  reason_code=rng.choice(list(Reason)), reason="why",
+                                  payload=b"x", key=None, headers={}, source_topic=source,
+                                  source_partition=rng.randrange(3),
+                                  source_offset=rng.randrange(400))
                        for _ in range(rng.randrange(1, 40))]
             with conn.transaction():
                 insert_dead_letters(conn, letters)

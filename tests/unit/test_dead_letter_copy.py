@@ -6,8 +6,9 @@ from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason, Stage, topic_copy
 
 
 def _letter(payload: bytes | None, key: bytes | None = b"k") -> DeadLetter:
-    return DeadLetter(Stage.INGEST, Reason.TOO_LARGE, "too large", payload, key,
-                      {"origin": "test"}, "user-events", 0, 7)
+    return DeadLetter(stage=Stage.INGEST, reason_code=Reason.TOO_LARGE, reason="too large",
+                      payload=payload, key=key, headers={"origin": "test"},
+                      source_topic="user-events", source_partition=0, source_offset=7)
 
 
 def _size(key, value, headers) -> int:
@@ -40,3 +41,9 @@ def test_a_huge_key_is_cut_too():
 def test_no_payload_is_fine():
     key, value, _ = topic_copy(_letter(None, key=None))
     assert (key, value) == (None, None)
+
+
+def test_a_dead_letter_is_built_by_keyword_only():
+    """Three int fields and four str fields in a row: swapped positions would still build."""
+    with pytest.raises(TypeError, match="positional"):
+        DeadLetter(Stage.INGEST, Reason.TOO_LARGE, "why", None, None, {}, "t", 0, 1)  # type: ignore[misc]

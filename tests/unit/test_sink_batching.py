@@ -118,3 +118,22 @@ def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land():
     s._kafka_committed_at -= worker.KAFKA_COMMIT_INTERVAL_S
     s._commit_to_kafka()
     assert sorted(Committing.commits[-1]) == [(0, 100), (1, 99)]  # only the newest of each
+
+
+def test_a_landing_lost_with_the_database_reseeks_or_stops():
+    """The outcome decides whether decoded messages are kept: reseeked ones are read again."""
+    from concurrent.futures import Future
+
+    import psycopg
+
+    from streamflow.sink.worker import InFlight, Outcome
+
+    def flight() -> InFlight:
+        lost: Future = Future()
+        lost.set_exception(psycopg.OperationalError("server closed the connection"))
+        return InFlight(batch=None, messages=0, started=0.0, future=lost, gaps=[],
+                        produced_ms=[])
+
+    s = sink(FakeConsumer(ready=0))
+    s._land_with_retry = lambda _batch: None  # the stop flag was raised during the outage
+    assert s._finish(flight()) is Outcome.STOPPED
