@@ -31,12 +31,15 @@ BENCH_PII_KEY = "bench-pii-key-0123456789abcdef"
 @dataclass(frozen=True)
 class Stack:
     settings: Settings
-    bootstrap: str
     database_url: str
 
     @property
     def kafka(self) -> KafkaConnection:
         return self.settings.kafka
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
 
     def worker_env(self, **extra: str) -> dict:
         return worker_env(self.settings, self.database_url, **extra)
@@ -66,7 +69,7 @@ def isolated_stack(**overrides: object):
         kafka_server.share_jars(settings, jars)
         stack.up(settings, workers=False, echo=lambda m: print(m, file=sys.stderr))
         try:
-            yield Stack(settings, settings.bootstrap_servers, endpoints.database_url(settings))
+            yield Stack(settings, endpoints.database_url(settings))
         finally:
             stack.down(settings, echo=lambda m: print(m, file=sys.stderr))
 

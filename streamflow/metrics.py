@@ -56,18 +56,34 @@ def serve(first_port: int, host: str) -> int:
     raise OSError(f"no free metrics port in {first_port}-{first_port + PORT_SEARCH - 1}")
 
 
-def scrape(port: int, *, timeout_s: float = 1.0) -> dict[str, float] | None:
-    """Each sample a worker serves on ``port`` (for `streamflow status`), summed over its
-    labels (None: no answer)."""
+# Sample name -> [(labels, value)], as a worker serves them.
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse(text: str) -> Samples:
+    """Prometheus text exposition as sample name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def scrape(address: str, *, timeout_s: float = 1.0) -> Samples | None:
+    """The samples a worker serves at ``address`` (its http://.../metrics); None: no answer.
+    `streamflow status` and the live view's health panel both read workers through this."""
     import urllib.request
 
-    samples: dict[str, float] = {}
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
-            for line in r.read().decode().splitlines():
-                if line and not line.startswith("#"):
-                    name, value = line.split("{", 1)[0].split(" ", 1)[0], line.rsplit(" ", 1)[1]
-                    samples[name] = samples.get(name, 0.0) + float(value)
+        with urllib.request.urlopen(address, timeout=timeout_s) as response:
+            return parse(response.read().decode())
     except (OSError, ValueError):
         return None
-    return samples
+
+
+def total(samples: Samples, name: str) -> float | None:
+    """A sample summed over its labels (None: the worker does not serve it)."""
+    values = samples.get(name)
+    return sum(v for _, v in values) if values else None

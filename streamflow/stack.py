@@ -223,8 +223,8 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         if alive and address.endswith("/metrics"):  # the port the supervisor gave it
             from streamflow import metrics  # prometheus_client: not for every CLI start
 
-            samples = metrics.scrape(int(address.rsplit(":", 1)[1].split("/")[0])) or {}
-            rate = samples.get("streamflow_rate")
+            samples = metrics.scrape(address) or {}
+            rate = metrics.total(samples, "streamflow_rate")
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
             if spec.name == "sink":
                 detail += _sink_offsets(settings, samples)
@@ -240,7 +240,7 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
     return rows
 
 
-def _sink_offsets(settings: Settings, samples: dict[str, float]) -> str:
+def _sink_offsets(settings: Settings, samples: dict) -> str:
     """The running sink's detail: which incarnation of its topic its stored offsets are of,
     and whether it saw the topic deleted and created again."""
     from streamflow.sink.incarnation import stored_incarnation
@@ -250,7 +250,9 @@ def _sink_offsets(settings: Settings, samples: dict[str, float]) -> str:
                                            settings.kafka).describe()
     except Exception as exc:  # status reports every failure, it never raises
         detail = f"; stored offsets unknown: {str(exc).splitlines()[0]}"
-    if samples.get("streamflow_topic_recreations_total"):
+    from streamflow import metrics
+
+    if metrics.total(samples, "streamflow_topic_recreations_total"):
         detail += "; the topic was deleted and created again: read from its beginning"
     return detail
 

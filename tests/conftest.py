@@ -60,7 +60,6 @@ def _uncaptured_echo(config):
 @dataclass(frozen=True)
 class Platform:
     settings: Settings
-    bootstrap: str
     database_url: str
     kafka_version: str
     postgres_version: str
@@ -69,6 +68,10 @@ class Platform:
     def kafka(self) -> KafkaConnection:
         return self.settings.kafka
 
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
+
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory, request) -> Iterator[Platform]:
@@ -76,7 +79,7 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
     echo = _uncaptured_echo(request.config)
     stack.up(settings, echo=echo, workers=False)
     url = endpoints.database_url(settings)
-    running = Platform(settings, settings.bootstrap_servers, url,
+    running = Platform(settings, url,
                        kafka_server.version_from_log(settings) or "?", server_version(url))
     echo(f"integration services: Apache Kafka {running.kafka_version} at {running.bootstrap}, "
          f"PostgreSQL {running.postgres_version}")

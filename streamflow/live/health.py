@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from confluent_kafka import KafkaException
-from prometheus_client.parser import text_string_to_metric_families
 
-from streamflow import kafka_clients, topics
+from streamflow import kafka_clients, metrics, topics
 from streamflow.infra import processes
 from streamflow.kafka_connection import KafkaConnection
+from streamflow.metrics import Samples, total
 
 # The supervisor's names for the workers (supervisor.worker_specs; a unit test compares).
 PRODUCER, SINK = "producer", "sink"
@@ -41,31 +40,8 @@ LATENCY_METRIC = "streamflow_sink_produce_to_row_seconds_bucket"
 OK, DOWN, STARTING, DEGRADED, UNKNOWN = "ok", "down", "starting", "degraded", "unknown"
 SUPERVISOR = "supervisor"  # its state file marks a run directory of `streamflow up`
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]  # sample name -> (labels, value)
-
-
-def parse_metrics(text: str) -> Samples:
-    """Prometheus text exposition as sample name -> [(labels, value)]."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def total(samples: Samples, name: str) -> float | None:
-    """A sample summed over its labels (None: the worker does not serve it)."""
-    values = samples.get(name)
-    return sum(v for _, v in values) if values else None
-
-
 def scrape(address: str) -> Samples | None:
-    """The samples a worker serves at ``address`` (its http://.../metrics), None: no answer."""
-    try:
-        with urllib.request.urlopen(address, timeout=SCRAPE_TIMEOUT_S) as response:
-            return parse_metrics(response.read().decode())
-    except (OSError, ValueError):
-        return None
+    return metrics.scrape(address, timeout_s=SCRAPE_TIMEOUT_S)
 
 
 # -- latency --------------------------------------------------------------------------------

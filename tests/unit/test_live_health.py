@@ -17,14 +17,14 @@ from streamflow.settings import load_settings
 from streamflow.sink.worker import LATENCY_SAMPLES_PER_BATCH, produced_at_ms
 
 
-def latency_histogram(observations: list[float]) -> health.Samples:
+def latency_histogram(observations: list[float]) -> metrics.Samples:
     """What the sink serves after observing ``observations`` (its real buckets)."""
     registry = CollectorRegistry()
     histogram = Histogram("streamflow_sink_produce_to_row_seconds", "test", registry=registry,
                           buckets=metrics.PRODUCE_TO_ROW_BUCKETS)
     for value in observations:
         histogram.observe(value)
-    return health.parse_metrics(generate_latest(registry).decode())
+    return metrics.parse(generate_latest(registry).decode())
 
 
 def test_quantiles_interpolate_inside_the_bucket_as_prometheus_does():
@@ -55,7 +55,7 @@ def test_the_latency_covers_the_last_window_and_restarts_with_the_sink():
 
 
 def worker_samples(*, rate: float = 0, database: float | None = None,
-                   lag: float | None = None) -> health.Samples:
+                   lag: float | None = None) -> metrics.Samples:
     registry = CollectorRegistry()
     Gauge("streamflow_rate", "", ["worker"], registry=registry).labels("w").set(rate)
     Counter("streamflow_events_produced", "", registry=registry).inc(1234)
@@ -65,7 +65,7 @@ def worker_samples(*, rate: float = 0, database: float | None = None,
         gauge = Gauge("streamflow_consumer_lag", "", ["topic", "partition"], registry=registry)
         gauge.labels("t", "0").set(lag)
         gauge.labels("t", "1").set(1)
-    return health.parse_metrics(generate_latest(registry).decode())
+    return metrics.parse(generate_latest(registry).decode())
 
 
 def rows(document: dict) -> dict[str, dict]:
