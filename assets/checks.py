@@ -8,6 +8,8 @@ from psycopg import sql
 from assets.dbt import SOURCE_FRESHNESS, SourceFreshness
 from assets.microbatch import dlq_report, event_windows, notifications
 from resources import PostgresResource
+from streamflow.db import tables
+from streamflow.db.compose import statement
 from streamflow.dlq import Stage
 from streamflow.errors import StreamFlowError
 from streamflow.microbatch import windows
@@ -27,11 +29,14 @@ def _one(postgres: PostgresResource, query: str | sql.Composed, params: tuple = 
 # Each check reads bounded work whatever the history: an hour of per-minute counters
 # (streamflow.contract_counts), the last hour of dead letters by their created_at index, or
 # the newest processed events by ingest sequence. `make bench` times them at 0, 1M and 10M rows.
-_LAST_HOUR_CHECKED = """
-    SELECT coalesce(sum(checked), 0)::bigint, coalesce(sum(valid), 0)::bigint,
-           coalesce(sum(rejected), 0)::bigint
-    FROM streamflow.contract_counts WHERE minute > now() - interval '1 hour'
-"""
+_LAST_HOUR_CHECKED = statement("""
+    SELECT coalesce(sum({c.checked}), 0)::bigint, coalesce(sum({c.valid}), 0)::bigint,
+           coalesce(sum({c.rejected}), 0)::bigint
+    FROM {c} WHERE {c.minute} > now() - interval '1 hour'
+""", c=tables.contract_counts)
+_LAST_HOUR_DEAD_LETTERS = statement(
+    "SELECT count(*) FROM {d} WHERE {d.stage} = %s AND {d.created_at} > now() - interval '1 hour'",
+    d=tables.dead_letters)
 
 
 @dg.asset_check(asset=notifications, description=f"Contract pass rate over the last hour >= "
@@ -49,9 +54,7 @@ def dlq_rate(postgres: PostgresResource) -> dg.AssetCheckResult:
     # Landed = what the contract step checked (minutes behind landing at most); the ingest
     # dead letters never landed, so they count on top.
     checked, _, rejected = _one(postgres, _LAST_HOUR_CHECKED)
-    (ingest,) = _one(postgres, "SELECT count(*) FROM raw.dead_letters WHERE stage = %s "
-                               "AND created_at > now() - interval '1 hour'",
-                     (Stage.INGEST.value,))
+    (ingest,) = _one(postgres, _LAST_HOUR_DEAD_LETTERS, (Stage.INGEST.value,))
     arrived, dead = checked + ingest, rejected + ingest
     rate = dead / arrived if arrived else 0.0
     return dg.AssetCheckResult(passed=rate <= MAX_DLQ_RATE, severity=dg.AssetCheckSeverity.WARN,
@@ -99,33 +102,37 @@ raw_events_fresh = next((c for c in SOURCE_FRESHNESS_CHECKS
                          if c.check_key.name == "raw_events_fresh"), None)
 if raw_events_fresh is None:
     raise StreamFlowError("dbt_project declares no freshness (with a loaded_at_query) for the "
-                       "source raw.events: its Dagster check raw_events_fresh has no limits")
+                          f"source {tables.events.fullname}: its Dagster check raw_events_fresh "
+                          "has no limits")
 
 
 # The newest processed events whose windows are checked: bounded work at any rate or age.
 RECENT_EVENTS = 100_000
+# The lower bound on window_start lets the anti-join probe the primary key instead of hashing
+# all of event_windows (a seq scan that grew with history: `benchmarks/history`). `n` is the
+# CTE of the recent notifications' windows, `w` an event_windows row.
+_MISSING_WINDOWS = statement("""
+    WITH done AS (SELECT coalesce(max({wm.last_seq}), 0) AS upto FROM {wm}
+                  WHERE {wm.name} = %s),
+    n AS (
+        SELECT DISTINCT to_timestamp(floor(extract(epoch FROM {nt.occurred_at}) / %s) * %s) AS ws,
+               {nt.event_type}
+        FROM {nt}, done
+        WHERE {nt.ingest_seq} > done.upto - %s AND {nt.ingest_seq} <= done.upto
+    )
+    SELECT count(*) FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM {ew} w
+                      WHERE w.{ew.window_start} = n.ws AND w.{ew.event_type} = n.{nt.event_type}
+                        AND w.{ew.window_start} >= (SELECT min(ws) FROM n))""",
+    wm=tables.watermarks, nt=tables.notifications, ew=tables.event_windows)
 
 
 @dg.asset_check(asset=event_windows, description=f"Every 10 s window holding one of the "
                                                  f"newest {RECENT_EVENTS:,} processed events "
                                                  f"has its window row.")
 def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
-    # The lower bound on window_start lets the anti-join probe the primary key instead of
-    # hashing all of event_windows (a seq scan that grew with history: `benchmarks/history`).
-    (missing,) = _one(postgres, """
-        WITH done AS (SELECT coalesce(max(last_seq), 0) AS upto FROM streamflow.watermarks
-                      WHERE name = %s),
-        n AS (
-            SELECT DISTINCT to_timestamp(floor(extract(epoch FROM occurred_at) / %s) * %s) AS ws,
-                   event_type
-            FROM streamflow.notifications, done
-            WHERE ingest_seq > done.upto - %s AND ingest_seq <= done.upto
-        )
-        SELECT count(*) FROM n
-        WHERE NOT EXISTS (SELECT 1 FROM streamflow.event_windows w
-                          WHERE w.window_start = n.ws AND w.event_type = n.event_type
-                            AND w.window_start >= (SELECT min(ws) FROM n))""",
-        (windows.STEP, WINDOW_SECONDS, WINDOW_SECONDS, RECENT_EVENTS))
+    (missing,) = _one(postgres, _MISSING_WINDOWS,
+                      (windows.STEP, WINDOW_SECONDS, WINDOW_SECONDS, RECENT_EVENTS))
     return dg.AssetCheckResult(passed=missing == 0, metadata={"missing_windows": missing})
 
 

@@ -9,6 +9,7 @@ from assets import dlq_replay
 from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
 from resources import KafkaResource, PostgresResource
 from streamflow import topics
+from streamflow.db import tables
 from streamflow.microbatch import batch, report, windows
 from streamflow.microbatch import notifications as contract_step
 from streamflow.supervisor import RUN_START_TIMEOUT_S
@@ -19,8 +20,8 @@ GROUP = "microbatch"
 class BatchConfig(dg.Config):
     """The sensor fixes ``upto_seq`` so a run (and its retry) covers a known range."""
 
-    upto_seq: int = Field(0, description="Process raw.events up to this ingest_seq "
-                                         "(0: all landed when the run starts).")
+    upto_seq: int = Field(0, description=f"Process {tables.events.fullname} up to this "
+                                         "ingest_seq (0: all landed when the run starts).")
 
 
 class NotificationsConfig(BatchConfig):
@@ -57,7 +58,8 @@ def _upto(config: BatchConfig, conn) -> int:
 
 @dg.asset(group_name=GROUP, deps=[RAW_EVENTS], kinds={"pandera", "postgres", "kafka"},
           description="Landed events checked against the pandera contract; valid ones in "
-                      "streamflow.notifications and on `notifications`, failures dead-lettered.")
+                      f"{tables.notifications.fullname} and on `notifications`, failures "
+                      "dead-lettered.")
 def notifications(context: dg.AssetExecutionContext, config: NotificationsConfig,
                   postgres: PostgresResource, kafka: KafkaResource) -> dg.MaterializeResult:
     with postgres.connect() as conn:
@@ -100,7 +102,7 @@ def event_windows(context: dg.AssetExecutionContext, config: WindowConfig,
 
 
 @dg.asset(group_name=GROUP, deps=[RAW_DEAD_LETTERS, notifications], kinds={"postgres"},
-          description="Dead letters by hour, stage and reason (streamflow.dlq_report).")
+          description=f"Dead letters by hour, stage and reason ({tables.dlq_report.fullname}).")
 def dlq_report(context: dg.AssetExecutionContext,
                postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connect() as conn:

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from assets.microbatch import event_windows, notifications
 from resources import KafkaResource, PostgresResource
 from streamflow import topics
+from streamflow.db import tables
 from streamflow.microbatch import reprocess
 
 JOB_NAME = "reprocess"
@@ -24,11 +25,11 @@ class ReprocessConfig(dg.Config):
         None, description="Event time the range ends before (exclusive); widened up to a 10 s "
                           "window's end.")
     ingest_seq_from: int | None = Field(
-        None, description="First raw.events ingest_seq of the range (inclusive). With "
-                          "ingest_seq_to; not with the event-time bounds.")
+        None, description=f"First {tables.events.fullname} ingest_seq of the range "
+                          "(inclusive). With ingest_seq_to; not with the event-time bounds.")
     ingest_seq_to: int | None = Field(
-        None, description="Last raw.events ingest_seq of the range (inclusive). Rows the "
-                          "micro-batch has not processed yet are left to it.")
+        None, description=f"Last {tables.events.fullname} ingest_seq of the range "
+                          "(inclusive). Rows the micro-batch has not processed yet are left to it.")
     dry_run: bool = Field(False, description="Report what would change, write and publish "
                                              "nothing.")
 

@@ -45,12 +45,7 @@ import psycopg
 
 from benchmarks.chaos_faults import DeletedRange, Sent, delete_unread, send_oversized
 from benchmarks.chaos_ledger import Ledger, account, covered_now, message_outcome
-from benchmarks.harness import (
-    isolated_stack,
-    recreate_topic,
-    worker_env,
-    write_results,
-)
+from benchmarks.harness import isolated_stack, worker_env, write_results
 from streamflow import kafka_clients, topics
 from streamflow.dlq import Reason
 from streamflow.infra import kafka_server, postgres_server
@@ -286,7 +281,7 @@ class ChaosRun:
         at = time.monotonic()
         admin = kafka_clients.admin_client(self.kafka)
         old_id = topics.topic_ids(admin, [self.topic]).get(self.topic)
-        new_id = recreate_topic(self.kafka, self.topic, PARTITIONS)
+        new_id = topics.recreate_topic(self.kafka, self.topic, PARTITIONS)
         took = time.monotonic() - at
         producer = ChaosProducer(self.topic, replace(self.plan, events=self.plan.recreated_events),
                                  self.env, self.settings.logs_dir, label="chaos-recreated")

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from confluent_kafka import KafkaException
 
-from streamflow import endpoints, kafka_clients, stack, topics
+from streamflow import endpoints, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
@@ -78,27 +77,6 @@ def worker_env(settings: Settings, database_url: str, **extra: str) -> dict:
     """The environment of a `streamflow` worker process pointed at a benchmark stack
     (``stack.child_env``), with the benchmarks' PII key."""
     return stack.child_env(settings, database_url, STREAMFLOW_PII_KEY=BENCH_PII_KEY, **extra)
-
-
-def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
-                   timeout_s: float = 60.0) -> str:
-    """Delete ``name``, wait until the broker has forgotten it, create it again; the new
-    incarnation's topic id."""
-    admin = kafka_clients.admin_client(kafka)
-    admin.delete_topics([name])[name].result(30)
-    poll_until(lambda: name not in topics.topic_ids(admin, [name]), timeout_s,
-               f"topic {name} deleted")
-
-    def created() -> bool:
-        try:
-            topics.create_topic(kafka, name, partitions)
-            return True
-        except KafkaException:  # still being deleted in the background
-            return False
-
-    poll_until(created, timeout_s, f"topic {name} created again", interval_s=1.0)
-    return poll_until(lambda: topics.topic_ids(admin, [name]).get(name), timeout_s,
-                      f"the id of topic {name}")
 
 
 def poll_until(predicate, timeout_s: float, what: str, *, interval_s: float = 0.25):

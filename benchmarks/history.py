@@ -44,7 +44,7 @@ from resources import KafkaResource, PostgresResource
 from sensors.microbatch import new_events_sensor
 from streamflow import contract, topics
 from streamflow.db.engine import libpq_url
-from streamflow.db.tables import LANDING_COLUMNS, LANDING_INDEX, notifications
+from streamflow.db.tables import LANDING_COLUMNS, notifications
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch, windows
 from streamflow.microbatch import notifications as contract_step
@@ -74,12 +74,14 @@ QUIET = timedelta(hours=2)
 INGEST_REJECT_EVERY = 20
 CONTRACT_REJECT_EVERY = 20
 BAD_TYPE = "teleport"
+# What the contract check says about it (streamflow.validation), as its dead letter's reason.
+_BAD_TYPE_FAILURE = contract.Failure(
+    check=f"isin({[t.value for t in contract.EventType]})", column="event_type", value=BAD_TYPE)
 PARTITIONS = 3
 CONTRACT_COUNTS_KEPT = timedelta(days=2)  # as the contract step keeps them
 GREW = 1.5  # a statement "grows" when its buffers at the largest level exceed level 0's ...
 GREW_MIN_BUFFERS = 100  # ... by this factor and by at least this many 8 kB pages
 
-_SOURCE = ("kafka_topic", "kafka_partition", "kafka_offset")
 _COPY_EVENTS = sql.SQL("COPY raw.events ({}) FROM STDIN").format(sql.SQL(", ").join(
     map(sql.Identifier, (*LANDING_COLUMNS, "ingest_seq", "ingested_at"))))
 _COPY_DEAD_LETTERS = sql.SQL(
@@ -194,7 +196,6 @@ class History:
         its ingest dead letter, every contract breaker also as its contract dead letter."""
         gen, progress = self.gen, Progress("history", log_interval_s=5.0)
         start_rows = self.rows
-        occurred = LANDING_INDEX["occurred_at"]
         with events_conn.cursor().copy(_COPY_EVENTS) as events, \
                 letters_conn.cursor().copy(_COPY_DEAD_LETTERS) as letters:
             while self.rows < target:
@@ -211,17 +212,14 @@ class History:
                         letter = decode(spoiled, key, _headers, *self._where())
                         letters.write_row(_letter_row(letter, event["occurred_at"]))
                     row = decode(value, key, _headers, *self._where())
-                    events.write_row((*row, seq, row[occurred]))
+                    events.write_row((*row, seq, row.occurred_at))
                     if event["event_type"] == BAD_TYPE:  # rejected by the micro-batch later
-                        source = dict(zip(
-                            ("source_topic", "source_partition", "source_offset"),
-                            (row[LANDING_INDEX[c]] for c in _SOURCE), strict=True))
                         letters.write_row(_letter_row(DeadLetter(
                             stage=Stage.CONTRACT, reason_code=Reason.CONTRACT,
-                            reason=f"event_type: isin({[t.value for t in contract.EventType]}) "
-                                   f"(got '{BAD_TYPE}')", payload=value, key=key, headers={},
-                            **source, event_id=event["event_id"]),
-                            row[occurred] + timedelta(seconds=5)))
+                            reason=str(_BAD_TYPE_FAILURE), payload=value, key=key, headers={},
+                            source_topic=row.kafka_topic, source_partition=row.kafka_partition,
+                            source_offset=row.kafka_offset, event_id=event["event_id"]),
+                            row.occurred_at + timedelta(seconds=5)))
                     seq += 1
                     self.rows += 1
                 progress.update(self.rows - start_rows, f"history rows, to {target:,}")

@@ -25,9 +25,12 @@ from datetime import datetime
 import dagster as dg
 import psycopg
 from psycopg import sql
+from sqlalchemy import Table
 
 from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
 from resources import PostgresResource
+from streamflow.db import tables
+from streamflow.db.compose import column, statement
 
 # Seconds between evaluations. The dbt models build at most every 5 minutes (on_cron), so a
 # cron tick waits at most a minute for the report it needs; faster reports would only grow
@@ -40,16 +43,27 @@ class LandingTable:
     """A table the sink writes, with the column that orders it and the landing time."""
 
     asset: dg.AssetKey
-    schema: str
-    name: str
+    table: Table
     seq: str  # commit-ordered for raw.events; allocation-ordered for raw.dead_letters
     landed_at: str
 
 
 TABLES = (
-    LandingTable(RAW_EVENTS, "raw", "events", "ingest_seq", "ingested_at"),
-    LandingTable(RAW_DEAD_LETTERS, "raw", "dead_letters", "id", "created_at"),
+    LandingTable(RAW_EVENTS, tables.events, "ingest_seq", "ingested_at"),
+    LandingTable(RAW_DEAD_LETTERS, tables.dead_letters, "id", "created_at"),
 )
+
+
+def _statements(landing: LandingTable) -> tuple[sql.Composed, sql.Composed]:
+    """The newest row by seq, and the count of rows with seq in (%s, %s]."""
+    names = {"t": landing.table, "seq": column(landing.table, landing.seq),
+             "at": column(landing.table, landing.landed_at)}
+    return (statement("SELECT {seq}, {at} FROM {t} ORDER BY {seq} DESC LIMIT 1", **names),
+            statement("SELECT count(*) FROM {t} WHERE {seq} > %s AND {seq} <= %s", **names))
+
+
+# Composed once, at import: a column renamed in streamflow/db/tables.py fails here.
+_STATEMENTS = {landing.asset: _statements(landing) for landing in TABLES}
 
 
 @dataclass(frozen=True)
@@ -73,23 +87,19 @@ class Landed:
             metadata["newest_landed_at"] = dg.MetadataValue.timestamp(self.newest_at)
         return dg.AssetMaterialization(
             asset_key=self.table.asset, metadata=metadata,
-            description=f"Landed by the sink into {self.table.schema}.{self.table.name}, "
+            description=f"Landed by the sink into {self.table.table.fullname}, "
                         f"reported by the landing sensor.")
 
 
 def landed(conn: psycopg.Connection, table: LandingTable, after: int | None) -> Landed:
-    ident = {"table": sql.Identifier(table.schema, table.name),
-             "seq": sql.Identifier(table.seq), "at": sql.Identifier(table.landed_at)}
-    newest = conn.execute(sql.SQL("SELECT {seq}, {at} FROM {table} ORDER BY {seq} DESC LIMIT 1")
-                          .format(**ident)).fetchone()
+    newest_of, count_of = _STATEMENTS[table.asset]
+    newest = conn.execute(newest_of).fetchone()
     upto, newest_at = newest if newest else (0, None)
     if after is not None and upto < after:
         after = None  # the table was emptied or made anew: report it as if for the first time
     # raw.dead_letters ids are allocated before their transactions commit, so one committing
     # late under a lower id is in no report's count (the table and dbt still have it).
-    (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {table} WHERE {seq} > %s "
-                                   "AND {seq} <= %s").format(**ident),
-                           (after or 0, upto)).fetchone()
+    (rows,) = conn.execute(count_of, (after or 0, upto)).fetchone()
     return Landed(table, after, upto, rows, newest_at)
 
 
@@ -107,8 +117,8 @@ def evaluate(cursor: str | None, postgres: PostgresResource) -> dg.SensorResult 
 
 
 @dg.sensor(minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Reports what the sink landed in raw.events and raw.dead_letters as "
-                       "materializations of those external assets (their dbt models wait on "
-                       "them).")
+           description=f"Reports what the sink landed in {tables.events.fullname} and "
+                       f"{tables.dead_letters.fullname} as materializations of those external "
+                       "assets (their dbt models wait on them).")
 def landing_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     return evaluate(context.cursor, postgres)

@@ -15,6 +15,7 @@ import dagster as dg
 
 from assets.microbatch import MAX_RUNTIME, START_TIMEOUT, STEPS, microbatch_job, run_config
 from resources import PostgresResource
+from streamflow.db import tables
 from streamflow.microbatch import batch, windows
 
 # Seconds between evaluations: a window closes every 10 s; a run costs a few seconds.
@@ -105,6 +106,7 @@ def evaluate(context: dg.SensorEvaluationContext, postgres: PostgresResource):
 
 @dg.sensor(job=microbatch_job, minimum_interval_seconds=INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Requests a micro-batch run when raw.events has rows past the watermarks.")
+           description=f"Requests a micro-batch run when {tables.events.fullname} has rows past "
+                       "the watermarks.")
 def new_events_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     return evaluate(context, postgres)

@@ -9,6 +9,7 @@ On the wire an event is a JSON object (orjson), keyed by ``user_id``, with the h
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -79,3 +80,81 @@ def parse_time(value: object) -> datetime | None:
     if moment.tzinfo is None:  # the contract says UTC; a naive time is read as UTC
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+# -- why an event fails the contract ------------------------------------------------------------
+
+TYPE_CHECK = "type"              # the field's value is not of the contract's type
+MISSING_CHECK = "not_nullable"   # pandera's name for a required field without a value
+_SHOWN_CHARS = 60                # an offending value is shown this far (payloads reach 64 KiB)
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE = _NoValue()  # a failure without one offending value (a whole-column or row rule)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=True)
+class Failure:
+    """One reason an event fails the contract: which column, which check, what was there.
+
+    Kept as a record from validation to the dead letter (raw.dead_letters.failures); rendered
+    to text only for people (``str``: the dead letter's reason, its Kafka header, the CLI)."""
+
+    check: str                    # a pandera check, TYPE_CHECK, MISSING_CHECK, or a row rule
+    column: str | None = None     # None: a rule over the whole row
+    value: object = NO_VALUE      # the offending value as it arrived
+    expected: str | None = None   # TYPE_CHECK: what the contract wants
+
+    @property
+    def shown_value(self) -> str | None:
+        return None if self.value is NO_VALUE else f"{self.value!r:.{_SHOWN_CHARS}}"
+
+    @property
+    def summary(self) -> str:
+        """The failure without its value ("country: isin"): what failures are counted by."""
+        if self.column is None:
+            return self.check
+        if self.check == TYPE_CHECK:
+            return f"{self.column}: expected {self.expected}"
+        if self.check == MISSING_CHECK:
+            return f"{self.column}: missing"
+        return f"{self.column}: {self.check}"
+
+    def __str__(self) -> str:
+        shown = self.shown_value
+        if shown is None or self.column is None or self.check == MISSING_CHECK:
+            return self.summary
+        if self.check == TYPE_CHECK:
+            return f"{self.summary}, got {shown}"
+        return f"{self.summary} (got {shown})"
+
+    def as_json(self) -> dict[str, str | None]:
+        """JSON-safe, the value as shown (a payload's value can be any JSON, up to 64 KiB)."""
+        return {"column": self.column, "check": self.check, "expected": self.expected,
+                "got": self.shown_value}
+
+    @classmethod
+    def from_json(cls, document: dict) -> Failure:
+        """A stored failure (``as_json``); its value is the text shown when it was found."""
+        got = document.get("got")
+        return cls(check=document["check"], column=document.get("column"),
+                   expected=document.get("expected"),
+                   value=NO_VALUE if got is None else _Shown(got))
+
+
+class _Shown(str):
+    """A value known only as it was shown: shown again as is, not quoted a second time."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def describe(failures: list[Failure]) -> str:
+    """Every failure of one event as one line of text (a dead letter's ``reason``)."""
+    return "; ".join(map(str, failures))

@@ -11,6 +11,8 @@ from enum import StrEnum
 import orjson
 from confluent_kafka import Producer
 
+from streamflow.contract import Failure
+from streamflow.db.tables import dead_letters as dead_letter_table
 from streamflow.errors import DeadLetterPublishFailed
 from streamflow.kafka_clients import deliver
 from streamflow.topics import UNKNOWN_TOPIC_ID
@@ -52,6 +54,13 @@ class DeadLetter:
     source_offset: int
     event_id: str | None = None
     source_topic_id: str = UNKNOWN_TOPIC_ID  # the topic incarnation (see topics)
+    # Stage CONTRACT: every failure as a record (``reason`` is their text).
+    failures: tuple[Failure, ...] = ()
+
+    def failures_json(self) -> str | None:
+        """The failures as JSON text (values shown cut, so no NUL that jsonb would refuse)."""
+        return (orjson.dumps([f.as_json() for f in self.failures]).decode()
+                if self.failures else None)
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """Original headers first, then why and where from (``dlq.*`` names never collide)."""
@@ -64,6 +73,8 @@ class DeadLetter:
             ("dlq.source_partition", str(self.source_partition).encode()),
             ("dlq.source_offset", str(self.source_offset).encode()),
             ("dlq.source_topic_id", self.source_topic_id.encode()),
+            # Values shown cut (contract.Failure): at most a few KiB for 11 fields.
+            *([("dlq.failures", self.failures_json().encode())] if self.failures else []),
         ]
 
 
@@ -125,8 +136,8 @@ def topic_copy(letter: DeadLetter) -> tuple[bytes | None, bytes | None, list]:
         cut["value"] = len(value)
         value = value[:room - len(key or b"")]
     note = ", ".join(f"{part} cut from {size} bytes" for part, size in cut.items())
-    headers.append(("dlq.truncated", f"{note}; the whole message is in raw.dead_letters"
-                    .encode()))
+    headers.append(("dlq.truncated", f"{note}; the whole message is in "
+                                     f"{dead_letter_table.fullname}".encode()))
     return key, value, headers
 
 

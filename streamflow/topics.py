@@ -231,11 +231,27 @@ def _unknown_topic(exc: KafkaException) -> bool:
     return exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
+# A partition whose leader is moving (a topic just created, a broker restarting): asked again.
+_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+
+
 def end_offsets(consumer: Consumer, name: str, partitions, *,
                 timeout_s: float = 10.0) -> list[int]:
     """The end (high watermark) offset of each partition of ``name``, in partition order."""
-    return [consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout_s)[1]
+    return [_high_watermark(consumer, TopicPartition(name, pid), timeout_s)
             for pid in sorted(partitions)]
+
+
+def _high_watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(
+                partition, timeout=max(deadline - time.monotonic(), 0.1))[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LEADER_MOVING or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def message_count(kafka: KafkaConnection, name: str, *, timeout_s: float = 30.0) -> int:
@@ -262,6 +278,35 @@ def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
                                   replication_factor=replication_factor)],
                         request_timeout=timeout_s)[name].result(timeout_s)
     return name
+
+
+def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
+                   timeout_s: float = 60.0) -> str:
+    """Delete ``name``, wait until the broker has forgotten it, create it again: the new
+    incarnation's topic id. For the tests and benchmarks of a replaced topic. Raises
+    TimeoutError when a step takes longer than ``timeout_s``."""
+    from streamflow.infra.processes import wait_until
+    from streamflow.kafka_clients import admin_client
+
+    admin = admin_client(kafka)
+    admin.delete_topics([name])[name].result(timeout_s)
+
+    def created() -> bool:
+        if name in topic_ids(admin, [name]):
+            return False  # not forgotten yet
+        try:
+            create_topic(kafka, name, partitions, timeout_s=timeout_s)
+        except KafkaException:  # still being deleted in the background
+            return False
+        return True
+
+    def new_id() -> str | None:
+        return topic_ids(admin, [name]).get(name)
+
+    for step, what in ((created, "created again"), (new_id, "given its new id")):
+        if not wait_until(step, timeout_s=timeout_s, interval_s=0.5):
+            raise TimeoutError(f"topic {name} not {what} within {timeout_s:.0f} s")
+    return new_id()
 
 
 def topic_ids(admin: AdminClient, names: list[str], *, timeout_s: float = 10.0) -> dict[str, str]:

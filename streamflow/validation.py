@@ -15,7 +15,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from streamflow import contract
-from streamflow.contract import INT64, EventType
+from streamflow.contract import INT64, MISSING_CHECK, TYPE_CHECK, EventType, Failure
 
 # How far ahead of its ingestion an event's clock may run (client clock skew).
 FUTURE_SKEW = timedelta(minutes=5)
@@ -89,23 +89,27 @@ _STR_COLUMNS = ("event_id", "event_type", "user_id", "email_hash", "email_masked
                 "device")
 
 
-def typed_fields(payload: dict, type_errors: list[str]) -> dict[str, object]:
+def typed_fields(payload: dict, type_errors: list[Failure]) -> dict[str, object]:
     """Each contract field of one payload, typed (None when missing or of the wrong type).
 
-    A value of the wrong type adds its reason to ``type_errors``."""
+    A value of the wrong type adds its failure to ``type_errors``."""
     out = {}
     for name in CONTRACT_COLUMNS:
         raw = payload.get(name)
         value = _typed(name, raw)
         if raw is not None and value is None:
-            type_errors.append(f"{name}: expected {_EXPECTED[name]}, got {raw!r:.60}")
+            type_errors.append(Failure(check=TYPE_CHECK, column=name, value=raw,
+                                       expected=_EXPECTED[name]))
         out[name] = value
     return out
 
 
-def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, dict[int, list]]:
+Failures = dict[int, list[Failure]]  # row position -> every failure of that row
+
+
+def frame(payloads: list[dict], extra: dict[str, list]) -> tuple[pd.DataFrame, Failures]:
     """A typed DataFrame of ``payloads`` (+ ``extra`` columns) and the type errors per row."""
-    type_errors: dict[int, list[str]] = defaultdict(list)
+    type_errors: Failures = defaultdict(list)
     columns: dict[str, list] = {name: [] for name in CONTRACT_COLUMNS}
     for i, payload in enumerate(payloads):
         for name, value in typed_fields(payload, type_errors[i]).items():
@@ -132,10 +136,10 @@ def columns_frame(columns: dict[str, list], extra: dict[str, object]) -> pd.Data
     return df
 
 
-def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None
-             ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
-    """Split a batch: (valid rows, {row position: every reason it failed})."""
-    reasons: dict[int, list[str]] = defaultdict(list)
+def validate(df: pd.DataFrame, type_errors: Failures | None = None
+             ) -> tuple[pd.DataFrame, Failures]:
+    """Split a batch: (valid rows, {row position: every failure of that row})."""
+    reasons: Failures = defaultdict(list)
     for i, errors in (type_errors or {}).items():
         reasons[i].extend(errors)
     if len(df):
@@ -146,27 +150,31 @@ def validate(df: pd.DataFrame, type_errors: dict[int, list[str]] | None = None
                 if pd.isna(case.index):
                     # A whole-column failure (dtype): every row fails it.
                     for i in range(len(df)):
-                        reasons[i].append(f"{case.column}: {case.check}")
+                        reasons[i].append(Failure(check=case.check, column=str(case.column)))
                     continue
-                if case.check in ROW_CHECKS:  # reported per column: keep the rule's name once
-                    reasons[int(case.index)].append(case.check)
-                else:
-                    reasons[int(case.index)].append(
-                        _describe(str(case.column), case.check, case.failure_case))
-    for i in list(reasons):
+                reasons[int(case.index)].append(_failure(case))
+    for i, found in reasons.items():
         # A value of the wrong type was set to None, so pandera also calls it missing: keep the
         # type failure, which says what was there.
-        typed = {r.split(":", 1)[0] for r in reasons[i] if ": expected " in r}
-        reasons[i] = [r for r in dict.fromkeys(reasons[i])  # stable and without repeats
-                      if not (r.endswith(": missing") and r.split(":", 1)[0] in typed)]
+        typed = {f.column for f in found if f.check == TYPE_CHECK}
+        kept: list[Failure] = []
+        for failure in found:  # stable and without repeats (values may be unhashable)
+            if failure not in kept and not (failure.check == MISSING_CHECK
+                                            and failure.column in typed):
+                kept.append(failure)
+        reasons[i] = kept
     bad = sorted(reasons)
     valid = df.drop(index=df.index[bad]) if bad else df
     return valid, dict(reasons)
 
 
-def _describe(column: str, check: str, value: object) -> str:
-    if check == "not_nullable":
-        return f"{column}: missing"
+def _failure(case) -> Failure:
+    """One row's failure from a pandera failure case."""
+    if case.check in ROW_CHECKS:  # reported once per column: keep the rule once, for the row
+        return Failure(check=case.check)
+    if case.check == MISSING_CHECK:
+        return Failure(check=MISSING_CHECK, column=str(case.column))
+    value = case.failure_case
     if hasattr(value, "item"):  # a numpy scalar: show -500, not np.int64(-500)
         value = value.item()
-    return f"{column}: {check} (got {value!r:.60})"
+    return Failure(check=case.check, column=str(case.column), value=value)

@@ -5,22 +5,25 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from streamflow.db.tables import RAW_SCHEMA
+from streamflow.db.compose import columns, statement
+from streamflow.db.tables import dead_letters
 from streamflow.dlq import DeadLetter, storable_headers, storable_text
 
-_INSERT_DEAD_LETTER = sql.SQL(
-    "INSERT INTO {schema}.dead_letters (stage, reason_code, reason, payload, message_key, "
-    "headers, event_id, source_topic, source_topic_id, source_partition, source_offset) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+# In the order of _params.
+_WRITTEN = ("stage", "reason_code", "reason", "payload", "message_key", "headers", "event_id",
+            "source_topic", "source_topic_id", "source_partition", "source_offset", "failures")
+_INSERT_DEAD_LETTER = statement(
+    "INSERT INTO {d} ({written}) VALUES ({values}) "
     # Idempotent on the source message: a replayed batch stores each reject once per stage.
-    "ON CONFLICT ON CONSTRAINT dead_letters_source_key DO NOTHING").format(
-        schema=sql.Identifier(RAW_SCHEMA))
+    "ON CONFLICT ON CONSTRAINT dead_letters_source_key DO NOTHING",
+    d=dead_letters, written=columns(dead_letters, _WRITTEN),
+    values=sql.SQL(", ").join([sql.Placeholder()] * len(_WRITTEN)))
 
 
 def _params(d: DeadLetter) -> tuple:
     return (d.stage.value, d.reason_code.value, storable_text(d.reason), d.payload, d.key,
             storable_headers(d.headers), storable_text(d.event_id), d.source_topic,
-            d.source_topic_id, d.source_partition, d.source_offset)
+            d.source_topic_id, d.source_partition, d.source_offset, d.failures_json())
 
 
 def insert_dead_letters(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:

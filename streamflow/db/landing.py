@@ -13,9 +13,18 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
-from streamflow.db.tables import LANDING_COLUMNS, LANDING_INDEX, OUTPUT_SCHEMA, RAW_SCHEMA
+from streamflow.db.tables import (
+    LANDING_COLUMNS,
+    LandingRow,
+    consumer_offsets,
+    dead_letters,
+    events,
+    events_ingest_seq,
+    notifications,
+)
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.topics import UNKNOWN_TOPIC_ID
 
@@ -23,61 +32,63 @@ from streamflow.topics import UNKNOWN_TOPIC_ID
 # sequence is commit-ordered and Dagster's watermark never skips a row (docs/ARCHITECTURE.md).
 INGEST_SEQ_LOCK = 0x5F5F_0002
 
+# Where a landed row came from: a row from another message with the same event_id is a replay.
+_WHERE_FROM = ("kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset")
+
 # Transient failures: the server went away or refused the connection. Everything else raised
 # while landing is about the data and is isolated row by row.
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
-_COLS = sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS))
-_CREATE_LANDING = sql.SQL(
+_COLS = columns(events, LANDING_COLUMNS)
+_CREATE_LANDING = statement(
     "CREATE TEMP TABLE IF NOT EXISTS landing ON COMMIT DELETE ROWS AS "
-    "SELECT {cols} FROM {schema}.events WITH NO DATA").format(
-        cols=_COLS, schema=sql.Identifier(RAW_SCHEMA))
-_COPY_LANDING = sql.SQL("COPY landing ({cols}) FROM STDIN").format(cols=_COLS)
-_COPY_EVENTS = sql.SQL("COPY {schema}.events ({cols}) FROM STDIN").format(
-    cols=_COLS, schema=sql.Identifier(RAW_SCHEMA))
-_INSERT_EVENTS = sql.SQL(
-    "INSERT INTO {schema}.events ({cols}) SELECT {cols} FROM landing "
-    "ON CONFLICT (event_id) DO NOTHING").format(
-        cols=_COLS, schema=sql.Identifier(RAW_SCHEMA))
+    "SELECT {cols} FROM {e} WITH NO DATA", e=events, cols=_COLS)
+_COPY_LANDING = statement("COPY landing ({cols}) FROM STDIN", cols=_COLS)
+_COPY_EVENTS = statement("COPY {e} ({cols}) FROM STDIN", e=events, cols=_COLS)
+_INSERT_EVENTS = statement(
+    "INSERT INTO {e} ({cols}) SELECT {cols} FROM landing "
+    "ON CONFLICT ({e.event_id}) DO NOTHING", e=events, cols=_COLS)
 # An event the contract rejected that arrives again (a replay: `streamflow dlq replay`) gets
 # a new ingest_seq, so the next micro-batch checks it again; once validated it never does.
-_RECHECK_CONTRACT_REJECTS = sql.SQL(
-    "UPDATE {schema}.events e SET ({cols}) = ({landed}), "
-    "ingest_seq = nextval({seq}::regclass), ingested_at = now() FROM landing l "
-    "WHERE e.event_id = l.event_id "
-    "AND (e.kafka_topic, e.kafka_topic_id, e.kafka_partition, e.kafka_offset) "
-    "    IS DISTINCT FROM (l.kafka_topic, l.kafka_topic_id, l.kafka_partition, l.kafka_offset) "
-    "AND EXISTS (SELECT 1 FROM {schema}.dead_letters d "
-    "            WHERE d.stage = {contract} AND lower(d.event_id) = e.event_id::text) "
-    "AND NOT EXISTS (SELECT 1 FROM {output}.notifications n WHERE n.event_id = e.event_id)"
-).format(schema=sql.Identifier(RAW_SCHEMA), output=sql.Identifier(OUTPUT_SCHEMA),
-         # Constants as literals: a generic plan could not use the partial index on a parameter.
-         seq=sql.Literal(f"{RAW_SCHEMA}.events_ingest_seq"),
-         contract=sql.Literal(Stage.CONTRACT.value),
-         cols=sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS[1:])),
-         landed=sql.SQL(", ").join(sql.Identifier("l", c) for c in LANDING_COLUMNS[1:]))
-_UPSERT_OFFSET = sql.SQL(
-    "INSERT INTO {table} (group_id, topic, kafka_partition, next_offset, topic_id) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET "
+_RECHECK_CONTRACT_REJECTS = statement(
+    "UPDATE {e} e SET ({cols}) = ({landed}), "
+    "{e.ingest_seq} = nextval({seq}::regclass), {e.ingested_at} = now() FROM landing l "
+    "WHERE e.{e.event_id} = l.{e.event_id} "
+    "AND ({where}) IS DISTINCT FROM ({where_landed}) "
+    "AND EXISTS (SELECT 1 FROM {d} d "
+    "            WHERE d.{d.stage} = {contract} AND lower(d.{d.event_id}) = e.{e.event_id}::text) "
+    "AND NOT EXISTS (SELECT 1 FROM {n} n WHERE n.{n.event_id} = e.{e.event_id})",
+    e=events, d=dead_letters, n=notifications,
+    # Constants as literals: a generic plan could not use the partial index on a parameter.
+    seq=f"{events_ingest_seq.schema}.{events_ingest_seq.name}",
+    contract=Stage.CONTRACT.value,
+    cols=columns(events, LANDING_COLUMNS[1:]),
+    landed=columns(events, LANDING_COLUMNS[1:], prefix="l"),
+    where=columns(events, _WHERE_FROM, prefix="e"),
+    where_landed=columns(events, _WHERE_FROM, prefix="l"))
+_UPSERT_OFFSET = statement(
+    "INSERT INTO {o} ({o.group_id}, {o.topic}, {o.kafka_partition}, {o.next_offset}, "
+    "{o.topic_id}) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT ({o.group_id}, {o.topic}, {o.kafka_partition}) DO UPDATE SET "
     # Offsets of another (known) topic id belong to a deleted incarnation: the new one's
     # replace them. Otherwise GREATEST: a zombie sink finishing a stale batch can never move
     # a partition backwards. NULL (or nil) on either side: not known, the offsets are trusted.
-    "next_offset = CASE WHEN NULLIF({table}.topic_id, {unknown}) <> EXCLUDED.topic_id "
-    "    THEN EXCLUDED.next_offset "
-    "    ELSE GREATEST({table}.next_offset, EXCLUDED.next_offset) END, "
-    "topic_id = COALESCE(EXCLUDED.topic_id, {table}.topic_id), "
-    "updated_at = now()").format(table=sql.Identifier(RAW_SCHEMA, "consumer_offsets"),
-                                 unknown=sql.Literal(UNKNOWN_TOPIC_ID))
-_SELECT_OFFSETS = sql.SQL(
-    "SELECT kafka_partition, next_offset, topic_id::text FROM {schema}.consumer_offsets "
-    "WHERE group_id = %s AND topic = %s").format(schema=sql.Identifier(RAW_SCHEMA))
+    "{o.next_offset} = CASE WHEN NULLIF({o}.{o.topic_id}, {unknown}) <> EXCLUDED.{o.topic_id} "
+    "    THEN EXCLUDED.{o.next_offset} "
+    "    ELSE GREATEST({o}.{o.next_offset}, EXCLUDED.{o.next_offset}) END, "
+    "{o.topic_id} = COALESCE(EXCLUDED.{o.topic_id}, {o}.{o.topic_id}), "
+    "{o.updated_at} = now()", o=consumer_offsets, unknown=UNKNOWN_TOPIC_ID)
+_SELECT_OFFSETS = statement(
+    "SELECT {o.kafka_partition}, {o.next_offset}, {o.topic_id}::text FROM {o} "
+    "WHERE {o.group_id} = %s AND {o.topic} = %s", o=consumer_offsets)
 
 
 @dataclass
-class Batch:
-    """What one consume() call brought: decoded rows, rejects, and the offsets to store."""
+class Landing:
+    """What one landing transaction writes: rows, dead letters, and the offsets stored with
+    them (the sink's Batch carries one)."""
 
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[LandingRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> next offset to read, i.e. last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -155,7 +166,7 @@ class LandingWriter:
             cur.executemany(_UPSERT_OFFSET, [(self.group_id, topic, partition, 0, topic_id)
                                              for partition in sorted(partitions)])
 
-    def land(self, batch: Batch, publish: Callable[[list[DeadLetter]], None]) -> LandResult:
+    def land(self, batch: Landing, publish: Callable[[list[DeadLetter]], None]) -> LandResult:
         """Land ``batch`` in one transaction. The order of the steps is the guarantee:
 
         1. Publish the batch's dead letters to the dead-letter topic and flush, before the
@@ -191,7 +202,7 @@ class LandingWriter:
                 gone = {_source(d) for d in exc.letters}
                 batch = replace(batch, rows=[r for r in batch.rows if _where(r) not in gone])
 
-    def _land_locked(self, batch: Batch, refused: list[DeadLetter]) -> LandResult:
+    def _land_locked(self, batch: Landing, refused: list[DeadLetter]) -> LandResult:
         """Steps 2-7 of ``land``, with the rows PostgreSQL refused already taken out (and
         their dead letters, ``refused``, already published)."""
         conn = self.conn
@@ -225,16 +236,16 @@ class LandingWriter:
         return LandResult(inserted, len(letters), len(refused), rechecked)
 
     @staticmethod
-    def _copy(conn: psycopg.Connection, statement: sql.Composed, rows: Sequence[tuple]) -> None:
+    def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[LandingRow]) -> None:
         """COPY ``rows`` inside a savepoint, so a failure leaves the transaction usable."""
         if not rows:
             return
-        with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(command) as copy:
             for row in rows:
                 copy.write_row(row)
 
     def _copy_isolating_rejects(self, conn: psycopg.Connection,
-                                rows: Sequence[tuple]) -> list[DeadLetter]:
+                                rows: Sequence[LandingRow]) -> list[DeadLetter]:
         """COPY ``rows`` to the temp table; on a data error split them in halves."""
         if not rows:
             return []
@@ -269,9 +280,8 @@ class _RowsRefused(Exception):
         self.letters = letters
 
 
-def _where(row: tuple) -> tuple[str, int, int]:
-    at = LANDING_INDEX
-    return row[at["kafka_topic"]], row[at["kafka_partition"]], row[at["kafka_offset"]]
+def _where(row: LandingRow) -> tuple[str, int, int]:
+    return row.kafka_topic, row.kafka_partition, row.kafka_offset
 
 
 def _source(letter: DeadLetter) -> tuple[str, int, int]:
@@ -283,17 +293,15 @@ def _known(topic_id: str | None) -> str | None:
     return None if topic_id in (None, UNKNOWN_TOPIC_ID) else topic_id
 
 
-def _db_rejected(row: tuple, exc: psycopg.Error) -> DeadLetter:
+def _db_rejected(row: LandingRow, exc: psycopg.Error) -> DeadLetter:
     """The refused row's dead letter: the row holds the message as it arrived."""
     detail = (exc.diag.message_primary or str(exc)).strip()
-    at = LANDING_INDEX
-    headers = row[at["headers"]]
     return DeadLetter(
         stage=Stage.INGEST, reason_code=Reason.DB_REJECTED,
-        reason=f"PostgreSQL rejected the row: {detail}", payload=row[at["payload"]].encode(),
-        key=key_from_copy(row[at["message_key"]]),
-        headers=orjson.loads(headers) if headers else {},
-        source_topic=row[at["kafka_topic"]], source_partition=row[at["kafka_partition"]],
-        source_offset=row[at["kafka_offset"]], event_id=row[at["event_id"]],
-        source_topic_id=row[at["kafka_topic_id"]],
+        reason=f"PostgreSQL rejected the row: {detail}", payload=row.payload.encode(),
+        key=key_from_copy(row.message_key),
+        headers=orjson.loads(row.headers) if row.headers else {},
+        source_topic=row.kafka_topic, source_partition=row.kafka_partition,
+        source_offset=row.kafka_offset, event_id=row.event_id,
+        source_topic_id=row.kafka_topic_id,
     )

@@ -5,21 +5,29 @@ Migrations create these tables; writers, assets and dbt sources refer to them th
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
     Table,
     Text,
+    UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
-from streamflow import contract
 from streamflow.topics import UNKNOWN_TOPIC_ID
 
 RAW_SCHEMA = "raw"          # landing: what the sink wrote, as it arrived
@@ -27,13 +35,19 @@ OUTPUT_SCHEMA = "streamflow"  # micro-batch outputs built by Dagster
 
 metadata = MetaData()
 
+# raw.events.ingest_seq's own sequence (0001), the column's server default: the database
+# numbers the rows, the sink never sends the column.
+events_ingest_seq = Sequence("events_ingest_seq", schema=RAW_SCHEMA, metadata=metadata,
+                             data_type=BigInteger)
+
 events = Table(
     "events",
     metadata,
     Column("event_id", UUID(as_uuid=True), primary_key=True),
     # Commit-ordered ingest sequence (allocation is serialised by the sink), the watermark
     # Dagster's sensor reads.
-    Column("ingest_seq", BigInteger, nullable=False, unique=True),
+    Column("ingest_seq", BigInteger, nullable=False,
+           server_default=events_ingest_seq.next_value()),
     # Typed contract columns: NULL when the payload lacks the field or has the wrong type;
     # the Dagster contract check judges those rows from `payload`.
     Column("schema_version", Integer),
@@ -62,8 +76,14 @@ events = Table(
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("ingest_seq", name="events_ingest_seq_key"),
+    # No other index (0001): each one costs the sink ~20% of its landing rate.
     schema=RAW_SCHEMA,
 )
+# As 0001 made it: dropping the table drops its sequence (SQLAlchemy has no OWNED BY).
+event.listen(events, "after_create", DDL(
+    "ALTER SEQUENCE %(schema)s.%(seq)s OWNED BY %(fullname)s.ingest_seq",
+    context={"seq": events_ingest_seq.name}))
 
 dead_letters = Table(
     "dead_letters",
@@ -72,6 +92,9 @@ dead_letters = Table(
     Column("stage", Text, nullable=False),         # ingest | contract
     Column("reason_code", Text, nullable=False),   # small documented set, see streamflow.dlq
     Column("reason", Text, nullable=False),        # human-readable detail
+    # Stage contract: each failure as {column, check, expected, got} (contract.Failure); NULL
+    # for other stages and for letters written before migration 0008.
+    Column("failures", JSONB),
     Column("payload", LargeBinary),                # the original bytes, untouched
     Column("message_key", LargeBinary),
     Column("headers", JSONB),
@@ -84,8 +107,15 @@ dead_letters = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("replay_count", Integer, nullable=False, server_default="0"),
     Column("last_replayed_at", DateTime(timezone=True)),
+    # A replayed batch must not dead-letter the same source message twice (0006).
+    UniqueConstraint("stage", "source_topic", "source_topic_id", "source_partition",
+                     "source_offset", name="dead_letters_source_key"),
+    Index("dead_letters_created_at_idx", "created_at"),  # `streamflow dlq list/stats`
     schema=RAW_SCHEMA,
 )
+# The sink's "was this event rejected by the contract?" when it arrives again (0003).
+Index("dead_letters_event_id_idx", func.lower(dead_letters.c.event_id),
+      postgresql_where=dead_letters.c.stage == "contract")
 
 consumer_offsets = Table(
     "consumer_offsets",
@@ -99,11 +129,35 @@ consumer_offsets = Table(
     schema=RAW_SCHEMA,
 )
 
-# The columns the sink writes, in COPY order (ingest_seq and ingested_at are the database's).
-# The contract's fields in its order, then what the message was and where it came from.
-LANDING_COLUMNS = (*contract.FIELDS, "payload", "message_key", "headers", "mistyped",
-                   "kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset")
-LANDING_INDEX = {name: i for i, name in enumerate(LANDING_COLUMNS)}
+
+
+class LandingRow(NamedTuple):
+    """A row the sink writes to raw.events, in COPY order (ingest_seq and ingested_at are the
+    database's): the contract's fields in its order (None: missing or of the wrong type), then
+    what the message was and where it came from. A tuple, so COPY writes it as it is."""
+
+    event_id: str
+    schema_version: int | None
+    event_type: str | None
+    user_id: str | None
+    email_hash: str | None
+    email_masked: str | None
+    occurred_at: datetime | None
+    country: str | None
+    device: str | None
+    success: bool | None
+    amount_cents: int | None
+    payload: str                # the message's text, verbatim
+    message_key: bytes | None   # as COPY takes it (streamflow.db.landing.key_for_copy)
+    headers: str | None         # JSON text; None: the message had none
+    mistyped: bool
+    kafka_topic: str
+    kafka_topic_id: str
+    kafka_partition: int
+    kafka_offset: int
+
+
+LANDING_COLUMNS = LandingRow._fields
 
 # -- micro-batch outputs (Dagster) -------------------------------------------------------------
 
@@ -125,6 +179,7 @@ step_claims = Table(
     Column("upto_seq", BigInteger, nullable=False),
     Column("done", Boolean, nullable=False, server_default="false"),
     Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("upto_seq > after_seq", name="step_claims_check"),
     schema=OUTPUT_SCHEMA,
 )
 
@@ -144,6 +199,8 @@ notifications = Table(
     Column("success", Boolean),
     Column("amount_cents", BigInteger),
     Column("validated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("notifications_occurred_at_idx", "occurred_at"),
+    Index("notifications_ingest_seq_idx", "ingest_seq"),  # windows read by ingest_seq range
     schema=OUTPUT_SCHEMA,
 )
 
@@ -163,6 +220,9 @@ event_windows = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=OUTPUT_SCHEMA,
 )
+# The windows still to publish, asked for by every micro-batch run (0004).
+Index("event_windows_unpublished_idx", event_windows.c.window_end,
+      postgresql_where=event_windows.c.published_revision < event_windows.c.revision)
 
 # Maintained by a trigger on raw.dead_letters (migration 0005): hours are UTC.
 dlq_report = Table(

@@ -14,13 +14,14 @@ from rich.table import Table
 
 from streamflow import endpoints, topics
 from streamflow.db.engine import connect_admin
+from streamflow.db.tables import dead_letters as dead_letter_table
 from streamflow.dlq import Stage
 from streamflow.dlq_ops import display
 from streamflow.dlq_ops import replay as replays
 from streamflow.dlq_ops import selection as sel
 from streamflow.settings import load_settings
 
-app = typer.Typer(help="Inspect, count and replay dead letters (raw.dead_letters).",
+app = typer.Typer(help=f"Inspect, count and replay dead letters ({dead_letter_table.fullname}).",
                   no_args_is_help=True)
 console = Console()
 
@@ -61,7 +62,7 @@ def _json_letter(d: sel.StoredDeadLetter, *, full: bool) -> dict:
             headers=d.headers or {},
             key=display.safe_payload(d.message_key).__dict__,
             payload=display.safe_payload(d.payload, keep_newlines=True).__dict__,
-            reasons=d.reason.split("; ") if d.stage == Stage.CONTRACT else [d.reason])
+            reasons=d.reasons, failures=d.failures)
     else:
         document["preview"] = display.preview(d.payload)
     return document

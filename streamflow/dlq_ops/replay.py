@@ -21,9 +21,9 @@ from typing import TypeVar
 
 import psycopg
 from confluent_kafka import Producer
-from psycopg import sql
 
-from streamflow.db.tables import RAW_SCHEMA
+from streamflow.db.compose import statement
+from streamflow.db.tables import dead_letters as dead_letter_table
 from streamflow.dlq import Reason
 from streamflow.dlq_ops.selection import Selection, StoredDeadLetter, select
 from streamflow.errors import KafkaUnavailable, ReplayRefused
@@ -35,9 +35,8 @@ REPLAY_HEADER = "streamflow.replay_of"
 NOTHING_TO_REPLAY = ("an offset gap records messages gone from Kafka before the sink read "
                      "them: there is nothing to replay")
 
-_MARK = sql.SQL("UPDATE {table} SET replay_count = replay_count + 1, "
-                "last_replayed_at = now() WHERE id = ANY(%s)").format(
-                    table=sql.Identifier(RAW_SCHEMA, "dead_letters"))
+_MARK = statement("UPDATE {d} SET {d.replay_count} = {d.replay_count} + 1, "
+                  "{d.last_replayed_at} = now() WHERE {d.id} = ANY(%s)", d=dead_letter_table)
 
 T = TypeVar("T")
 

@@ -14,7 +14,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from streamflow.db.tables import RAW_SCHEMA
+from streamflow.contract import Failure
+from streamflow.db.compose import columns, statement
+from streamflow.db.tables import dead_letters as dead_letter_table
 from streamflow.dlq import Stage
 from streamflow.errors import DeadLetterNotFound, SettingsError
 
@@ -29,6 +31,15 @@ def parse_duration(text: str) -> timedelta:
         raise SettingsError(f"duration {text!r} is not a number followed by s, m, h, d or w "
                             "(e.g. 15m, 2h, 7d)")
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+# The filters' fixed fragments, each with its bound parameters.
+_BY_STAGE = statement("{d.stage} = %(stage)s", d=dead_letter_table)
+_BY_REASON = statement("({d.reason_code} = %(reason)s OR {d.reason} ILIKE %(reason_like)s)",
+                       d=dead_letter_table)
+_SINCE = statement("{d.created_at} >= now() - %(since)s", d=dead_letter_table)
+_BY_SOURCE = statement("{d.source_topic} = %(source_topic)s", d=dead_letter_table)
+_BY_IDS = statement("{d.id} = ANY(%(ids)s)", d=dead_letter_table)
 
 
 @dataclass(frozen=True)
@@ -46,20 +57,20 @@ class Selection:
         parts: list[sql.Composable] = [sql.SQL("TRUE")]
         params: dict = {}
         if self.stage is not None:
-            parts.append(sql.SQL("stage = %(stage)s"))
+            parts.append(_BY_STAGE)
             params["stage"] = Stage(self.stage).value
         if self.reason:
-            parts.append(sql.SQL("(reason_code = %(reason)s OR reason ILIKE %(reason_like)s)"))
+            parts.append(_BY_REASON)
             params["reason"] = self.reason
             params["reason_like"] = "%" + re.sub(r"([\\%_])", r"\\\1", self.reason) + "%"
         if self.since is not None:
-            parts.append(sql.SQL("created_at >= now() - %(since)s"))
+            parts.append(_SINCE)
             params["since"] = self.since
         if self.source_topic:
-            parts.append(sql.SQL("source_topic = %(source_topic)s"))
+            parts.append(_BY_SOURCE)
             params["source_topic"] = self.source_topic
         if self.ids:
-            parts.append(sql.SQL("id = ANY(%(ids)s)"))
+            parts.append(_BY_IDS)
             params["ids"] = list(self.ids)
         return sql.SQL(" AND ").join(parts), params
 
@@ -80,18 +91,26 @@ class StoredDeadLetter:
     source_offset: int
     replay_count: int
     last_replayed_at: datetime | None
+    failures: list[dict] | None  # contract.Failure.as_json() of each (stage contract)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Each reason as a line: one per contract failure (the stored reason is their text
+        joined, never split: a value may hold the separator)."""
+        if not self.failures:
+            return [self.reason]
+        return [str(Failure.from_json(f)) for f in self.failures]
 
 
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, StoredDeadLetter.__dataclass_fields__))
-_TABLE = sql.Identifier(RAW_SCHEMA, "dead_letters")
+_COLUMNS = columns(dead_letter_table, StoredDeadLetter.__dataclass_fields__)
 
 
 def select(conn: psycopg.Connection, selection: Selection, *, newest_first: bool = True,
            for_update: bool = False) -> list[StoredDeadLetter]:
     where, params = selection.where()
-    query = sql.SQL("SELECT {cols} FROM {table} WHERE {where} ORDER BY id {order}").format(
-        cols=_COLUMNS, table=_TABLE, where=where,
-        order=sql.SQL("DESC" if newest_first else "ASC"))
+    query = statement("SELECT {cols} FROM {d} WHERE {where} ORDER BY {d.id} {order}",
+                      d=dead_letter_table, cols=_COLUMNS, where=where,
+                      order=sql.SQL("DESC" if newest_first else "ASC"))
     if selection.limit is not None:
         query = sql.SQL("{} LIMIT %(limit)s").format(query)
         params["limit"] = selection.limit
@@ -123,13 +142,14 @@ class StatsRow:
 def stats(conn: psycopg.Connection, selection: Selection = Selection()) -> list[StatsRow]:
     """Counts by stage and reason over the last hour, the last day and all time."""
     where, params = selection.where()
-    query = sql.SQL(
-        "SELECT stage, reason_code, "
-        "count(*) FILTER (WHERE created_at >= now() - interval '1 hour') AS last_hour, "
-        "count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS last_day, "
-        "count(*) AS all_time, count(*) FILTER (WHERE replay_count > 0) AS replayed, "
-        "max(created_at) AS latest "
-        "FROM {table} WHERE {where} GROUP BY stage, reason_code "
-        "ORDER BY all_time DESC, stage, reason_code").format(table=_TABLE, where=where)
+    # The AS names are StatsRow's fields, not columns.
+    query = statement(
+        "SELECT {d.stage}, {d.reason_code}, "
+        "count(*) FILTER (WHERE {d.created_at} >= now() - interval '1 hour') AS last_hour, "
+        "count(*) FILTER (WHERE {d.created_at} >= now() - interval '1 day') AS last_day, "
+        "count(*) AS all_time, count(*) FILTER (WHERE {d.replay_count} > 0) AS replayed, "
+        "max({d.created_at}) AS latest "
+        "FROM {d} WHERE {where} GROUP BY {d.stage}, {d.reason_code} "
+        "ORDER BY all_time DESC, {d.stage}, {d.reason_code}", d=dead_letter_table, where=where)
     with conn.cursor(row_factory=class_row(StatsRow)) as cur:
         return cur.execute(query, params).fetchall()

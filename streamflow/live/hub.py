@@ -3,6 +3,8 @@
 Each client has one slot per channel holding the newest message and its own sender task. A new
 message replaces an unsent one of its channel (messages are whole snapshots, so coalescing
 loses nothing), and a send that takes longer than SEND_TIMEOUT_S disconnects that client alone.
+A client that stops reading blocks a send once its socket's buffers are full, which the server
+keeps to a few hundred KB (server.WS_SEND_BUFFER_BYTES).
 
 Every client gets the frames. The other channels (the Cluster view) go only to the clients that
 asked, with `{"subscribe": "<channel>"}` (and `{"unsubscribe": ...}`): a script or a page not
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+# Seconds one send may wait for a client's buffers to take it: a page on a slow link still gets
+# a frame through; one that stopped reading is dropped.
 SEND_TIMEOUT_S = 10.0
 FRAME = "frame"
 CHANNELS = ("cluster",)  # what a client may subscribe to besides the frames

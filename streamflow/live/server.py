@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from streamflow import kafka_clients
 from streamflow.kafka_connection import KafkaConnection
@@ -45,6 +47,12 @@ CLUSTER_REFRESH_S = 3.0
 CLUSTER_TIMEOUT_S = 5.0  # for one refresh; a broker that is down shows as an error meanwhile
 CLUSTER = "cluster"  # the hub channel
 POLICY_VIOLATION = 1008  # WebSocket close code for a refused Origin or token
+# A WebSocket's kernel send buffer, in bytes (Linux books twice this). Left to autotuning it
+# grows to 4 MiB (tcp_wmem): a page that stops reading would soak up MiBs of frames, often
+# until the keepalive gave up (40 s), before the hub's send blocked and SEND_TIMEOUT_S started.
+# Capped, the send blocks a few hundred KB after the page stops; 128 KiB in flight still
+# carries four 200 KB frames a second to a page 100 ms away.
+WS_SEND_BUFFER_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,16 @@ class LiveConfig:
     # The supervisor's run-state files (settings.run_dir): where the health panel finds the
     # workers and their /metrics. None: the workers' health is not shown.
     run_dir: Path | None = None
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's default WebSocket protocol, its send buffer capped at WS_SEND_BUFFER_BYTES
+    from the upgrade on."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                      WS_SEND_BUFFER_BYTES)
 
 
 class Live:
@@ -222,4 +240,4 @@ def run_live(config: LiveConfig, port: int, host: str = "127.0.0.1") -> None:
     access.require_token_off_loopback(host, config.token)
     # log_config=None: uvicorn keeps our handlers (STREAMFLOW_LOG_FORMAT=json too).
     uvicorn.run(Live(config).app(), host=host, port=port, log_level="warning", log_config=None,
-                ws_ping_interval=20, ws_ping_timeout=20)
+                ws=WebSocketProtocol, ws_ping_interval=20, ws_ping_timeout=20)

@@ -9,7 +9,11 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from streamflow.validation import CONTRACT_COLUMNS, TIME_RANGE, typed_fields
+from streamflow.contract import Failure
+from streamflow.db.compose import column, statement
+from streamflow.db.tables import events as raw_events
+from streamflow.db.tables import watermarks as marks
+from streamflow.validation import CONTRACT_COLUMNS, TIME_RANGE, Failures, typed_fields
 
 # Events per step: bounds a run's memory (~0.5 KB per event in pandas, typed columns only)
 # and its duration (~1 s per 100k on 2 cores). Sized by `make bench` (microbatch group):
@@ -17,28 +21,31 @@ from streamflow.validation import CONTRACT_COLUMNS, TIME_RANGE, typed_fields
 MAX_BATCH = 100_000
 
 
+_LANDED_MAX = statement("SELECT coalesce(max({e.ingest_seq}), 0) FROM {e}", e=raw_events)
+_WATERMARKS = statement("SELECT {w.name}, {w.last_seq} FROM {w} WHERE {w.name} = ANY(%s)",
+                        w=marks)
+_ADVANCE = statement(
+    "INSERT INTO {w} AS w ({w.name}, {w.last_seq}) VALUES (%s, %s) "
+    "ON CONFLICT ({w.name}) DO UPDATE SET {w.last_seq} = GREATEST(w.{w.last_seq}, "
+    "EXCLUDED.{w.last_seq}), {w.updated_at} = now()", w=marks)
+
+
 def landed_max_seq(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT coalesce(max(ingest_seq), 0) FROM raw.events").fetchone()[0]
+    return conn.execute(_LANDED_MAX).fetchone()[0]
 
 
 def watermark(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT last_seq FROM streamflow.watermarks WHERE name = %s",
-                       (name,)).fetchone()
-    return row[0] if row else 0
+    return watermarks(conn, [name])[name]
 
 
 def watermarks(conn: psycopg.Connection, names: list[str]) -> dict[str, int]:
-    rows = dict(conn.execute("SELECT name, last_seq FROM streamflow.watermarks "
-                             "WHERE name = ANY(%s)", (names,)).fetchall())
+    rows = dict(conn.execute(_WATERMARKS, (names,)).fetchall())
     return {name: rows.get(name, 0) for name in names}
 
 
 def advance(conn: psycopg.Connection, name: str, seq: int) -> None:
     """Move a watermark forward (never back), in the caller's transaction."""
-    conn.execute(
-        "INSERT INTO streamflow.watermarks (name, last_seq) VALUES (%s, %s) "
-        "ON CONFLICT (name) DO UPDATE SET last_seq = GREATEST(streamflow.watermarks.last_seq, "
-        "EXCLUDED.last_seq), updated_at = now()", (name, seq))
+    conn.execute(_ADVANCE, (name, seq))
 
 
 def lock(conn: psycopg.Connection, name: str) -> None:
@@ -53,7 +60,7 @@ class TypedBatch:
     seqs: list[int]
     columns: dict[str, list]          # contract field -> values (None: missing or mistyped)
     ingested_at: pd.Series
-    type_errors: dict[int, list[str]]  # row position -> wrong-typed fields, as reasons
+    type_errors: Failures  # row position -> its wrong-typed fields
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -63,22 +70,30 @@ class TypedBatch:
 # it marks a row whose payload holds a field its column could not (`mistyped`; NULL: landed
 # before the sink recorded it). The payload is re-read only for those rows and where the time
 # does not fit pandas' nanoseconds: ~0 rows in a healthy stream.
-_NEEDS_PAYLOAD = sql.SQL("mistyped IS NOT FALSE OR occurred_at NOT BETWEEN {} AND {}").format(
-    *map(sql.Literal, TIME_RANGE))
+_NEEDS_PAYLOAD = statement(
+    "{e.mistyped} IS NOT FALSE OR {e.occurred_at} NOT BETWEEN {earliest} AND {latest}",
+    e=raw_events, earliest=TIME_RANGE[0], latest=TIME_RANGE[1])
 # Times as integer microseconds since the epoch: pandas converts an int array at C speed, a
 # list of datetime objects at ~2 µs each (measured: 0.2 s for a 50k batch's two time columns).
 _EPOCH_US = "(extract(epoch FROM {}) * 1000000)::bigint"
-_SELECT_TYPED = sql.SQL(
-    "SELECT ingest_seq, event_id::text, {typed}, {ingested_at}, "
-    "CASE WHEN {needs_payload} THEN payload::text END FROM raw.events ").format(
-        typed=sql.SQL(", ").join(
-            sql.SQL(_EPOCH_US).format(sql.Identifier(name)) if name == "occurred_at"
-            else sql.Identifier(name) for name in CONTRACT_COLUMNS[1:]),
-        ingested_at=sql.SQL(_EPOCH_US).format(sql.Identifier("ingested_at")),
-        needs_payload=_NEEDS_PAYLOAD)
-_READ_TYPED = _SELECT_TYPED + sql.SQL(
-    "WHERE ingest_seq > %s AND ingest_seq <= %s ORDER BY ingest_seq LIMIT %s")
-_READ_TYPED_AT = _SELECT_TYPED + sql.SQL("WHERE ingest_seq = ANY(%s) ORDER BY ingest_seq")
+_SELECT_TYPED = statement(
+    "SELECT {e.ingest_seq}, {e.event_id}::text, {typed}, {ingested_at}, "
+    "CASE WHEN {needs_payload} THEN {e.payload}::text END FROM {e} ",
+    e=raw_events,
+    typed=sql.SQL(", ").join(
+        sql.SQL(_EPOCH_US).format(column(raw_events, name)) if name == "occurred_at"
+        else column(raw_events, name) for name in CONTRACT_COLUMNS[1:]),
+    ingested_at=sql.SQL(_EPOCH_US).format(column(raw_events, "ingested_at")),
+    needs_payload=_NEEDS_PAYLOAD)
+_READ_TYPED = _SELECT_TYPED + statement(
+    "WHERE {e.ingest_seq} > %s AND {e.ingest_seq} <= %s ORDER BY {e.ingest_seq} LIMIT %s",
+    e=raw_events)
+_READ_TYPED_AT = _SELECT_TYPED + statement(
+    "WHERE {e.ingest_seq} = ANY(%s) ORDER BY {e.ingest_seq}", e=raw_events)
+_READ_ORIGINS = statement(
+    "SELECT {e.ingest_seq}, {e.payload}::text, {e.message_key}, coalesce({e.headers}, '{{}}'), "
+    "{e.event_id}::text, {e.kafka_topic}, {e.kafka_topic_id}::text, {e.kafka_partition}, "
+    "{e.kafka_offset} FROM {e} WHERE {e.ingest_seq} = ANY(%s)", e=raw_events)
 
 
 def read_typed(conn: psycopg.Connection, after: int, upto: int,
@@ -99,7 +114,7 @@ def _typed_batch(rows: list[tuple]) -> TypedBatch:
         return TypedBatch([], empty, _from_epoch_us([]), {})
     seqs, *values, ingested_us, payloads = (list(c) for c in zip(*rows, strict=True))
     columns = dict(zip(CONTRACT_COLUMNS, values, strict=True))
-    type_errors: dict[int, list[str]] = {}
+    type_errors: Failures = {}
     slow = [i for i, text in enumerate(payloads) if text is not None]
     occurred = columns["occurred_at"]
     for i in slow:
@@ -108,7 +123,7 @@ def _typed_batch(rows: list[tuple]) -> TypedBatch:
     for i in slow:
         # orjson, as in the sink: stdlib json recurses, and a payload the sink accepted
         # (nested up to orjson's 1,024 levels) would raise RecursionError here.
-        errors: list[str] = []
+        errors: list[Failure] = []
         for name, value in typed_fields(orjson.loads(payloads[i]), errors).items():
             if name == "occurred_at":
                 columns[name].iat[i] = pd.NaT if value is None else pd.Timestamp(value)
@@ -142,9 +157,6 @@ def read_origins(conn: psycopg.Connection, seqs: list[int]) -> dict[int, Origin]
     """ingest_seq -> the event's original message and Kafka coordinates (for the rejects)."""
     if not seqs:
         return {}
-    rows = conn.execute(
-        "SELECT ingest_seq, payload::text, message_key, coalesce(headers, '{}'), "
-        "event_id::text, kafka_topic, kafka_topic_id::text, kafka_partition, kafka_offset "
-        "FROM raw.events WHERE ingest_seq = ANY(%s)", (seqs,)).fetchall()
+    rows = conn.execute(_READ_ORIGINS, (seqs,)).fetchall()
     return {seq: Origin(text.encode(), key, headers, *where)
             for seq, text, key, headers, *where in rows}

@@ -21,7 +21,26 @@ from dataclasses import dataclass
 
 import psycopg
 
+from streamflow.db.compose import statement
+from streamflow.db.tables import events, step_claims
 from streamflow.microbatch import batch as batches
+
+_CLAIMS = statement("SELECT {c.after_seq}, {c.upto_seq}, {c.done} FROM {c} WHERE {c.step} = %s "
+                    "ORDER BY {c.after_seq}", c=step_claims)
+# The end of a new range: the ``limit``-th landed row after its start (or the last one).
+_RANGE_END = statement(
+    "SELECT max({e.ingest_seq}) FROM (SELECT {e.ingest_seq} FROM {e} "
+    "WHERE {e.ingest_seq} > %s AND {e.ingest_seq} <= %s ORDER BY {e.ingest_seq} LIMIT %s) s",
+    e=events)
+_INSERT = statement("INSERT INTO {c} ({c.step}, {c.after_seq}, {c.upto_seq}) VALUES (%s, %s, %s)",
+                    c=step_claims)
+_MARK_DONE = statement("UPDATE {c} SET {c.done} = true "
+                       "WHERE {c.step} = %s AND {c.after_seq} = %s AND NOT {c.done}",
+                       c=step_claims)
+_DONE = statement("SELECT {c.after_seq}, {c.upto_seq} FROM {c} WHERE {c.step} = %s AND {c.done} "
+                  "ORDER BY {c.after_seq}", c=step_claims)
+_FORGET_SETTLED = statement("DELETE FROM {c} WHERE {c.step} = %s AND {c.done} "
+                            "AND {c.upto_seq} <= %s", c=step_claims)
 
 
 @dataclass(frozen=True)
@@ -42,22 +61,16 @@ def next_claim(conn: psycopg.Connection, step: str, upto: int, limit: int) -> Cl
     with conn.transaction():
         batches.lock(conn, step)
         watermark = _settle(conn, step)
-        claims = conn.execute(
-            "SELECT after_seq, upto_seq, done FROM streamflow.step_claims WHERE step = %s "
-            "ORDER BY after_seq", (step,)).fetchall()
+        claims = conn.execute(_CLAIMS, (step,)).fetchall()
         for after, end, done in claims:
             if not done and conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                                          (_name(step, after),)).fetchone()[0]:
                 return Claim(step, after, end)
         start = max([watermark, *(end for _, end, _ in claims)])
-        end = conn.execute(
-            "SELECT max(ingest_seq) FROM (SELECT ingest_seq FROM raw.events "
-            "WHERE ingest_seq > %s AND ingest_seq <= %s ORDER BY ingest_seq LIMIT %s) s",
-            (start, upto, limit)).fetchone()[0]
+        end = conn.execute(_RANGE_END, (start, upto, limit)).fetchone()[0]
         if end is None:
             return None
-        conn.execute("INSERT INTO streamflow.step_claims (step, after_seq, upto_seq) "
-                     "VALUES (%s, %s, %s)", (step, start, end))
+        conn.execute(_INSERT, (step, start, end))
         # Session-level: held past this commit, while the range is worked on.
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_name(step, start),))
         return Claim(step, start, end)
@@ -65,9 +78,7 @@ def next_claim(conn: psycopg.Connection, step: str, upto: int, limit: int) -> Cl
 
 def mark_done(conn: psycopg.Connection, claim: Claim) -> None:
     """In the caller's transaction, the one that wrote the range's results."""
-    done = conn.execute("UPDATE streamflow.step_claims SET done = true "
-                        "WHERE step = %s AND after_seq = %s AND NOT done",
-                        (claim.step, claim.after)).rowcount
+    done = conn.execute(_MARK_DONE, (claim.step, claim.after)).rowcount
     if done != 1:
         raise RuntimeError(f"claim {claim} was not ours to finish")
 
@@ -89,16 +100,13 @@ def settle(conn: psycopg.Connection, step: str) -> int:
 
 def _settle(conn: psycopg.Connection, step: str) -> int:
     watermark = batches.watermark(conn, step)
-    done = conn.execute(
-        "SELECT after_seq, upto_seq FROM streamflow.step_claims WHERE step = %s AND done "
-        "ORDER BY after_seq", (step,)).fetchall()
+    done = conn.execute(_DONE, (step,)).fetchall()
     settled = watermark
     for after, end in done:
         if after != settled:
             break
         settled = end
     if settled != watermark:
-        conn.execute("DELETE FROM streamflow.step_claims WHERE step = %s AND done "
-                     "AND upto_seq <= %s", (step, settled))
+        conn.execute(_FORGET_SETTLED, (step, settled))
         batches.advance(conn, step, settled)
     return settled

@@ -18,41 +18,45 @@ import numpy as np
 import orjson
 import pandas as pd
 import psycopg
-from psycopg import sql
 
+from streamflow.contract import Failure, describe
+from streamflow.db import tables
+from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch import claims
 from streamflow.microbatch.phases import Phases
-from streamflow.validation import CONTRACT_COLUMNS, columns_frame, validate
+from streamflow.validation import CONTRACT_COLUMNS, Failures, columns_frame, validate
 
 STEP = "notifications"
 
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, ("ingest_seq", *CONTRACT_COLUMNS)))
+_COPIED = ("ingest_seq", *CONTRACT_COLUMNS)
 # The valid rows of a batch: its ingest range minus the rejects. A row can only leave the
 # range meanwhile (a replay re-sequences it past every current row), never enter it.
 # RETURNING names the rows that are new (a re-run of a committed range publishes nothing).
-_INSERT_VALID = sql.SQL("""
-    INSERT INTO streamflow.notifications ({cols})
-    SELECT {cols} FROM raw.events
-    WHERE ingest_seq > %(after)s AND ingest_seq <= %(last)s
-      AND NOT (ingest_seq = ANY(%(rejected)s))
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING ingest_seq
-""").format(cols=_COLUMNS)
+_INSERT_VALID = statement("""
+    INSERT INTO {n} ({to_cols})
+    SELECT {from_cols} FROM {e}
+    WHERE {e.ingest_seq} > %(after)s AND {e.ingest_seq} <= %(last)s
+      AND NOT ({e.ingest_seq} = ANY(%(rejected)s))
+    ON CONFLICT ({n.event_id}) DO NOTHING
+    RETURNING {n.ingest_seq}
+""", n=tables.notifications, e=tables.events, to_cols=columns(tables.notifications, _COPIED),
+    from_cols=columns(tables.events, _COPIED))
 
 # Per-minute counters for the asset checks (a sum over 60 rows, not a count over an hour of
 # events); kept two days.
-_COUNT = """
+_COUNT = statement("""
     WITH expired AS (
-        DELETE FROM streamflow.contract_counts WHERE minute < now() - interval '2 days'
+        DELETE FROM {c} WHERE {c.minute} < now() - interval '2 days'
     )
-    INSERT INTO streamflow.contract_counts AS c (minute, checked, valid, rejected)
+    INSERT INTO {c} AS c ({c.minute}, {c.checked}, {c.valid}, {c.rejected})
     VALUES (date_trunc('minute', now()), %(checked)s, %(checked)s - %(rejected)s, %(rejected)s)
-    ON CONFLICT (minute) DO UPDATE SET checked = c.checked + EXCLUDED.checked,
-        valid = c.valid + EXCLUDED.valid, rejected = c.rejected + EXCLUDED.rejected
-"""
+    ON CONFLICT ({c.minute}) DO UPDATE SET {c.checked} = c.{c.checked} + EXCLUDED.{c.checked},
+        {c.valid} = c.{c.valid} + EXCLUDED.{c.valid},
+        {c.rejected} = c.{c.rejected} + EXCLUDED.{c.rejected}
+""", c=tables.contract_counts)
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,8 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
         with phase("validate"):
             df = columns_frame(events.columns, {"ingest_seq": events.seqs,
                                                 "ingested_at": events.ingested_at})
-            valid, reasons = validate(df, events.type_errors)
-        rejected = [events.seqs[i] for i in sorted(reasons)]
+            valid, failures = validate(df, events.type_errors)
+        rejected = [events.seqs[i] for i in sorted(failures)]
         # Step 3: every row that passed has all its typed columns (a field the sink could
         # not type is a type failure here too), so the copy is the validated values.
         with phase("insert"):
@@ -157,7 +161,7 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
             # A row missing here was re-sequenced by a replay meanwhile: it is checked again
             # at its new ingest_seq, so it needs no dead letter from this chunk.
             letters = [contract_dead_letter(origins[events.seqs[i]], why)
-                       for i, why in sorted(reasons.items()) if events.seqs[i] in origins]
+                       for i, why in sorted(failures.items()) if events.seqs[i] in origins]
         # Step 4
         with phase("publish"):
             publish(messages)
@@ -170,14 +174,13 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
         committing = time.perf_counter()
     phase.add("commit", time.perf_counter() - committing)
     return NotificationsResult(after, last, len(events), len(valid), len(rejected),
-                               top_reasons(reasons), len(messages), phases=phase)
+                               top_reasons(failures), len(messages), phases=phase)
 
 
-def top_reasons(reasons: dict[int, list[str]], n: int = 10) -> list[tuple[str, int]]:
+def top_reasons(failures: Failures, n: int = 10) -> list[tuple[str, int]]:
     """The most frequent failures by check, without the offending values ("x: isin", not
     "x: isin (got 'y')")."""
-    counts = Counter(reason.split(" (got")[0] for why in reasons.values() for reason in why)
-    return counts.most_common(n)
+    return Counter(f.summary for found in failures.values() for f in found).most_common(n)
 
 
 _USER_AT = CONTRACT_COLUMNS.index("user_id")  # the message key
@@ -201,11 +204,12 @@ def notification_messages(rows: pd.DataFrame) -> list[tuple[bytes, bytes]]:
             for values in zip(*columns, strict=True)]
 
 
-def contract_dead_letter(origin: batches.Origin, reasons: list[str]) -> DeadLetter:
-    """The original message (bytes, key, headers) with every reason: a replay sends it as
+def contract_dead_letter(origin: batches.Origin, failures: list[Failure]) -> DeadLetter:
+    """The original message (bytes, key, headers) with every failure: a replay sends it as
     it first arrived."""
     return DeadLetter(
-        stage=Stage.CONTRACT, reason_code=Reason.CONTRACT, reason="; ".join(reasons),
+        stage=Stage.CONTRACT, reason_code=Reason.CONTRACT, reason=describe(failures),
+        failures=tuple(failures),
         payload=origin.payload, key=origin.key, headers=origin.headers,
         source_topic=origin.kafka_topic, source_partition=origin.kafka_partition,
         source_offset=origin.kafka_offset, event_id=origin.event_id,

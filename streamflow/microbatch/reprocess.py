@@ -39,10 +39,14 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import psycopg
-from psycopg import sql
 
 from streamflow.contract import parse_time
+from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
+from streamflow.db.tables import dead_letters as dead_letter_table
+from streamflow.db.tables import event_windows as window_table
+from streamflow.db.tables import events as raw_events
+from streamflow.db.tables import notifications as notification_table
 from streamflow.dlq import Stage
 from streamflow.errors import ReprocessRangeInvalid
 from streamflow.microbatch import batch as batches
@@ -167,60 +171,64 @@ class _Chunk(NamedTuple):
     reasons: dict[int, list[str]]  # ingest_seq -> why, of the rows dead-lettered now
     windows: set[datetime]         # the starts of the windows recomputed
 
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, ("ingest_seq", *CONTRACT_COLUMNS)))
+_ROW = ("ingest_seq", *CONTRACT_COLUMNS)  # a notification: its raw row's columns
 _VALUES = CONTRACT_COLUMNS[1:]  # all but event_id, the key
-_WINDOWS_OF = """
-    SELECT DISTINCT to_timestamp(floor(extract(epoch FROM occurred_at) / %(w)s) * %(w)s)
-    FROM streamflow.notifications WHERE ingest_seq = ANY(%(seqs)s)
-"""
-_REMOVE = """
-    DELETE FROM streamflow.notifications WHERE ingest_seq = ANY(%s) RETURNING ingest_seq
-"""
-_CORRECT = sql.SQL("""
-    UPDATE streamflow.notifications n SET ({cols}) = ({raw})
-    FROM raw.events r
-    WHERE r.ingest_seq = ANY(%(valid)s) AND n.event_id = r.event_id
+_WINDOWS_OF = statement("""
+    SELECT DISTINCT to_timestamp(floor(extract(epoch FROM {n.occurred_at}) / %(w)s) * %(w)s)
+    FROM {n} WHERE {n.ingest_seq} = ANY(%(seqs)s)
+""", n=notification_table)
+_REMOVE = statement("""
+    DELETE FROM {n} WHERE {n.ingest_seq} = ANY(%s) RETURNING {n.ingest_seq}
+""", n=notification_table)
+_CORRECT = statement("""
+    UPDATE {n} n SET ({cols}) = ({raw})
+    FROM {e} r
+    WHERE r.{e.ingest_seq} = ANY(%(valid)s) AND n.{n.event_id} = r.{e.event_id}
       AND ({now}) IS DISTINCT FROM ({raw})
-    RETURNING n.ingest_seq
-""").format(cols=sql.SQL(", ").join(map(sql.Identifier, _VALUES)),
-            raw=sql.SQL(", ").join(sql.Identifier("r", c) for c in _VALUES),
-            now=sql.SQL(", ").join(sql.Identifier("n", c) for c in _VALUES))
-_ADD = sql.SQL("""
-    INSERT INTO streamflow.notifications ({cols})
-    SELECT {cols} FROM raw.events WHERE ingest_seq = ANY(%(valid)s)
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING ingest_seq, event_id::text
-""").format(cols=_COLUMNS)
+    RETURNING n.{n.ingest_seq}
+""", n=notification_table, e=raw_events, cols=columns(notification_table, _VALUES),
+    raw=columns(raw_events, _VALUES, prefix="r"),
+    now=columns(notification_table, _VALUES, prefix="n"))
+_ADD = statement("""
+    INSERT INTO {n} ({cols})
+    SELECT {raw} FROM {e} WHERE {e.ingest_seq} = ANY(%(valid)s)
+    ON CONFLICT ({n.event_id}) DO NOTHING
+    RETURNING {n.ingest_seq}, {n.event_id}::text
+""", n=notification_table, e=raw_events, cols=columns(notification_table, _ROW),
+    raw=columns(raw_events, _ROW))
 # Rows the contract dead-lettered before (the partial index of migration 0003).
-_FORMER_REJECTS = sql.SQL(
-    "SELECT count(DISTINCT lower(event_id)) FROM raw.dead_letters "
-    "WHERE stage = {contract} AND lower(event_id) = ANY(%s)").format(
-        contract=sql.Literal(Stage.CONTRACT.value))
+_FORMER_REJECTS = statement(
+    "SELECT count(DISTINCT lower({d.event_id})) FROM {d} "
+    "WHERE {d.stage} = {contract} AND lower({d.event_id}) = ANY(%s)",
+    d=dead_letter_table, contract=Stage.CONTRACT.value)
 # An event-time range: its raw rows (a scan: raw.events has no occurred_at index, which would
 # cost the sink ~20 % of its rate) and its notifications (their occurred_at index).
-_SEQS_IN_TIME = """
-    SELECT ingest_seq FROM raw.events
-    WHERE occurred_at >= %(start)s AND occurred_at < %(end)s AND ingest_seq <= %(upto)s
+_SEQS_IN_TIME = statement("""
+    SELECT {e.ingest_seq} FROM {e}
+    WHERE {e.occurred_at} >= %(start)s AND {e.occurred_at} < %(end)s
+      AND {e.ingest_seq} <= %(upto)s
     UNION
-    SELECT ingest_seq FROM streamflow.notifications
-    WHERE occurred_at >= %(start)s AND occurred_at < %(end)s AND ingest_seq <= %(upto)s
+    SELECT {n.ingest_seq} FROM {n}
+    WHERE {n.occurred_at} >= %(start)s AND {n.occurred_at} < %(end)s
+      AND {n.ingest_seq} <= %(upto)s
     ORDER BY 1
-"""
-_CHUNK_END = """
-    SELECT max(ingest_seq), count(*) FROM (SELECT ingest_seq FROM raw.events
-        WHERE ingest_seq > %s AND ingest_seq <= %s ORDER BY ingest_seq LIMIT %s) s
-"""
-_SEQS_BETWEEN = """
-    SELECT ingest_seq FROM raw.events WHERE ingest_seq > %(after)s AND ingest_seq <= %(upto)s
+""", e=raw_events, n=notification_table)
+_CHUNK_END = statement("""
+    SELECT max({e.ingest_seq}), count(*) FROM (SELECT {e.ingest_seq} FROM {e}
+        WHERE {e.ingest_seq} > %s AND {e.ingest_seq} <= %s ORDER BY {e.ingest_seq} LIMIT %s) s
+""", e=raw_events)
+_SEQS_BETWEEN = statement("""
+    SELECT {e.ingest_seq} FROM {e}
+    WHERE {e.ingest_seq} > %(after)s AND {e.ingest_seq} <= %(upto)s
     UNION
-    SELECT ingest_seq FROM streamflow.notifications
-    WHERE ingest_seq > %(after)s AND ingest_seq <= %(upto)s
+    SELECT {n.ingest_seq} FROM {n}
+    WHERE {n.ingest_seq} > %(after)s AND {n.ingest_seq} <= %(upto)s
     ORDER BY 1
-"""
-_WINDOWS_IN = """
-    SELECT DISTINCT window_start FROM streamflow.event_windows
-    WHERE window_start >= %s AND window_start < %s
-"""
+""", e=raw_events, n=notification_table)
+_WINDOWS_IN = statement("""
+    SELECT DISTINCT {w.window_start} FROM {w}
+    WHERE {w.window_start} >= %s AND {w.window_start} < %s
+""", w=window_table)
 # Ingest sequences fetched at a time while an event-time range is collected: ~4 MB of
 # Python tuples at once, whatever the range (the array keeps 8 bytes a row).
 _FETCH = 50_000

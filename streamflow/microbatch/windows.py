@@ -17,8 +17,11 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from streamflow import contract
+from streamflow.db.compose import columns, statement
+from streamflow.db.tables import event_windows, notifications
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch.phases import Phases
 
@@ -62,82 +65,74 @@ def closed_before(max_event_time: datetime | None, grace: timedelta,
     return max_event_time - grace
 
 
-_TOUCHED = """
-    SELECT DISTINCT to_timestamp(floor(extract(epoch FROM occurred_at) / %(w)s) * %(w)s)
-    FROM streamflow.notifications WHERE ingest_seq > %(after)s AND ingest_seq <= %(upto)s
-"""
+_TOUCHED = statement("""
+    SELECT DISTINCT to_timestamp(floor(extract(epoch FROM {n.occurred_at}) / %(w)s) * %(w)s)
+    FROM {n} WHERE {n.ingest_seq} > %(after)s AND {n.ingest_seq} <= %(upto)s
+""", n=notifications)
 
+# A window's numbers, in the order of the `analytics` message (WindowRow).
+_NUMBERS = ("events", "distinct_users", "login_successes", "login_failures", "purchase_cents")
 # Recompute the touched windows from all validated events in them (late ones included).
 # Each touched window reads only its own 10 s (event-time index): an old late event must not
 # make the step scan everything between it and now.
-_UPSERT = """
+_UPSERT = statement("""
     WITH agg AS (
         SELECT s.window_start,
-               event_type,
-               count(*) AS events,
-               count(DISTINCT user_id) AS distinct_users,
-               count(*) FILTER (WHERE event_type = 'login' AND success) AS login_successes,
-               count(*) FILTER (WHERE event_type = 'login' AND NOT success) AS login_failures,
-               coalesce(sum(amount_cents) FILTER (WHERE event_type = 'purchase'), 0)
-                   AS purchase_cents
+               {n.event_type},
+               count(*) AS {w.events},
+               count(DISTINCT {n.user_id}) AS {w.distinct_users},
+               count(*) FILTER (WHERE {n.event_type} = 'login' AND {n.success})
+                   AS {w.login_successes},
+               count(*) FILTER (WHERE {n.event_type} = 'login' AND NOT {n.success})
+                   AS {w.login_failures},
+               coalesce(sum({n.amount_cents}) FILTER (WHERE {n.event_type} = 'purchase'), 0)
+                   AS {w.purchase_cents}
         FROM unnest(%(starts)s::timestamptz[]) AS s(window_start)
-        JOIN streamflow.notifications
-          ON occurred_at >= s.window_start AND occurred_at < s.window_start + %(width)s
+        JOIN {n}
+          ON {n.occurred_at} >= s.window_start AND {n.occurred_at} < s.window_start + %(width)s
         GROUP BY 1, 2
     )
-    INSERT INTO streamflow.event_windows AS w (window_start, window_end, event_type, events,
-        distinct_users, login_successes, login_failures, purchase_cents)
-    SELECT window_start, window_start + %(width)s, event_type, events, distinct_users,
-           login_successes, login_failures, purchase_cents
+    INSERT INTO {w} AS w ({w.window_start}, {w.window_end}, {w.event_type}, {numbers})
+    SELECT window_start, window_start + %(width)s, {n.event_type}, {numbers}
     FROM agg
-    ON CONFLICT (window_start, event_type) DO UPDATE SET
-        events = EXCLUDED.events, distinct_users = EXCLUDED.distinct_users,
-        login_successes = EXCLUDED.login_successes, login_failures = EXCLUDED.login_failures,
-        purchase_cents = EXCLUDED.purchase_cents, revision = w.revision + 1, updated_at = now()
-    WHERE (w.events, w.distinct_users, w.login_successes, w.login_failures, w.purchase_cents)
-          IS DISTINCT FROM (EXCLUDED.events, EXCLUDED.distinct_users, EXCLUDED.login_successes,
-                            EXCLUDED.login_failures, EXCLUDED.purchase_cents)
-    RETURNING window_start, event_type, revision
-"""
+    ON CONFLICT ({w.window_start}, {w.event_type}) DO UPDATE SET
+        ({numbers}) = ({excluded}),
+        {w.revision} = w.{w.revision} + 1, {w.updated_at} = now()
+    WHERE ({existing}) IS DISTINCT FROM ({excluded})
+    RETURNING {w.window_start}, {w.event_type}, {w.revision}
+""", n=notifications, w=event_windows, numbers=columns(event_windows, _NUMBERS),
+    existing=columns(event_windows, _NUMBERS, prefix="w"),
+    excluded=columns(event_windows, _NUMBERS, prefix="excluded"))
 # A window of the recomputed ones left without a validated event of its type: only a
 # reprocess removes validated events (streamflow.microbatch.reprocess). The row stays, with
 # zero counts and a new revision, so that the consumers of `analytics` learn it emptied.
-_EMPTIED = """
-    UPDATE streamflow.event_windows AS w SET events = 0, distinct_users = 0,
-        login_successes = 0, login_failures = 0, purchase_cents = 0,
-        revision = w.revision + 1, updated_at = now()
-    WHERE w.window_start = ANY(%(starts)s) AND w.events > 0
-      AND NOT EXISTS (SELECT 1 FROM streamflow.notifications n
-                      WHERE n.occurred_at >= w.window_start AND n.occurred_at < w.window_end
-                        AND n.event_type = w.event_type)
-    RETURNING window_start, event_type, revision
-"""
-
-_TO_PUBLISH = sql.SQL("""
-    SELECT window_start, window_end, event_type, events, distinct_users, login_successes,
-           login_failures, purchase_cents, revision
-    FROM streamflow.event_windows
-    WHERE window_end <= %(closed)s AND published_revision < revision {only}
-    ORDER BY window_start, event_type
-""")
-_TO_PUBLISH_ALL = _TO_PUBLISH.format(only=sql.SQL(""))
-_TO_PUBLISH_ONLY = _TO_PUBLISH.format(only=sql.SQL(
-    "AND (window_start, event_type) IN "
-    "(SELECT * FROM unnest(%(starts)s::timestamptz[], %(types)s::text[]))"))
+_EMPTIED = statement("""
+    UPDATE {w} AS w SET ({numbers}) = ({zeros}),
+        {w.revision} = w.{w.revision} + 1, {w.updated_at} = now()
+    WHERE w.{w.window_start} = ANY(%(starts)s) AND w.{w.events} > 0
+      AND NOT EXISTS (SELECT 1 FROM {n} n
+                      WHERE n.{n.occurred_at} >= w.{w.window_start}
+                        AND n.{n.occurred_at} < w.{w.window_end}
+                        AND n.{n.event_type} = w.{w.event_type})
+    RETURNING {w.window_start}, {w.event_type}, {w.revision}
+""", n=notifications, w=event_windows, numbers=columns(event_windows, _NUMBERS),
+    zeros=sql.SQL(", ").join([sql.Literal(0)] * len(_NUMBERS)))
 
 # When the newest validated event arrived (processing time), and the clock that wrote it: its
 # validated_at (the contract step's insert time, so a backlog being worked off is fresh and
 # never looks idle), found through the ingest_seq index, so the cost stays flat with history.
-_LAST_ARRIVAL_AND_NOW = sql.SQL(
-    "(SELECT validated_at FROM streamflow.notifications ORDER BY ingest_seq DESC LIMIT 1), now()")
+_LAST_ARRIVAL_AND_NOW = statement(
+    "(SELECT {n.validated_at} FROM {n} ORDER BY {n.ingest_seq} DESC LIMIT 1), now()",
+    n=notifications)
 # The last event time (the event-time index) with the above.
-_FRONTIER = sql.SQL("SELECT (SELECT max(occurred_at) FROM streamflow.notifications), {}").format(
-    _LAST_ARRIVAL_AND_NOW)
+_FRONTIER = statement("SELECT (SELECT max({n.occurred_at}) FROM {n}), {rest}",
+                      n=notifications, rest=_LAST_ARRIVAL_AND_NOW)
 # For the sensor: the first window waiting to be published, with the above. min() reads one
 # entry of the partial index of migration 0004; EXISTS was planned as a sequential scan that
 # passed every published window first (26k rows at 3 days of history, growing with it).
-_WAITING = sql.SQL("SELECT (SELECT min(window_end) FROM streamflow.event_windows "
-                   "WHERE published_revision < revision), {}").format(_LAST_ARRIVAL_AND_NOW)
+_WAITING = statement("SELECT (SELECT min({w.window_end}) FROM {w} "
+                     "WHERE {w.published_revision} < {w.revision}), {rest}",
+                     w=event_windows, rest=_LAST_ARRIVAL_AND_NOW)
 
 
 @dataclass(frozen=True)
@@ -147,6 +142,49 @@ class WindowChange:
     window_start: datetime
     event_type: str
     revision: int  # 1: a new window; more: an amended one
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One window's numbers as the `analytics` topic carries them."""
+
+    window_start: datetime
+    window_end: datetime
+    event_type: str
+    events: int
+    distinct_users: int
+    login_successes: int
+    login_failures: int
+    purchase_cents: int
+    revision: int
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.window_start.isoformat()}|{self.event_type}".encode()
+
+    def message(self) -> bytes:
+        return orjson.dumps({
+            "window_start": contract.format_time(self.window_start),
+            "window_end": contract.format_time(self.window_end),
+            "event_type": self.event_type, "events": self.events,
+            "distinct_users": self.distinct_users, "login_successes": self.login_successes,
+            "login_failures": self.login_failures, "purchase_cents": self.purchase_cents,
+            "revision": self.revision})
+
+
+_TO_PUBLISH = """
+    SELECT {row} FROM {w}
+    WHERE {w.window_end} <= %(closed)s AND {w.published_revision} < {w.revision} {only}
+    ORDER BY {w.window_start}, {w.event_type}
+"""
+_ROW = columns(event_windows, WindowRow.__dataclass_fields__)
+_TO_PUBLISH_ALL = statement(_TO_PUBLISH, w=event_windows, row=_ROW, only=sql.SQL(""))
+_TO_PUBLISH_ONLY = statement(_TO_PUBLISH, w=event_windows, row=_ROW, only=statement(
+    "AND ({w.window_start}, {w.event_type}) IN "
+    "(SELECT * FROM unnest(%(starts)s::timestamptz[], %(types)s::text[]))", w=event_windows))
+_MARK_PUBLISHED = statement(
+    "UPDATE {w} SET {w.published_revision} = %(revision)s "
+    "WHERE {w.window_start} = %(start)s AND {w.event_type} = %(type)s", w=event_windows)
 
 
 @dataclass(frozen=True)
@@ -216,19 +254,19 @@ def publish_closed(conn: psycopg.Connection, publish: Publish, closed: datetime 
     yet, then mark them published, in the caller's transaction; returns how many."""
     if closed is None or only == []:
         return 0
-    if only is None:
-        rows = conn.execute(_TO_PUBLISH_ALL, {"closed": closed}).fetchall()
-    else:
-        rows = conn.execute(_TO_PUBLISH_ONLY, {
-            "closed": closed, "starts": [w.window_start for w in only],
-            "types": [w.event_type for w in only]}).fetchall()
-    publish([(f"{r[0].isoformat()}|{r[2]}".encode(), orjson.dumps(_message(r))) for r in rows])
+    with conn.cursor(row_factory=class_row(WindowRow)) as cur:
+        if only is None:
+            rows = cur.execute(_TO_PUBLISH_ALL, {"closed": closed}).fetchall()
+        else:
+            rows = cur.execute(_TO_PUBLISH_ONLY, {
+                "closed": closed, "starts": [w.window_start for w in only],
+                "types": [w.event_type for w in only]}).fetchall()
+    publish([(w.key, w.message()) for w in rows])
     if rows:
         with conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE streamflow.event_windows SET published_revision = %s "
-                "WHERE window_start = %s AND event_type = %s",
-                [(r[8], r[0], r[2]) for r in rows])
+            cur.executemany(_MARK_PUBLISHED, [
+                {"revision": w.revision, "start": w.window_start, "type": w.event_type}
+                for w in rows])
     return len(rows)
 
 
@@ -243,10 +281,3 @@ def _validated_upto(conn: psycopg.Connection) -> int:
     """Windows never run ahead of the contract check (they read its output)."""
     return batches.watermark(conn, "notifications")
 
-
-def _message(r: tuple) -> dict:
-    (start, end, event_type, events, users, ok, failed, cents, revision) = r
-    return {"window_start": contract.format_time(start), "window_end": contract.format_time(end),
-            "event_type": event_type, "events": events, "distinct_users": users,
-            "login_successes": ok, "login_failures": failed, "purchase_cents": cents,
-            "revision": revision}

@@ -11,13 +11,16 @@ import orjson
 
 from streamflow.contract import FIELDS, INT64, MAX_EVENT_BYTES, UUID_RE, parse_time
 from streamflow.db.landing import key_for_copy
+from streamflow.db.tables import LandingRow
 from streamflow.dlq import DeadLetter, Reason, Stage, headers_dict, headers_json
 from streamflow.topics import UNKNOWN_TOPIC_ID
 
 INT32 = 2**31
 _REQUIRED = tuple(FIELDS)[:9]  # the contract's fields before `success` and `amount_cents`
 
-LandingRow = tuple  # in streamflow.db.tables.LANDING_COLUMNS order
+# tuple.__new__: a NamedTuple built without its __new__ wrapper (0.17 µs, not 0.27; the
+# sink's per-event budget is ~5 µs).
+_new_row = tuple.__new__
 
 
 def to_row(event: dict, text: str, key: bytes | None, headers: str | None, topic: str,
@@ -50,8 +53,8 @@ def to_row(event: dict, text: str, key: bytes | None, headers: str | None, topic
                 or (None in typed[:9] and any(get(name) is not None for name, value
                                               in zip(_REQUIRED, typed[:9], strict=True)
                                               if value is None)))
-    return (*typed, text, key_for_copy(key), headers, mistyped, topic, topic_id, partition,
-            offset)
+    return _new_row(LandingRow, (*typed, text, key_for_copy(key), headers, mistyped, topic,
+                                 topic_id, partition, offset))
 
 
 def _str(value: object) -> str | None:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg import sql
-
 from streamflow import topics
+from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
-from streamflow.db.tables import RAW_SCHEMA
+from streamflow.db.tables import consumer_offsets
 from streamflow.kafka_clients import admin_client
 from streamflow.kafka_connection import KafkaConnection
 
-_STORED_IDS = sql.SQL(
-    "SELECT topic_id::text, count(*) FROM {table} WHERE group_id = %s AND topic = %s "
-    "GROUP BY topic_id ORDER BY count(*) DESC").format(
-        table=sql.Identifier(RAW_SCHEMA, "consumer_offsets"))
+_STORED_IDS = statement(
+    "SELECT {o.topic_id}::text, count(*) FROM {o} WHERE {o.group_id} = %s AND {o.topic} = %s "
+    "GROUP BY {o.topic_id} ORDER BY count(*) DESC", o=consumer_offsets)
 
 
 @dataclass(frozen=True)

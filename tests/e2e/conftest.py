@@ -15,7 +15,7 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 from streamflow.infra.processes import free_port
-from streamflow.live.server import Live, LiveConfig
+from streamflow.live.server import Live, LiveConfig, WebSocketProtocol
 from tests.conftest import ROOT, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,7 +59,7 @@ def live_in_process(config: LiveConfig) -> Iterator[tuple[Live, int]]:
     """The live server on a free port in a thread of this process; stopped on exit."""
     live, port = Live(config), free_port()
     server = uvicorn.Server(uvicorn.Config(live.app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="warning", ws=WebSocketProtocol))
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
     try:

@@ -14,7 +14,7 @@ import orjson
 from streamflow import topics
 from streamflow.kafka_clients import producer
 from tests.e2e.conftest import screenshot
-from tests.integration.test_live import start_live
+from tests.helpers.live import start_live
 
 XSS_USER = "<img src=x onerror=window.__xss=1>"
 XSS_NOTE = "<script>window.__xss=2</script>"

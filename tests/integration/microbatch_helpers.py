@@ -1,8 +1,10 @@
-"""Shared by the micro-batch and dbt tests: land known events, run the micro-batch."""
+"""Shared by the micro-batch and dbt tests: land known events, run the micro-batch and its
+sensor, read back what it published."""
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,8 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS
+from sensors.microbatch import new_events_sensor
 from streamflow import contract
-from streamflow.kafka_clients import producer
+from streamflow.kafka_clients import consumer, producer
 from streamflow.sink.worker import SinkConfig, run_sink
 from streamflow.workers.runtime import StopFlag
 
@@ -29,6 +32,38 @@ def land(platform, topic: str, events: list[dict], database_url: str | None = No
     run_sink(SinkConfig(platform.kafka, database_url or platform.database_url, topic=topic,
                         group_id=f"g-{topic}", batch_size=5000, stop_when_idle_s=2.0),
              StopFlag())
+
+
+def read_all(platform, topic: str, match, *, want: int, timeout_s: float = 30) -> list[dict]:
+    """The JSON objects on ``topic`` that ``match`` accepts, until ``want`` of them (or the
+    timeout: fewer)."""
+    cons = consumer(platform.kafka, f"reader-{uuid.uuid4()}")
+    cons.subscribe([topic])
+    found = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(found) < want:
+            for msg in cons.consume(1000, 0.5):
+                if msg.error() is None and (value := _json_object(msg.value())) is not None:
+                    if match(value):
+                        found.append(value)
+    finally:
+        cons.close()
+    return found
+
+
+def _json_object(raw: bytes | None) -> dict | None:
+    """Other tests' dead letters share these topics: tombstones, binary, broken JSON."""
+    try:
+        value = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def evaluate_sensor(instance, resources):
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        return new_events_sensor(context)
 
 
 def materialize(resources, upto: int = 0) -> dg.ExecuteInProcessResult:

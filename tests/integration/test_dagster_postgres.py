@@ -37,7 +37,7 @@ from tests.conftest import (
     wait_for,
     worker_env,
 )
-from tests.integration.microbatch_helpers import Scenario, land
+from tests.integration.microbatch_helpers import Scenario, evaluate_sensor, land
 
 S = dg.DagsterRunStatus
 
@@ -56,11 +56,6 @@ def postgres_instance(platform, tmp_path_factory):
             assert type(instance.run_storage).__module__.startswith("dagster_postgres")
             assert instance.event_log_storage.postgres_url.startswith(f"{DRIVER}:")
             yield instance
-
-
-def evaluate_sensor(instance, resources):
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        return new_events_sensor(context)
 
 
 def test_the_sensor_reads_active_and_failed_runs_from_postgres(platform, resources, unique_name,

@@ -229,3 +229,19 @@ def test_the_dagster_replay_job_runs_the_same_replay(platform, engine, resources
     assert not refused.success
     assert any("replayed before" in str(e.event_specific_data.error)
                for e in refused.all_events if e.is_step_failure)
+
+
+def test_a_contract_dead_letter_keeps_each_failure_as_a_record(platform, engine, resources):
+    """`show` reads the failures stored as records; the reason text was split on "; " before,
+    and a value holding it made one failure two."""
+    topic = create_topic(platform, f"dlq-failures-{uuid.uuid4().hex[:8]}")
+    land(platform, topic, [event(country="A; B", device="fridge")])
+    catch_up(resources, engine)
+    (letter,) = dlq_json(platform, "list", "--source", topic)
+    shown = dlq_json(platform, "show", str(letter["id"]))
+    assert [(f["column"], f["got"]) for f in shown["failures"]] == [
+        ("country", "'A; B'"), ("device", "'fridge'")]
+    assert shown["reasons"] == [
+        f"country: isin({list(contract.COUNTRIES)}) (got 'A; B')",
+        f"device: isin({list(contract.DEVICES)}) (got 'fridge')"]
+    assert shown["reason"] == "; ".join(shown["reasons"])

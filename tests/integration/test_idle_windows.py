@@ -17,8 +17,13 @@ from sensors import microbatch as sensor_module
 from streamflow import contract, topics, validation
 from streamflow.microbatch import windows
 from tests.conftest import create_topic
-from tests.integration.microbatch_helpers import Scenario, catch_up, land
-from tests.integration.test_microbatch import evaluate_sensor, read_all
+from tests.integration.microbatch_helpers import (
+    Scenario,
+    catch_up,
+    evaluate_sensor,
+    land,
+    read_all,
+)
 
 # A short quiet time for these tests (it must exceed the grace period, so that shrinks too).
 IDLE = timedelta(seconds=1)

@@ -20,7 +20,7 @@ from streamflow.errors import TopicMismatch
 from streamflow.kafka_clients import admin_client, consumer, producer
 from streamflow.settings import load_settings
 from tests.conftest import create_topic, wait_for, worker_env
-from tests.integration.test_live_access import assert_one_error_line
+from tests.helpers.cli import assert_one_error_line
 
 STREAMFLOW = [sys.executable, "-m", "streamflow.cli"]
 # ESC sequences (clear screen, set the window title), NUL, BEL, invalid UTF-8, a C1 CSI and

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from streamflow import contract
 from streamflow.db.engine import libpq_url
-from streamflow.db.landing import INGEST_SEQ_LOCK, Batch, LandingWriter
+from streamflow.db.landing import INGEST_SEQ_LOCK, Landing, LandingWriter
 from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason
 from streamflow.kafka_clients import producer
 from streamflow.sink.decode import decode
@@ -56,9 +56,9 @@ def test_dead_letters_are_published_outside_the_ingest_lock(platform, unique_nam
     topic = unique_name
     messages = [(_event(), 0), (b"not json", 1), (_event(user_id="a\u0000b"), 2), (_event(), 3)]
     decoded = [decode(value, b"k", lambda: None, topic, 0, offset) for value, offset in messages]
-    batch = Batch(rows=[d for d in decoded if not isinstance(d, DeadLetter)],
-                  dead_letters=[d for d in decoded if isinstance(d, DeadLetter)],
-                  next_offsets={(topic, 0): 4})
+    batch = Landing(rows=[d for d in decoded if not isinstance(d, DeadLetter)],
+                    dead_letters=[d for d in decoded if isinstance(d, DeadLetter)],
+                    next_offsets={(topic, 0): 4})
     published: list[tuple[list[Reason], bool]] = []
 
     def publish(letters: list[DeadLetter]) -> None:

@@ -8,44 +8,23 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import pytest
 import websockets
+import websockets.sync.client
 
 from streamflow import topics
-from streamflow.infra.processes import free_port
 from streamflow.kafka_clients import producer
 from streamflow.live.hub import SEND_TIMEOUT_S
-from streamflow.live.server import FRAMES_PER_S
-from tests.conftest import wait_for, worker_env
-
-
-def start_live(platform, tmp_path, port: int | None = None, host: str = "127.0.0.1", **env
-               ) -> tuple[subprocess.Popen, int]:
-    port = port or free_port()
-    log = open(tmp_path / f"live-{port}.log", "wb")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port", str(port),
-                             "--host", host],
-                            env=worker_env(platform, **env), stdout=log,
-                            stderr=subprocess.STDOUT)
-
-    def healthy():
-        assert proc.poll() is None, (tmp_path / f"live-{port}.log").read_text()
-        try:
-            body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health",
-                                                     timeout=2).read())
-        except OSError:
-            return False
-        return body["kafka_assigned"]
-
-    wait_for(healthy, timeout_s=60, message="live view healthy and assigned")
-    return proc, port
+from streamflow.live.server import FRAMES_PER_S, WS_SEND_BUFFER_BYTES
+from tests.conftest import wait_for
+from tests.helpers.live import start_live
 
 
 @pytest.fixture
@@ -136,16 +115,25 @@ def health(port: int) -> dict:
     return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
 
 
-def fill_frames(kafka) -> None:
+def fill_frames(kafka, port: int) -> None:
     """Make every frame ~200 KB (40 analytics windows of 5000 characters: the frame carries
     the newest 60 windows whole), so a stalled client fills the server's buffers in seconds
-    rather than minutes."""
+    rather than minutes; returns once the live view's frames are that big."""
     prod = producer(kafka)
     for i in range(40):
         prod.produce(topics.ANALYTICS, orjson.dumps({
             "window_start": f"2000-01-01T00:{i:02d}:00Z", "event_type": "stall-test",
             "pad": "x" * 5000}), b"k")
     assert prod.flush(30) == 0
+
+    async def big_frame():
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=2**22) as ws:
+            for _ in range(120):
+                if len(await asyncio.wait_for(ws.recv(), 10)) > 150_000:
+                    return True
+        return False
+
+    assert asyncio.run(big_frame()), "frames never carried the stall test's windows"
 
 
 async def count_frames(url: str, seconds: float) -> int:
@@ -160,16 +148,7 @@ async def count_frames(url: str, seconds: float) -> int:
 
 
 def test_a_stalled_client_does_not_slow_the_others(platform, live):
-    fill_frames(platform.kafka)
-
-    async def big_frame():
-        async with websockets.connect(f"ws://127.0.0.1:{live}/ws", max_size=2**22) as ws:
-            for _ in range(120):
-                if len(await asyncio.wait_for(ws.recv(), 10)) > 150_000:
-                    return True
-        return False
-
-    assert asyncio.run(big_frame()), "frames never carried the stall test's windows"
+    fill_frames(platform.kafka, live)
     stalled = stalled_client(live)
     try:
         client_port = stalled.getsockname()[1]
@@ -205,6 +184,56 @@ def test_a_stalled_client_does_not_slow_the_others(platform, live):
                  message="the stalled client dropped")
     finally:
         stalled.close()
+
+
+# What the live view's socket to a stalled client may hold: the send buffer Linux books (twice
+# the cap) and slack for its last segment. Autotuned, it would grow to MiBs.
+STALLED_QUEUE_MAX = 4 * WS_SEND_BUFFER_BYTES
+
+
+def test_a_stalled_client_is_dropped_after_a_bounded_amount_of_data(platform, live):
+    """A client that stops reading takes at most a capped send buffer of frames before the
+    hub's send to it blocks and it is dropped; a reading client keeps getting frames."""
+    fill_frames(platform.kafka, live)
+    frames_read = 0
+    stop = threading.Event()
+
+    def read() -> None:
+        nonlocal frames_read
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{live}/ws",
+                                            max_size=2**22) as ws:
+            while not stop.is_set():
+                ws.recv(timeout=10)  # a TimeoutError fails the test: the frames stopped
+                frames_read += 1
+
+    with ThreadPoolExecutor(1) as pool:
+        reader = pool.submit(read)
+        try:
+            wait_for(lambda: frames_read or reader.done(), timeout_s=30,
+                     message="the reading client's first frame")
+            stalled = stalled_client(live)
+            try:
+                client_port = stalled.getsockname()[1]
+                wait_for(lambda: health(live)["clients"] == 2, timeout_s=30,
+                         message="both clients connected")
+                queued: list[int] = []
+
+                def dropped() -> bool:
+                    queued.append(send_queue(live, client_port) or 0)
+                    return health(live)["clients"] == 1 or reader.done()
+
+                wait_for(dropped, timeout_s=SEND_TIMEOUT_S + 60,
+                         message="the stalled client dropped")
+                assert not reader.done(), reader.result()
+                assert 0 < max(queued) <= STALLED_QUEUE_MAX, max(queued)
+                after_drop = frames_read
+                wait_for(lambda: frames_read >= after_drop + 3 or reader.done(), timeout_s=30,
+                         message="frames to the reading client after the drop")
+            finally:
+                stalled.close()
+        finally:
+            stop.set()
+        reader.result()
 
 
 def test_token_is_required_when_set(platform, tmp_path):

@@ -15,7 +15,8 @@ import websockets
 
 from streamflow.infra.processes import free_port
 from tests.conftest import worker_env
-from tests.integration.test_live import start_live
+from tests.helpers.cli import assert_one_error_line
+from tests.helpers.live import start_live
 
 ALLOWED = "https://dash.example.com"
 TOKEN = "s3cret-live-token"
@@ -143,15 +144,6 @@ def run_cli_live(platform, *args: str, **env: str) -> subprocess.CompletedProces
                            "--port", str(free_port()), *args],
                           env=worker_env(platform, **env), capture_output=True, text=True,
                           timeout=30)
-
-
-def assert_one_error_line(done: subprocess.CompletedProcess, *needles: str) -> None:
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.mark.parametrize(("host", "token"), [

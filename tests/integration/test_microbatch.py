@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 
 import dagster as dg
-import orjson
 from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS
 from assets.checks import CHECKS, raw_events_fresh
 from resources import PostgresResource
-from sensors.microbatch import new_events_sensor
 from streamflow import contract, topics
-from streamflow.kafka_clients import consumer
 from tests.conftest import create_topic
-from tests.integration.microbatch_helpers import Scenario, catch_up, land, materialize
+from tests.integration.microbatch_helpers import (
+    Scenario,
+    catch_up,
+    evaluate_sensor,
+    land,
+    materialize,
+    read_all,
+)
 
 
 def windows_of(engine, *starts) -> dict:
@@ -27,31 +30,6 @@ def windows_of(engine, *starts) -> dict:
             "login_failures, purchase_cents, revision FROM streamflow.event_windows "
             "WHERE window_start = ANY(:s) ORDER BY 1, 2"), {"s": list(starts)}).all()
     return {(r[0], r[1]): tuple(r[2:]) for r in rows}
-
-
-def read_all(platform, topic: str, match, *, want: int, timeout_s: float = 30) -> list[dict]:
-    cons = consumer(platform.kafka, f"reader-{uuid.uuid4()}")
-    cons.subscribe([topic])
-    found = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and len(found) < want:
-            for msg in cons.consume(1000, 0.5):
-                if msg.error() is None and (value := _json_object(msg.value())) is not None:
-                    if match(value):
-                        found.append(value)
-    finally:
-        cons.close()
-    return found
-
-
-def _json_object(raw: bytes | None) -> dict | None:
-    """Other tests' dead letters share these topics: tombstones, binary, broken JSON."""
-    try:
-        value = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def test_a_known_batch_gives_exact_windows_reasons_and_topics(platform, resources, engine,
@@ -120,11 +98,6 @@ def test_a_known_batch_gives_exact_windows_reasons_and_topics(platform, resource
                        lambda v: v["window_start"] == contract.format_time(s.w0)
                        and v["event_type"] == "login" and v["revision"] == 2, want=1)
     assert amended and amended[0]["events"] == 4
-
-
-def evaluate_sensor(instance, resources):
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        return new_events_sensor(context)
 
 
 def test_sensor_requests_one_stable_run_then_skips(platform, resources, engine, unique_name):

@@ -22,8 +22,7 @@ from streamflow.kafka_clients import consumer
 from streamflow.microbatch import batch, reprocess, windows
 from streamflow.microbatch import notifications as contract_step
 from tests.conftest import create_topic, wait_for
-from tests.integration.microbatch_helpers import Scenario, catch_up, land
-from tests.integration.test_microbatch import read_all
+from tests.integration.microbatch_helpers import Scenario, catch_up, land, read_all
 
 TOPICS = (topics.NOTIFICATIONS, topics.ANALYTICS, topics.DEAD_LETTER)
 CHANGES = ("notifications_added", "notifications_added_former_rejects", "notifications_removed",

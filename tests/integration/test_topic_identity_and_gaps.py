@@ -16,13 +16,12 @@ from confluent_kafka import TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from benchmarks.harness import recreate_topic
 from streamflow.infra import kafka_server
 from streamflow.kafka_clients import admin_client, producer
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.sink.incarnation import stored_incarnation
 from streamflow.sink.worker import SinkConfig, run_sink
-from streamflow.topics import topic_ids
+from streamflow.topics import recreate_topic, topic_ids
 from streamflow.workers.runtime import StopFlag
 from tests.conftest import TEST_PII_KEY, create_topic, wait_for, worker_env
 from tests.integration.lanes import dead_letters as letters

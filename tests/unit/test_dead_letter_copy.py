@@ -1,7 +1,9 @@
 """The dead-letter topic copy always fits what librdkafka will send; the table keeps it all."""
 
+import orjson
 import pytest
 
+from streamflow.contract import TYPE_CHECK, Failure, describe
 from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason, Stage, topic_copy
 
 
@@ -47,3 +49,19 @@ def test_a_dead_letter_is_built_by_keyword_only():
     """Three int fields and four str fields in a row: swapped positions would still build."""
     with pytest.raises(TypeError, match="positional"):
         DeadLetter(Stage.INGEST, Reason.TOO_LARGE, "why", None, None, {}, "t", 0, 1)  # type: ignore[misc]
+
+
+def test_a_contract_dead_letter_carries_its_failures_as_json():
+    failures = (Failure(check="isin", column="country", value="A; B"),
+                Failure(check=TYPE_CHECK, column="amount_cents", value={"n": 1},
+                        expected="int (64-bit)"),
+                Failure(check="login_has_success"))
+    letter = DeadLetter(stage=Stage.CONTRACT, reason_code=Reason.CONTRACT,
+                        reason=describe(list(failures)), failures=failures, payload=b"{}",
+                        key=None, headers={}, source_topic="user-events", source_partition=0,
+                        source_offset=7)
+    carried = orjson.loads(dict(letter.kafka_headers())["dlq.failures"])
+    assert [Failure.from_json(f).summary for f in carried] == [f.summary for f in failures]
+    assert carried[0] == {"column": "country", "check": "isin", "expected": None,
+                          "got": "'A; B'"}
+    assert "dlq.failures" not in dict(_letter(b"{}").kafka_headers())

@@ -4,12 +4,13 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streamflow.db.tables import LANDING_INDEX
+from streamflow import contract
+from streamflow.db.tables import LandingRow, events
 from streamflow.dlq import DeadLetter, Reason
 from streamflow.sink.decode import decode
 
 EID = "0b7e3c1e-9a55-4c62-8f1d-3b7a0e42f00d"
-COL = LANDING_INDEX
+
 
 
 def _decode(value, **kw):
@@ -23,11 +24,11 @@ def test_a_valid_event_becomes_a_typed_row():
              "amount_cents": 1999}
     row = _decode(orjson.dumps(event))
     assert not isinstance(row, DeadLetter)
-    assert row[COL["event_id"]] == EID
-    assert row[COL["occurred_at"]] == datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
-    assert row[COL["amount_cents"]] == 1999 and row[COL["success"]] is None
-    assert orjson.loads(row[COL["payload"]]) == event
-    assert (row[COL["kafka_topic"]], row[COL["kafka_partition"]], row[COL["kafka_offset"]]) == (
+    assert row.event_id == EID
+    assert row.occurred_at == datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
+    assert row.amount_cents == 1999 and row.success is None
+    assert orjson.loads(row.payload) == event
+    assert (row.kafka_topic, row.kafka_partition, row.kafka_offset) == (
         "user-events", 2, 41)
 
 
@@ -36,12 +37,12 @@ def test_fields_of_the_wrong_type_land_as_null():
              "occurred_at": "yesterday", "user_id": 42}
     row = _decode(orjson.dumps(event))
     for name in ("schema_version", "amount_cents", "success", "occurred_at", "user_id"):
-        assert row[COL[name]] is None, name
+        assert getattr(row, name) is None, name
 
 
 def test_huge_integers_do_not_overflow_bigint():
     row = _decode(orjson.dumps({"event_id": EID, "amount_cents": 2**63}))
-    assert row[COL["amount_cents"]] is None
+    assert row.amount_cents is None
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -114,12 +115,12 @@ def test_mistyped_marks_only_rows_with_a_field_its_column_could_not_hold():
     complete = {"event_id": EID, "schema_version": 1, "event_type": "page_view", "user_id": "u",
                 "email_hash": "a" * 64, "email_masked": "j***@example.com",
                 "occurred_at": "2026-11-25T10:00:01.250Z", "country": "DE", "device": "mobile"}
-    assert _decode(orjson.dumps(complete))[COL["mistyped"]] is False  # optional ones absent
-    assert _decode(orjson.dumps({**complete, "success": None}))[COL["mistyped"]] is False
+    assert _decode(orjson.dumps(complete)).mistyped is False  # optional ones absent
+    assert _decode(orjson.dumps({**complete, "success": None})).mistyped is False
     for name, bad in (("success", "yes"), ("amount_cents", 1.5), ("user_id", 42),
                       ("occurred_at", "yesterday")):
-        assert _decode(orjson.dumps({**complete, name: bad}))[COL["mistyped"]] is True, name
-    assert _decode(orjson.dumps({"event_id": EID}))[COL["mistyped"]] is False  # all missing
+        assert _decode(orjson.dumps({**complete, name: bad})).mistyped is True, name
+    assert _decode(orjson.dumps({"event_id": EID})).mistyped is False  # all missing
 
 
 def test_the_message_travels_with_its_row():
@@ -128,7 +129,16 @@ def test_the_message_travels_with_its_row():
     sent = '{"event_id": "' + EID + '"}'  # spaces and all
     row = decode(sent.encode(), b"\x00\xffkey",
                  lambda: [("trace", b"t-1")], "user-events", 0, 7, topic_id="id-1")
-    assert key_from_copy(row[COL["message_key"]]) == b"\x00\xffkey"
-    assert orjson.loads(row[COL["headers"]]) == {"trace": "t-1"}
-    assert row[COL["payload"]] == sent  # verbatim
-    assert row[COL["kafka_topic_id"]] == "id-1"
+    assert key_from_copy(row.message_key) == b"\x00\xffkey"
+    assert orjson.loads(row.headers) == {"trace": "t-1"}
+    assert row.payload == sent  # verbatim
+    assert row.kafka_topic_id == "id-1"
+
+
+def test_a_landing_row_is_the_contract_then_the_message_and_its_source():
+    """COPY writes rows by position: the record's fields are raw.events' columns, the
+    contract's fields first in its order."""
+    assert LandingRow._fields[:len(contract.FIELDS)] == tuple(contract.FIELDS)
+    assert set(LandingRow._fields) <= set(events.c.keys())
+    row = _decode(orjson.dumps({"event_id": EID}))
+    assert type(row) is LandingRow and row.kafka_offset == 41

@@ -88,7 +88,7 @@ def test_a_replayed_message_keeps_its_bytes_and_headers_and_links_its_dead_lette
         payload=b"{broken", message_key=b"user-1",
         headers={"schema_version": "1", "dlq.reason": "old", REPLAY_HEADER: "7"},
         event_id=None, source_topic="user-events", source_partition=0, source_offset=9,
-        replay_count=0, last_replayed_at=None)
+        replay_count=0, last_replayed_at=None, failures=None)
     key, value, headers = message(letter)
     assert (key, value) == (b"user-1", b"{broken")
     assert headers == [("schema_version", b"1"), (REPLAY_HEADER, b"42")]

@@ -8,6 +8,7 @@ import pytest
 from confluent_kafka import Message, Uuid
 
 from streamflow.dlq import Reason, Stage
+from streamflow.sink.batch import build_batch
 from streamflow.sink.gaps import (
     OffsetGap,
     OffsetJump,
@@ -16,7 +17,6 @@ from streamflow.sink.gaps import (
     lost_range,
 )
 from streamflow.sink.incarnation import StoredIncarnation
-from streamflow.sink.worker import build_batch
 from streamflow.topics import UNKNOWN_TOPIC_ID, is_old_incarnation, uuid_text
 
 A = "0b5e1c57-8a43-4cb4-9f83-9f2b8f6fe0a1"
@@ -54,10 +54,10 @@ def test_jumps_inside_a_batch_and_backwards_are_noted_per_partition():
 
 
 def test_build_batch_labels_rows_and_offsets_with_the_topic_id():
-    batch = build_batch([message(0)], topic_ids={"user-events": A}).batch
-    assert batch.topic_ids == {"user-events": A}
-    assert A in batch.rows[0]
-    assert batch.next_offsets == {("user-events", 0): 1}
+    landing = build_batch([message(0)], topic_ids={"user-events": A}).landing
+    assert landing.topic_ids == {"user-events": A}
+    assert A in landing.rows[0]
+    assert landing.next_offsets == {("user-events", 0): 1}
 
 
 def test_a_jump_entirely_below_the_log_start_is_lost_whole():

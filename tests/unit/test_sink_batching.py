@@ -81,59 +81,7 @@ def test_a_fatal_consumer_error_stops_the_sink_so_it_is_restarted():
     from streamflow.errors import ConsumerFailed
 
     s = sink(FakeConsumer(ready=0))
-    assert s._usable(FakeMessage(fatal=False)) is False  # logged, skipped
+    assert s._usable([FakeMessage(fatal=False)]) == []  # logged, skipped
     with pytest.raises(ConsumerFailed, match="fenced"):
-        s._usable(FakeMessage(fatal=True))
+        s._usable([FakeMessage(fatal=True)])
 
-
-def test_lost_partitions_are_forgotten_without_a_commit():
-    from confluent_kafka import TopicPartition
-
-    class NoCommits(FakeConsumer):
-        def commit(self, **kwargs):
-            raise AssertionError("a lost assignment must not commit (it is fenced)")
-
-    s = sink(NoCommits(ready=0))
-    s.assigned = {("t", 0), ("t", 1)}
-    s.landed = {("t", 0): 10, ("t", 1): 20}
-    s._on_lost(s.consumer, [TopicPartition("t", 0)])
-    assert s.assigned == {("t", 1)} and s.landed == {("t", 1): 20}
-
-
-def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land():
-    from streamflow.sink import worker
-
-    class Committing(FakeConsumer):
-        commits: list = []
-
-        def commit(self, offsets, asynchronous):
-            Committing.commits.append([(tp.partition, tp.offset) for tp in offsets])
-
-    s = sink(Committing(ready=0))
-    s.assigned = {("t", 0), ("t", 1)}
-    for i in range(1, 101):  # 100 small batches in well under a second
-        s._kafka_offsets.update({("t", i % 2): i})
-        s._commit_to_kafka()
-    assert len(Committing.commits) == 1  # the first; the rest wait for the interval
-    s._kafka_committed_at -= worker.KAFKA_COMMIT_INTERVAL_S
-    s._commit_to_kafka()
-    assert sorted(Committing.commits[-1]) == [(0, 100), (1, 99)]  # only the newest of each
-
-
-def test_a_landing_lost_with_the_database_reseeks_or_stops():
-    """The outcome decides whether decoded messages are kept: reseeked ones are read again."""
-    from concurrent.futures import Future
-
-    import psycopg
-
-    from streamflow.sink.worker import InFlight, Outcome
-
-    def flight() -> InFlight:
-        lost: Future = Future()
-        lost.set_exception(psycopg.OperationalError("server closed the connection"))
-        return InFlight(batch=None, messages=0, started=0.0, future=lost, gaps=[],
-                        produced_ms=[])
-
-    s = sink(FakeConsumer(ready=0))
-    s._land_with_retry = lambda _batch: None  # the stop flag was raised during the outage
-    assert s._finish(flight()) is Outcome.STOPPED

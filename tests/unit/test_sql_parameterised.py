@@ -25,8 +25,11 @@ from tests.conftest import ROOT
 CHECKED_DIRS = ("streamflow", "assets", "sensors", "resources", "streamflow_defs", "benchmarks")
 # Method or function name -> the keyword its SQL may also be passed as.
 SQL_CALLS = {"execute": "query", "executemany": "query", "exec_driver_sql": "statement",
-             "copy": "statement", "text": "text", "SQL": "obj"}
-COMPOSABLES = {"SQL", "Identifier", "Literal", "Placeholder", "Composed"}
+             "copy": "statement", "text": "text", "SQL": "obj", "statement": "template"}
+# psycopg's composables, and streamflow.db.compose's (names from the schema, values as
+# sql.Literal); the template of statement() is itself checked above.
+COMPOSABLES = {"SQL", "Identifier", "Literal", "Placeholder", "Composed",
+               "statement", "column", "columns", "table_name"}
 # `x.copy(...)` is also dict/list/shutil copy: only a string that holds a COPY counts.
 COPY_RE = re.compile(r"\bCOPY\b", re.IGNORECASE)
 
@@ -268,6 +271,9 @@ def product_files() -> list[Path]:
      "an f-string"),
     ('def f(op):\n    for t in ("a", "b"):\n        op.execute(f"DROP TABLE s.{t}")\n',
      "an f-string"),
+    ('from streamflow.db.compose import statement\ndef f(conn, uid, e):\n'
+     '    conn.execute(statement(f"SELECT 1 FROM {{e}} WHERE id = {uid}", e=e))\n',
+     "an f-string"),
 ])
 def test_the_checker_flags_formatted_sql(snippet, why):
     (violation,) = find_violations(snippet)
@@ -290,6 +296,9 @@ def test_the_checker_flags_formatted_sql(snippet, why):
     'import shutil\ndef f(d):\n    shutil.copy(f"{d}/a.txt", f"{d}/b.txt")\n',
     'def f(conn, query, params):\n    return conn.execute(query, params)\n',
     'from sqlalchemy import select\ndef f(conn, table):\n    conn.execute(select(table))\n',
+    'from streamflow.db.compose import statement\n'
+    'Q = statement("SELECT {e.x} FROM {e} WHERE {e.y} = %s", e=E)\n'
+    'def f(conn, v):\n    conn.execute(Q + statement(" AND {e.z} = %s", e=E), (v, v))\n',
 ])
 def test_the_checker_allows_parameters_and_composition(snippet):
     assert find_violations(snippet) == []

@@ -3,6 +3,8 @@ import uuid
 import pandas as pd
 import pytest
 
+from streamflow import contract
+from streamflow.contract import MISSING_CHECK, NO_VALUE, TYPE_CHECK, Failure, describe
 from streamflow.validation import frame, validate
 
 NOW = pd.Timestamp("2026-11-25T12:00:00Z")
@@ -18,6 +20,12 @@ def event(**overrides):
 
 
 def check(*payloads):
+    """(valid rows, {row: its failures as text}): what a person reads in the dead letter."""
+    valid, failures = failures_of(*payloads)
+    return valid, {i: [str(f) for f in found] for i, found in failures.items()}
+
+
+def failures_of(*payloads):
     df, type_errors = frame(list(payloads), {"ingested_at": [NOW] * len(payloads)})
     return validate(df, type_errors)
 
@@ -74,3 +82,44 @@ def test_a_rows_reasons_do_not_depend_on_its_neighbours():
 def test_a_value_of_the_wrong_type_is_one_reason_not_also_missing():
     _, reasons = check(event(schema_version="1", device=None))
     assert reasons[0] == ["schema_version: expected int (64-bit), got '1'", "device: missing"]
+
+
+def test_a_failure_is_a_record_of_column_check_and_value():
+    _, failures = failures_of(event(schema_version="1", device=None, country="XX",
+                                    success=...))
+    countries = f"isin({list(contract.COUNTRIES)})"
+    assert failures[0] == [
+        Failure(check=TYPE_CHECK, column="schema_version", value="1",
+                expected="int (64-bit)"),
+        Failure(check="login_has_success"),
+        Failure(check=countries, column="country", value="XX"),
+        Failure(check=MISSING_CHECK, column="device"),
+    ]
+
+
+def test_a_value_holding_the_separator_stays_one_failure():
+    """The reason text joins failures with "; ": a value holding it is still one record (the
+    text was split on it, and one failure became two)."""
+    _, failures = failures_of(event(country="A; B", device="x (got y)"))
+    assert [(f.column, f.value) for f in failures[0]] == [
+        ("country", "A; B"), ("device", "x (got y)")]
+    assert describe(failures[0]).count("; ") == 2  # between the two, and inside one value
+
+
+def test_failures_are_counted_without_their_values():
+    """Type failures too: one line per field, not one per distinct wrong value."""
+    a, b = (Failure(check=TYPE_CHECK, column="amount_cents", value=v, expected="int (64-bit)")
+            for v in ("1", "2"))
+    assert a.summary == b.summary == "amount_cents: expected int (64-bit)"
+    assert Failure(check="isin", column="country", value="XX").summary == "country: isin"
+
+
+def test_a_stored_failure_renders_as_when_it_was_found():
+    found = [Failure(check=TYPE_CHECK, column="user_id", value={"a": [1] * 40},
+                     expected="str"),
+             Failure(check="greater_than(0)", column="amount_cents", value=-5),
+             Failure(check="not_in_the_future"),
+             Failure(check="str_matches", column="email_hash")]
+    stored = [Failure.from_json(f.as_json()) for f in found]
+    assert [str(f) for f in stored] == [str(f) for f in found]
+    assert stored[3].value is NO_VALUE and len(found[0].shown_value) == 60

@@ -1,0 +1,302 @@
+"""The sink's checkpoint layer without services: a fake writer plays PostgreSQL (offsets in a
+dict, a connection that can be lost), a fake consumer records what Kafka is told. What is
+checked is the order: land, then commit; after an outage, seek where PostgreSQL says."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+import psycopg
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from prometheus_client import REGISTRY
+
+from streamflow.db.landing import LandResult, StoredOffset
+from streamflow.sink import checkpoint as checkpoint_module
+from streamflow.sink.batch import Batch, build_batch
+from streamflow.sink.checkpoint import Checkpoint, Outcome
+from streamflow.workers.runtime import Backoff
+
+T = "user-events"
+A = "0b5e1c57-8a43-4cb4-9f83-9f2b8f6fe0a1"
+B = "7d0e3f1a-52c9-4e0a-b0a4-2f1f0d6b9e44"
+EVENT = orjson.dumps({"event_id": "1b4e28ba-2fa1-41d2-883f-0016d3cca427"})
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __bool__(self) -> bool:
+        return self.raised
+
+
+class FakeWriter:
+    """Stores offsets as one landing transaction would; ``down`` landings fail as a lost
+    connection; ``gate``, when given, holds each landing until it is set."""
+
+    def __init__(self, log: list, *, down: int = 0, stored: dict | None = None,
+                 gate: threading.Event | None = None, on_failure=None) -> None:
+        self.log, self.down, self.gate, self.on_failure = log, down, gate, on_failure
+        self.stored: dict[int, StoredOffset] = dict(stored or {})
+        self.landings: list[dict] = []  # next offsets of each committed landing, in order
+        self.entered = threading.Event()
+        self.resets = self.active = self.most_active = 0
+        self.restarted: list[tuple] = []
+
+    def setup(self) -> None:
+        pass
+
+    def land(self, landing, publish) -> LandResult:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            self.entered.set()
+            if self.gate is not None:
+                self.gate.wait()
+            if self.down:
+                self.down -= 1
+                if self.on_failure is not None:
+                    self.on_failure()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            for (_, partition), offset in landing.next_offsets.items():
+                self.stored[partition] = StoredOffset(offset, landing.topic_ids.get(T))
+            self.landings.append(dict(landing.next_offsets))
+            self.log.append(("landed", dict(landing.next_offsets)))
+            return LandResult(inserted=len(landing.rows), dead_lettered=0, db_rejected=0)
+        finally:
+            self.active -= 1
+
+    def stored_offsets(self, topic: str) -> dict[int, StoredOffset]:
+        return dict(self.stored)
+
+    def restart_offsets(self, topic: str, partitions, topic_id: str) -> None:
+        self.restarted.append((topic, list(partitions), topic_id))
+        for partition in partitions:
+            self.stored[partition] = StoredOffset(0, topic_id)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def close(self) -> None:
+        pass
+
+
+class FakeConsumer:
+    """Records pause, resume, seek and commit; ``served`` runs once, inside the next
+    consume(), as librdkafka serves group callbacks there."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.partitions: list[int] = []
+        self.served = None
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(T, p) for p in self.partitions]
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.partitions += [tp.partition for tp in partitions]
+
+    def pause(self, partitions) -> None:
+        self.log.append(("pause", sorted(tp.partition for tp in partitions)))
+
+    def resume(self, partitions) -> None:
+        self.log.append(("resume", sorted(tp.partition for tp in partitions)))
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.log.append(("seek", tp.partition, tp.offset))
+
+    def commit(self, offsets, asynchronous: bool) -> None:
+        self.log.append(("commit", sorted((tp.partition, tp.offset) for tp in offsets),
+                         "async" if asynchronous else "sync"))
+
+    def consume(self, num: int, timeout: float) -> list:
+        served, self.served = self.served, None
+        if served is not None:
+            served()
+        time.sleep(timeout)
+        return []
+
+    def close(self) -> None:
+        self.log.append(("close",))
+
+
+def make(writer: FakeWriter, log: list, *, partitions=(0, 1), stop=None,
+         live: str | None = None) -> Checkpoint:
+    """A checkpoint whose consumer was assigned ``partitions`` (at their stored offsets)."""
+    cp = Checkpoint(writer, T, stop if stop is not None else Stop(), publish=lambda _: None,
+                    live_topic_id=lambda: live, idle_batch=100,
+                    backoff=lambda: Backoff(0.01, 0.01))
+    cp.consumer = FakeConsumer(log)
+    cp.on_assign(cp.consumer, [TopicPartition(T, p) for p in partitions])
+    return cp
+
+
+def batch(*offsets: tuple[int, int]) -> Batch:
+    """A decoded batch of (partition, offset) messages."""
+    messages = [Message(topic=T, partition=p, offset=o, value=EVENT, key=b"k")
+                for p, o in offsets]
+    return Batch(build_batch(messages).landing, len(messages), [], [])
+
+
+def commits(log: list) -> list:
+    return [entry[1:] for entry in log if entry[0] == "commit"]
+
+
+@pytest.fixture
+def log():
+    return []
+
+
+def test_kafka_is_told_only_offsets_postgresql_committed(log):
+    writer = FakeWriter(log)
+    cp = make(writer, log)
+    cp.submit(batch((0, 0), (0, 1), (0, 2), (1, 0), (1, 1)))
+    assert commits(log) == []  # however far the landing got: nothing before finish
+    finished = cp.finish()
+    assert finished.outcome is Outcome.LANDED and finished.result.inserted == 5
+    assert log == [("landed", {(T, 0): 3, (T, 1): 2}), ("commit", [(0, 3), (1, 2)], "async")]
+    assert cp.landed == {(T, 0): 3, (T, 1): 2}
+    assert cp.finish() is None and not cp.busy
+
+
+def test_a_lost_database_is_retried_then_every_partition_sought_to_its_stored_offsets(log):
+    writer = FakeWriter(log, down=2, stored={0: StoredOffset(7, None), 1: StoredOffset(4, None),
+                                             2: StoredOffset(42, None)})
+    cp = make(writer, log, partitions=(0, 1, 2))
+    cp.submit(batch((0, 7), (0, 8), (0, 9), (1, 4), (1, 5)))
+    finished = cp.finish()
+    assert finished.outcome is Outcome.RESEEKED and finished.result.inserted == 5
+    assert writer.resets == 2  # the landing thread's failure, then one failed retry
+    assert log == [
+        ("pause", [0, 1, 2]),
+        ("landed", {(T, 0): 10, (T, 1): 6}),
+        ("resume", [0, 1, 2]),
+        # Where PostgreSQL says, also for a partition the batch did not touch.
+        ("seek", 0, 10), ("seek", 1, 6), ("seek", 2, 42),
+        ("commit", [(0, 10), (1, 6)], "async"),
+    ]
+    assert cp.expected == {(T, 0): 10, (T, 1): 6, (T, 2): 42}
+    assert REGISTRY.get_sample_value("streamflow_database_available") == 1.0
+
+
+def test_a_stop_during_an_outage_ends_it_with_nothing_committed(log):
+    stop = Stop()
+
+    def raise_stop_on_the_retry() -> None:
+        if writer.down == 0:
+            stop.raised = True
+
+    writer = FakeWriter(log, down=2, on_failure=raise_stop_on_the_retry)
+    cp = make(writer, log, stop=stop)
+    cp.submit(batch((0, 0), (1, 0)))
+    finished = cp.finish()
+    assert finished.outcome is Outcome.STOPPED and finished.result is None
+    assert log == [("pause", [0, 1])]  # never resumed, sought or committed
+    assert writer.landings == [] and cp.landed == {}
+    cp.close()
+    assert log == [("pause", [0, 1]), ("close",)]  # the final commit has nothing to tell
+    assert REGISTRY.get_sample_value("streamflow_database_available") == 0.0
+
+
+def test_a_revoke_waits_for_the_landing_in_flight_and_commits_what_it_wrote(log):
+    gate = threading.Event()
+    writer = FakeWriter(log, gate=gate)
+    cp = make(writer, log)
+    cp.submit(batch((0, 0), (0, 1), (1, 0)))
+    assert writer.entered.wait(10)
+    revoke = threading.Thread(target=cp.on_revoke, args=(cp.consumer, [TopicPartition(T, 0)]))
+    revoke.start()
+    gate.set()
+    revoke.join()
+    assert log == [("landed", {(T, 0): 2, (T, 1): 1}), ("commit", [(0, 2)], "sync")]
+    assert cp.assigned == {(T, 1)} and (T, 0) not in cp.landed and (T, 0) not in cp.expected
+    assert cp.finish().outcome is Outcome.LANDED
+    # The revoked partition is its new owner's: only the one still ours is kept and told.
+    assert cp.landed == {(T, 1): 1}
+    assert commits(log)[-1] == ([(1, 1)], "async")
+
+
+def test_a_partition_revoked_during_an_outage_is_dropped_from_the_held_batch(log):
+    writer = FakeWriter(log, down=1)
+    cp = make(writer, log)
+
+    def revoke_partition_1() -> None:
+        cp.on_revoke(cp.consumer, [TopicPartition(T, 1)])
+        cp.consumer.partitions.remove(1)
+
+    cp.consumer.served = revoke_partition_1
+    cp.submit(batch((0, 0), (0, 1), (1, 0), (1, 1), (1, 2)))
+    finished = cp.finish()
+    assert finished.outcome is Outcome.RESEEKED and finished.result.inserted == 2
+    assert writer.landings == [{(T, 0): 2}]  # nothing of partition 1 written
+    assert log == [("pause", [0, 1]), ("landed", {(T, 0): 2}), ("resume", [0]),
+                   ("seek", 0, 2), ("commit", [(0, 2)], "async")]
+    assert cp.assigned == {(T, 0)} and cp.expected == {(T, 0): 2}
+
+
+def test_landings_are_sequential_and_kafka_offsets_only_move_forward(log, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "KAFKA_COMMIT_INTERVAL_S", 0.0)  # one per landing
+    writer = FakeWriter(log)
+    cp = make(writer, log)
+    batches = [batch((0, 0), (0, 1), (0, 2)), batch((0, 3), (0, 4), (1, 0), (1, 1)),
+               batch((0, 5), (0, 6)), batch((1, 2))]
+    outcomes = []
+    for i, b in enumerate(batches):
+        if i == 2:
+            writer.down = 1  # the third landing meets an outage
+        cp.submit(b)
+        outcomes.append(cp.finish().outcome)
+    assert outcomes == [Outcome.LANDED, Outcome.LANDED, Outcome.RESEEKED, Outcome.LANDED]
+    assert writer.most_active == 1
+    assert writer.landings == [{(T, 0): 3}, {(T, 0): 5, (T, 1): 2}, {(T, 0): 7}, {(T, 1): 3}]
+    assert [c for c, _ in commits(log)] == [[(0, 3)], [(0, 5), (1, 2)], [(0, 7)], [(1, 3)]]
+
+
+def test_lost_partitions_are_forgotten_without_a_commit(log):
+    class NoCommits(FakeConsumer):
+        def commit(self, **kwargs):
+            raise AssertionError("a lost assignment must not commit (it is fenced)")
+
+    cp = make(FakeWriter(log), log)
+    cp.consumer = NoCommits(log)
+    cp.landed = {(T, 0): 10, (T, 1): 20}
+    cp.on_lost(cp.consumer, [TopicPartition(T, 0)])
+    assert cp.assigned == {(T, 1)} and cp.landed == {(T, 1): 20}
+
+
+def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land(log):
+    cp = make(FakeWriter(log), log)
+    for i in range(1, 101):  # 100 small batches in well under a second
+        cp.submit(batch((i % 2, i - 1)))
+        cp.finish()
+    assert len(commits(log)) == 1  # the first; the rest wait for the interval
+    cp._kafka_committed_at -= checkpoint_module.KAFKA_COMMIT_INTERVAL_S
+    cp.commit_to_kafka()
+    assert commits(log)[-1] == ([(0, 100), (1, 99)], "async")  # only the newest of each
+
+
+def test_an_assignment_starts_at_the_stored_offsets_or_the_beginning(log):
+    writer = FakeWriter(log, stored={0: StoredOffset(10, A), 1: StoredOffset(5, None)})
+    cp = Checkpoint(writer, T, Stop(), publish=lambda _: None, live_topic_id=lambda: A,
+                    idle_batch=100)
+    cp.consumer = FakeConsumer(log)
+    partitions = [TopicPartition(T, p) for p in (0, 1, 2)]
+    cp.on_assign(cp.consumer, partitions)
+    # An offset stored before topic ids were recorded is trusted; none stored: the beginning.
+    assert [tp.offset for tp in partitions] == [10, 5, OFFSET_BEGINNING]
+    assert cp.expected == {(T, 0): 10, (T, 1): 5}
+    assert writer.restarted == [] and not cp.consumer_outdated
+
+
+def test_offsets_of_a_deleted_topic_restart_the_new_one_at_its_beginning(log):
+    writer = FakeWriter(log, stored={0: StoredOffset(10, A), 1: StoredOffset(5, A)})
+    cp = make(writer, log, partitions=(2,), live=B)  # this consumer knows the old topic
+    partitions = [TopicPartition(T, p) for p in (0, 1)]
+    cp.on_assign(cp.consumer, partitions)
+    assert [tp.offset for tp in partitions] == [OFFSET_BEGINNING, OFFSET_BEGINNING]
+    assert cp.expected == {(T, 0): 0, (T, 1): 0}
+    assert writer.restarted == [(T, [0, 1], B)]
+    assert cp.consumer_outdated
