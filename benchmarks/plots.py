@@ -37,8 +37,9 @@ def latency(doc: dict, path: Path) -> Path:
     for i, key in enumerate(("p50_ms", "p95_ms", "p99_ms")):
         xs = [j + (i - 1) * width for j in range(len(runs))]
         ax.bar(xs, [r[key] for r in runs], width, label=key.split("_")[0])
-    ax.axhline(doc["latency"]["broker_end_to_end"]["p50_ms"], color="#718096", ls="--",
-               label="broker end-to-end p50")
+    floor = doc["latency"]["broker_end_to_end"]
+    ax.axhline(floor["floor_ms"], color="#718096", ls="--",
+               label=f"broker end-to-end {floor['floor_basis']}")
     ax.set_xticks(range(len(runs)), [f"{r['rate']:,}/s" for r in runs])
     ax.set_ylabel("produce → row visible (ms)")
     ax.set_title("Latency at fixed rates")
