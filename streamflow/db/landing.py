@@ -88,7 +88,7 @@ class Landing:
     """What one landing transaction writes: rows, dead letters, and the offsets stored with
     them (the sink's Batch carries one)."""
 
-    rows: list[LandingRow] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)  # LandingRow values (sink.decode)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> next offset to read, i.e. last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -236,7 +236,7 @@ class LandingWriter:
         return LandResult(inserted, len(letters), len(refused), rechecked)
 
     @staticmethod
-    def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[LandingRow]) -> None:
+    def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[tuple]) -> None:
         """COPY ``rows`` inside a savepoint, so a failure leaves the transaction usable."""
         if not rows:
             return
@@ -245,7 +245,7 @@ class LandingWriter:
                 copy.write_row(row)
 
     def _copy_isolating_rejects(self, conn: psycopg.Connection,
-                                rows: Sequence[LandingRow]) -> list[DeadLetter]:
+                                rows: Sequence[tuple]) -> list[DeadLetter]:
         """COPY ``rows`` to the temp table; on a data error split them in halves."""
         if not rows:
             return []
@@ -280,7 +280,8 @@ class _RowsRefused(Exception):
         self.letters = letters
 
 
-def _where(row: LandingRow) -> tuple[str, int, int]:
+def _where(values: tuple) -> tuple[str, int, int]:
+    row = LandingRow._make(values)
     return row.kafka_topic, row.kafka_partition, row.kafka_offset
 
 
@@ -293,8 +294,9 @@ def _known(topic_id: str | None) -> str | None:
     return None if topic_id in (None, UNKNOWN_TOPIC_ID) else topic_id
 
 
-def _db_rejected(row: LandingRow, exc: psycopg.Error) -> DeadLetter:
+def _db_rejected(values: tuple, exc: psycopg.Error) -> DeadLetter:
     """The refused row's dead letter: the row holds the message as it arrived."""
+    row = LandingRow._make(values)
     detail = (exc.diag.message_primary or str(exc)).strip()
     return DeadLetter(
         stage=Stage.INGEST, reason_code=Reason.DB_REJECTED,

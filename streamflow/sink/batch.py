@@ -10,6 +10,7 @@ from typing import NamedTuple
 from streamflow import topics
 from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.db.landing import Landing
+from streamflow.db.tables import LandingRow
 from streamflow.dlq import DeadLetter
 from streamflow.sink.decode import decode
 from streamflow.sink.gaps import OffsetGap, OffsetJump
@@ -64,7 +65,8 @@ def keep_partitions(landing: Landing, assigned: set[tuple[str, int]]) -> Landing
     """The part of ``landing`` from partitions still ``assigned`` (the others' are another
     consumer's now)."""
     return Landing(
-        rows=[r for r in landing.rows if (r.kafka_topic, r.kafka_partition) in assigned],
+        rows=[r for r in map(LandingRow._make, landing.rows)
+              if (r.kafka_topic, r.kafka_partition) in assigned],
         dead_letters=[d for d in landing.dead_letters
                       if (d.source_topic, d.source_partition) in assigned],
         next_offsets={tp: o for tp, o in landing.next_offsets.items() if tp in assigned},

@@ -14,7 +14,9 @@ EID = "0b7e3c1e-9a55-4c62-8f1d-3b7a0e42f00d"
 
 
 def _decode(value, **kw):
-    return decode(value, b"user-1", lambda: [("h", b"v")], "user-events", 2, 41, **kw)
+    """A dead letter, or the row's values read as a LandingRow."""
+    out = decode(value, b"user-1", lambda: [("h", b"v")], "user-events", 2, 41, **kw)
+    return out if isinstance(out, DeadLetter) else LandingRow._make(out)
 
 
 def test_a_valid_event_becomes_a_typed_row():
@@ -127,8 +129,9 @@ def test_the_message_travels_with_its_row():
     from streamflow.db.landing import key_from_copy
 
     sent = '{"event_id": "' + EID + '"}'  # spaces and all
-    row = decode(sent.encode(), b"\x00\xffkey",
-                 lambda: [("trace", b"t-1")], "user-events", 0, 7, topic_id="id-1")
+    row = LandingRow._make(decode(sent.encode(), b"\x00\xffkey",
+                                  lambda: [("trace", b"t-1")], "user-events", 0, 7,
+                                  topic_id="id-1"))
     assert key_from_copy(row.message_key) == b"\x00\xffkey"
     assert orjson.loads(row.headers) == {"trace": "t-1"}
     assert row.payload == sent  # verbatim
@@ -140,5 +143,6 @@ def test_a_landing_row_is_the_contract_then_the_message_and_its_source():
     contract's fields first in its order."""
     assert LandingRow._fields[:len(contract.FIELDS)] == tuple(contract.FIELDS)
     assert set(LandingRow._fields) <= set(events.c.keys())
-    row = _decode(orjson.dumps({"event_id": EID}))
-    assert type(row) is LandingRow and row.kafka_offset == 41
+    row = decode(orjson.dumps({"event_id": EID}), None, lambda: None, "user-events", 2, 41)
+    assert type(row) is tuple and len(row) == len(LandingRow._fields)  # plain: see decode
+    assert LandingRow._make(row).kafka_offset == 41
