@@ -44,7 +44,7 @@ from resources import KafkaResource, PostgresResource
 from sensors.microbatch import new_events_sensor
 from streamflow import contract, topics
 from streamflow.db.engine import libpq_url
-from streamflow.db.tables import LANDING_COLUMNS, notifications
+from streamflow.db.tables import LANDING_COLUMNS, LandingRow, notifications
 from streamflow.dlq import DeadLetter, Reason, Stage
 from streamflow.microbatch import batch, windows
 from streamflow.microbatch import notifications as contract_step
@@ -211,7 +211,7 @@ class History:
                         spoiled = _SPOILERS[self.messages // INGEST_REJECT_EVERY % 3](value)
                         letter = decode(spoiled, key, _headers, *self._where())
                         letters.write_row(_letter_row(letter, event["occurred_at"]))
-                    row = decode(value, key, _headers, *self._where())
+                    row = LandingRow._make(decode(value, key, _headers, *self._where()))
                     events.write_row((*row, seq, row.occurred_at))
                     if event["event_type"] == BAD_TYPE:  # rejected by the micro-batch later
                         letters.write_row(_letter_row(DeadLetter(
