@@ -8,7 +8,7 @@ from psycopg import sql
 from assets.dbt import SOURCE_FRESHNESS, SourceFreshness
 from assets.microbatch import dlq_report, event_windows, notifications
 from resources import PostgresResource
-from streamflow.db import tables
+from streamflow.db import quarantine, tables
 from streamflow.db.compose import statement
 from streamflow.dlq import Stage
 from streamflow.errors import StreamFlowError
@@ -136,7 +136,21 @@ def no_missing_windows(postgres: PostgresResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=missing == 0, metadata={"missing_windows": missing})
 
 
-CHECKS = [contract_pass_rate, dlq_rate, *SOURCE_FRESHNESS_CHECKS, no_missing_windows]
+@dg.asset_check(asset=notifications, description="Nothing is quarantined unresolved: a dead "
+                                                 "letter whose topic copy Kafka refused, or "
+                                                 "an event the contract step failed on in "
+                                                 "every attempt (`streamflow quarantine`).")
+def quarantine_empty(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.connect() as conn:
+        count, oldest = quarantine.unresolved(conn)
+    return dg.AssetCheckResult(
+        passed=count == 0, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"unresolved": count, "oldest": str(oldest) if oldest else "none",
+                  "see": "streamflow quarantine list / resolve / retry"})
+
+
+CHECKS = [contract_pass_rate, dlq_rate, *SOURCE_FRESHNESS_CHECKS, no_missing_windows,
+          quarantine_empty]
 
 checks_job = dg.define_asset_job(
     "checks", selection=dg.AssetSelection.checks(*CHECKS), executor_def=dg.in_process_executor,

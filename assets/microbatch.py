@@ -71,6 +71,7 @@ def notifications(context: dg.AssetExecutionContext, config: NotificationsConfig
     return dg.MaterializeResult(metadata={
         "checked": result.checked, "valid": result.valid, "rejected": result.rejected,
         "published": result.published, "chunks": result.chunks,
+        "quarantined": result.quarantined,
         "seconds_by_phase": result.phases.rounded(),
         "pass_rate": dg.MetadataValue.float(round(result.pass_rate, 4)),
         "ingest_seq_range": f"({result.after}, {result.upto}]",

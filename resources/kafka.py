@@ -8,7 +8,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import PrivateAttr
 
 from streamflow import dlq, kafka_clients, topics
-from streamflow.errors import KafkaUnavailable
+from streamflow.errors import KafkaUnavailable, MessageRefused
 from streamflow.kafka_connection import KafkaConnection, security_properties
 from streamflow.settings import Settings
 
@@ -93,10 +93,12 @@ class KafkaResource(dg.ConfigurableResource):
         remaining, errors = kafka_clients.deliver(
             self.producer(), topic, ((k, v, None) for k, v in messages), timeout_s,
             refused=lambda: self._refusal)
+        if refused := kafka_clients.refused_for_good(errors):
+            raise MessageRefused(f"{topic} refused {len(refused)} message(s): {refused[0]}")
         if remaining or errors:
-            why = self._refusal or f"{remaining} undelivered, {errors[:3]}"
+            why = self._refusal or f"{remaining} undelivered, {[str(e) for e in errors[:3]]}"
             raise KafkaUnavailable(f"could not deliver to {topic}: {why}")
 
-    def publish_dead_letters(self, letters: list[dlq.DeadLetter]) -> None:
-        if letters:
-            dlq.publish(self.producer(), topics.DEAD_LETTER, letters)
+    def publish_dead_letters(self, letters: list[dlq.DeadLetter]) -> list[dlq.Unpublished]:
+        """Publish and flush; the letters Kafka refused for good, to quarantine."""
+        return dlq.publish(self.producer(), topics.DEAD_LETTER, letters) if letters else []

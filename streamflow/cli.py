@@ -13,6 +13,7 @@ from rich.table import Table
 from streamflow import browser, endpoints, stack, topics
 from streamflow.db.engine import redacted
 from streamflow.dlq_ops import commands as dlq_commands
+from streamflow.dlq_ops import quarantine_commands
 from streamflow.errors import StreamFlowError
 from streamflow.settings import Settings, load_settings
 
@@ -29,6 +30,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dagster_app, name="dagster")
 app.add_typer(dbt_app, name="dbt")
 app.add_typer(dlq_commands.app, name="dlq")
+app.add_typer(quarantine_commands.app, name="quarantine")
 
 console = Console()
 # Events/s of `streamflow produce` without --rate: a gentle demo stream.

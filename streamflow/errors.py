@@ -57,6 +57,11 @@ class DeadLetterPublishFailed(StreamFlowError):
     """Dead letters could not be written to the dead-letter topic."""
 
 
+class MessageRefused(StreamFlowError):
+    """Kafka refused a message itself (too large for the topic, unreadable): sending it again
+    cannot succeed, unlike an outage."""
+
+
 class ProducerDeliveryFailed(StreamFlowError):
     """Kafka reported events it could not deliver after all retries."""
 

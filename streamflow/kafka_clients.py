@@ -52,6 +52,19 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Kafka refused the message itself, not the moment: sending it again can never succeed (too
+# large for the topic, a record the broker cannot read). Anything else is waited out.
+REFUSED_FOR_GOOD = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_MSG, KafkaError._INVALID_ARG,
+    KafkaError._BAD_MSG,
+})
+
+
+def refused_for_good(errors: Iterable[KafkaError]) -> list[KafkaError]:
+    return [e for e in errors if e.code() in REFUSED_FOR_GOOD]
+
+
 def _logged(kafka: KafkaConnection) -> dict[str, Any]:
     return {**kafka.config(), "logger": logs.librdkafka_logger()}
 
@@ -71,18 +84,18 @@ def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consume
 def deliver(producer: Producer, topic: str,
             messages: Iterable[tuple[bytes | None, bytes | None, list | None]],
             timeout_s: float = 30.0,
-            refused: Callable[[], str | None] = lambda: None) -> tuple[int, list[str]]:
+            refused: Callable[[], str | None] = lambda: None) -> tuple[int, list[KafkaError]]:
     """Send (key, value, headers) messages and flush; returns (undelivered, errors).
 
     A full local queue is backpressure: poll for delivery reports and retry, never drop.
     ``refused`` (the producer's error callback's finding) ends the flush early: a cluster
     that refused our credentials would otherwise be waited on for the whole timeout.
     """
-    errors: list[str] = []
+    errors: list[KafkaError] = []
 
     def on_delivery(err, _msg) -> None:
         if err is not None:
-            errors.append(str(err))
+            errors.append(err)
 
     for key, value, headers in messages:
         while True:
@@ -93,6 +106,11 @@ def deliver(producer: Producer, topic: str,
                 producer.poll(0.1)
                 if refused():
                     return len(producer), errors
+            except KafkaException as exc:  # refused before sending (too large): reported
+                if exc.args[0].code() not in REFUSED_FOR_GOOD:
+                    raise
+                errors.append(exc.args[0])
+                break
     deadline = time.monotonic() + timeout_s
     while (remaining := producer.flush(min(1.0, timeout_s))) and not refused():
         if time.monotonic() >= deadline:

@@ -16,6 +16,9 @@ EVENTS_CONSUMED = Counter("streamflow_events_consumed", "Messages the sink consu
 # streamflow.db.tables would load SQLAlchemy into it.
 EVENTS_LANDED = Counter("streamflow_events_landed", "New event rows the sink landed")
 DEAD_LETTERS = Counter("streamflow_dead_letters", "Messages dead-lettered", ["stage", "reason"])
+QUARANTINED = Counter(
+    "streamflow_quarantined",
+    "Entries recorded in the quarantine (not processable after every retry)", ["kind"])
 OFFSET_GAP_MESSAGES = Counter(
     "streamflow_offset_gap_messages",
     "Messages gone from Kafka (retention, delete-records) before the sink read them", ["topic"])

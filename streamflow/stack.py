@@ -257,8 +257,29 @@ def _sink_offsets(settings: Settings, samples: dict) -> str:
     return detail
 
 
+def _quarantine_status(settings: Settings, postgres: ComponentStatus) -> list[ComponentStatus]:
+    """A line while anything is quarantined (nothing stopped, but someone must look)."""
+    if not postgres.healthy:
+        return []
+    from streamflow.db import quarantine
+    from streamflow.db.engine import connect_admin
+
+    try:
+        with connect_admin(endpoints.database_url(settings), "streamflow-status") as conn:
+            count, oldest = quarantine.unresolved(conn)
+    except Exception:  # noqa: BLE001 - the postgres line says what is wrong with the database
+        return []
+    if not count:
+        return []
+    return [ComponentStatus("quarantine", None, "", False,
+                            f"{count} unresolved since {oldest:%Y-%m-%d %H:%M} UTC: "
+                            "`streamflow quarantine list`")]
+
+
 def status(settings: Settings) -> list[ComponentStatus]:
-    return [_kafka_status(settings), _postgres_status(settings), *_worker_statuses(settings)]
+    postgres = _postgres_status(settings)
+    return [_kafka_status(settings), postgres, *_quarantine_status(settings, postgres),
+            *_worker_statuses(settings)]
 
 
 def status_document(settings: Settings) -> dict:

@@ -267,15 +267,18 @@ def message_count(kafka: KafkaConnection, name: str, *, timeout_s: float = 30.0)
 
 
 def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
-                 replication_factor: int = 1, timeout_s: float = 30.0) -> str:
-    """Create one topic (broker defaults for its configuration) and wait until the broker has
-    it; its name. Raises the broker's ``KafkaException`` (TOPIC_ALREADY_EXISTS included): for
-    the scratch topics of tests and benchmarks, where the pipeline's use ``ensure_topics``."""
+                 replication_factor: int = 1, config: dict[str, str] | None = None,
+                 timeout_s: float = 30.0) -> str:
+    """Create one topic (broker defaults for its configuration, but ``config``) and wait until
+    the broker has it; its name. Raises the broker's ``KafkaException`` (TOPIC_ALREADY_EXISTS
+    included): for the scratch topics of tests and benchmarks, where the pipeline's use
+    ``ensure_topics``."""
     from streamflow.kafka_clients import admin_client
 
     admin = admin_client(kafka)  # must outlive the future it returns
     admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                  replication_factor=replication_factor)],
+                                  replication_factor=replication_factor,
+                                  config=config or {})],
                         request_timeout=timeout_s)[name].result(timeout_s)
     return name
 

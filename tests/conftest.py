@@ -116,9 +116,10 @@ def unique_name() -> str:
 
 # -- helpers for tests that run workers against the session's services --------------------
 
-def create_topic(platform: Platform, name: str, partitions: int = 3) -> str:
+def create_topic(platform: Platform, name: str, partitions: int = 3,
+                 config: dict[str, str] | None = None) -> str:
     """A scratch topic on the session's broker (``topics.create_topic``): its name."""
-    return topics.create_topic(platform.kafka, name, partitions)
+    return topics.create_topic(platform.kafka, name, partitions, config=config)
 
 
 def worker_env(platform: Platform, **extra: str) -> dict[str, str]:

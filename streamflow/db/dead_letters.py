@@ -7,11 +7,12 @@ from psycopg import sql
 
 from streamflow.db.compose import columns, statement
 from streamflow.db.tables import dead_letters
-from streamflow.dlq import DeadLetter, storable_headers, storable_text
+from streamflow.dlq import DeadLetter, raw_headers_json, storable_headers, storable_text
 
 # In the order of _params.
-_WRITTEN = ("stage", "reason_code", "reason", "payload", "message_key", "headers", "event_id",
-            "source_topic", "source_topic_id", "source_partition", "source_offset", "failures")
+_WRITTEN = ("stage", "reason_code", "reason", "payload", "message_key", "headers", "raw_headers",
+            "event_id", "source_topic", "source_topic_id", "source_partition", "source_offset",
+            "failures")
 _INSERT_DEAD_LETTER = statement(
     "INSERT INTO {d} ({written}) VALUES ({values}) "
     # Idempotent on the source message: a replayed batch stores each reject once per stage.
@@ -22,7 +23,8 @@ _INSERT_DEAD_LETTER = statement(
 
 def _params(d: DeadLetter) -> tuple:
     return (d.stage.value, d.reason_code.value, storable_text(d.reason), d.payload, d.key,
-            storable_headers(d.headers), storable_text(d.event_id), d.source_topic,
+            storable_headers(d.headers), raw_headers_json(d.headers), storable_text(d.event_id),
+            d.source_topic,
             d.source_topic_id, d.source_partition, d.source_offset, d.failures_json())
 
 

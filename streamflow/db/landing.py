@@ -13,10 +13,12 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from streamflow.db import quarantine
 from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import (
+    INGEST_SEQ_LOCK,
     LANDING_COLUMNS,
     LandingRow,
     consumer_offsets,
@@ -25,12 +27,8 @@ from streamflow.db.tables import (
     events_ingest_seq,
     notifications,
 )
-from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.dlq import DeadLetter, Reason, Stage, Unpublished, stored_headers
 from streamflow.topics import UNKNOWN_TOPIC_ID
-
-# Serialises the INSERT that allocates raw.events.ingest_seq across sink processes, so the
-# sequence is commit-ordered and Dagster's watermark never skips a row (docs/ARCHITECTURE.md).
-INGEST_SEQ_LOCK = 0x5F5F_0002
 
 # Where a landed row came from: a row from another message with the same event_id is a replay.
 _WHERE_FROM = ("kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset")
@@ -109,6 +107,7 @@ class LandResult:
     dead_lettered: int   # dead letters of this batch, decode and database rejects together
     db_rejected: int
     rechecked: int = 0   # contract rejects that arrived again, queued for a new check
+    quarantined: int = 0  # dead letters whose topic copy Kafka refused for good
 
 
 def application_name(group_id: str) -> str:
@@ -166,12 +165,14 @@ class LandingWriter:
             cur.executemany(_UPSERT_OFFSET, [(self.group_id, topic, partition, 0, topic_id)
                                              for partition in sorted(partitions)])
 
-    def land(self, batch: Landing, publish: Callable[[list[DeadLetter]], None]) -> LandResult:
+    def land(self, batch: Landing,
+             publish: Callable[[list[DeadLetter]], list[Unpublished]]) -> LandResult:
         """Land ``batch`` in one transaction. The order of the steps is the guarantee:
 
         1. Publish the batch's dead letters to the dead-letter topic and flush, before the
            commit (the topic is at-least-once, the table exactly-once) and before the lock
-           below: a slow broker must not hold up every sink's landing.
+           below: a slow broker must not hold up every sink's landing. A copy Kafka refuses
+           for good (``dlq.Unpublished``) is quarantined in step 5, never a reason to stop.
         2. Take the ingest-sequence lock: rows get their ``ingest_seq`` in commit order.
         3. Fast path: COPY the rows straight into raw.events (in a savepoint).
         4. If that fails (a replayed batch, a duplicate event_id, a row PostgreSQL refuses),
@@ -182,7 +183,8 @@ class LandingWriter:
            A refused row becomes a ``db_rejected`` dead letter: the transaction is rolled
            back (releasing the lock), the dead letter published as in step 1, and the batch
            landed again without that row.
-        5. Insert the dead letters, skipping source messages already stored.
+        5. Insert the dead letters, skipping source messages already stored, and quarantine
+           those whose copy the topic refused.
         6. Store the next offset of every partition in the batch, with its topic's id.
         7. Commit. Only then may the caller commit offsets to Kafka (for lag tooling only).
 
@@ -190,21 +192,22 @@ class LandingWriter:
         `make bench`); the primary key still guarantees one row per event_id either way.
         """
         # Step 1
-        if batch.dead_letters:
-            publish(batch.dead_letters)
+        unpublished = publish(batch.dead_letters) if batch.dead_letters else []
         refused: list[DeadLetter] = []
         while True:
             try:
-                return self._land_locked(batch, refused)
+                return self._land_locked(batch, refused, unpublished)
             except _RowsRefused as exc:
-                publish(exc.letters)
+                unpublished += publish(exc.letters)
                 refused += exc.letters
                 gone = {_source(d) for d in exc.letters}
                 batch = replace(batch, rows=[r for r in batch.rows if _where(r) not in gone])
 
-    def _land_locked(self, batch: Landing, refused: list[DeadLetter]) -> LandResult:
+    def _land_locked(self, batch: Landing, refused: list[DeadLetter],
+                     unpublished: list[Unpublished]) -> LandResult:
         """Steps 2-7 of ``land``, with the rows PostgreSQL refused already taken out (and
-        their dead letters, ``refused``, already published)."""
+        their dead letters, ``refused``, already published; ``unpublished``: those whose
+        copy Kafka refused)."""
         conn = self.conn
         with conn.transaction():
             # Step 2
@@ -226,6 +229,7 @@ class LandingWriter:
             # Step 5
             letters = batch.dead_letters + refused
             insert_dead_letters(conn, letters)
+            quarantine.insert(conn, [quarantine.of_unpublished(u) for u in unpublished])
             # Step 6
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT_OFFSET, [
@@ -233,7 +237,7 @@ class LandingWriter:
                     for (topic, partition), offset in sorted(batch.next_offsets.items())
                 ])
         # Step 7: leaving the `with` block committed the transaction.
-        return LandResult(inserted, len(letters), len(refused), rechecked)
+        return LandResult(inserted, len(letters), len(refused), rechecked, len(unpublished))
 
     @staticmethod
     def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[tuple]) -> None:
@@ -302,7 +306,8 @@ def _db_rejected(values: tuple, exc: psycopg.Error) -> DeadLetter:
         stage=Stage.INGEST, reason_code=Reason.DB_REJECTED,
         reason=f"PostgreSQL rejected the row: {detail}", payload=row.payload.encode(),
         key=key_from_copy(row.message_key),
-        headers=orjson.loads(row.headers) if row.headers else {},
+        headers=stored_headers(orjson.loads(row.headers) if row.headers else None,
+                               orjson.loads(row.raw_headers) if row.raw_headers else None),
         source_topic=row.kafka_topic, source_partition=row.kafka_partition,
         source_offset=row.kafka_offset, event_id=row.event_id,
         source_topic_id=row.kafka_topic_id,

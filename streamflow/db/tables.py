@@ -40,6 +40,11 @@ metadata = MetaData()
 events_ingest_seq = Sequence("events_ingest_seq", schema=RAW_SCHEMA, metadata=metadata,
                              data_type=BigInteger)
 
+# Serialises every statement that allocates raw.events.ingest_seq (the sink's landing
+# INSERT, a quarantined event's retry) across sessions, so the sequence is commit-ordered and
+# Dagster's watermark never skips a row (docs/ARCHITECTURE.md).
+INGEST_SEQ_LOCK = 0x5F5F_0002
+
 events = Table(
     "events",
     metadata,
@@ -65,6 +70,9 @@ events = Table(
     Column("payload", JSON, nullable=False),
     Column("message_key", LargeBinary),
     Column("headers", JSONB),  # header values as text; NULL: the message had none
+    # The headers byte for byte, [[name, base64 value], ...], where `headers` cannot hold
+    # them (not UTF-8, NUL, a repeated name: streamflow.dlq.raw_headers_json); else NULL.
+    Column("raw_headers", JSONB),
     # The payload holds a field its typed column could not hold (NULL: landed before the
     # sink recorded this; unknown): the contract step re-reads only these payloads.
     Column("mistyped", Boolean),
@@ -98,6 +106,7 @@ dead_letters = Table(
     Column("payload", LargeBinary),                # the original bytes, untouched
     Column("message_key", LargeBinary),
     Column("headers", JSONB),
+    Column("raw_headers", JSONB),  # as raw.events.raw_headers: every byte of the headers
     Column("event_id", Text),
     Column("source_topic", Text, nullable=False),
     Column("source_topic_id", UUID(as_uuid=False), nullable=False,
@@ -130,6 +139,33 @@ consumer_offsets = Table(
 )
 
 
+# What could not be processed after every retry, recorded instead of stopping a worker or a
+# run (0009; docs/ARCHITECTURE.md, "Quarantine"): streamflow.db.quarantine.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),    # streamflow.db.quarantine.Kind
+    Column("stage", Text, nullable=False),   # ingest | contract (streamflow.dlq.Stage)
+    Column("reason", Text, nullable=False),  # the error, as Kafka or the step raised it
+    Column("source_topic", Text, nullable=False),
+    Column("source_topic_id", UUID(as_uuid=False), nullable=False,
+           server_default=UNKNOWN_TOPIC_ID),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("event_id", Text),
+    Column("ingest_seq", BigInteger),  # kind event: where it landed
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),  # NULL: still needs someone to look
+    UniqueConstraint("kind", "stage", "source_topic", "source_topic_id", "source_partition",
+                     "source_offset", name="quarantine_source_key"),
+    schema=RAW_SCHEMA,
+)
+# The asset check and `streamflow status`: what is still unresolved.
+Index("quarantine_unresolved_idx", quarantine.c.created_at,
+      postgresql_where=quarantine.c.resolved_at.is_(None))
+
 
 class LandingRow(NamedTuple):
     """A row the sink writes to raw.events, in COPY order (ingest_seq and ingested_at are the
@@ -150,6 +186,7 @@ class LandingRow(NamedTuple):
     payload: str                # the message's text, verbatim
     message_key: bytes | None   # as COPY takes it (streamflow.db.landing.key_for_copy)
     headers: str | None         # JSON text; None: the message had none
+    raw_headers: str | None     # JSON text; None: ``headers`` holds them exactly
     mistyped: bool
     kafka_topic: str
     kafka_topic_id: str
@@ -179,6 +216,10 @@ step_claims = Table(
     Column("upto_seq", BigInteger, nullable=False),
     Column("done", Boolean, nullable=False, server_default="false"),
     Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Times the range was taken to work on (a taker that failed or died counts), and why the
+    # last failure: a range taken again after one is split (streamflow.microbatch.claims).
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
     CheckConstraint("upto_seq > after_seq", name="step_claims_check"),
     schema=OUTPUT_SCHEMA,
 )

@@ -13,6 +13,7 @@ from streamflow.contract import Failure
 from streamflow.db.compose import column, statement
 from streamflow.db.tables import events as raw_events
 from streamflow.db.tables import watermarks as marks
+from streamflow.dlq import Headers, stored_headers
 from streamflow.validation import CONTRACT_COLUMNS, TIME_RANGE, Failures, typed_fields
 
 # Events per step: bounds a run's memory (~0.5 KB per event in pandas, typed columns only)
@@ -91,9 +92,12 @@ _READ_TYPED = _SELECT_TYPED + statement(
 _READ_TYPED_AT = _SELECT_TYPED + statement(
     "WHERE {e.ingest_seq} = ANY(%s) ORDER BY {e.ingest_seq}", e=raw_events)
 _READ_ORIGINS = statement(
-    "SELECT {e.ingest_seq}, {e.payload}::text, {e.message_key}, coalesce({e.headers}, '{{}}'), "
+    "SELECT {e.ingest_seq}, {e.payload}::text, {e.message_key}, {e.headers}, {e.raw_headers}, "
     "{e.event_id}::text, {e.kafka_topic}, {e.kafka_topic_id}::text, {e.kafka_partition}, "
-    "{e.kafka_offset} FROM {e} WHERE {e.ingest_seq} = ANY(%s)", e=raw_events)
+    "{e.kafka_offset} FROM {e} ", e=raw_events)
+_READ_ORIGINS_AT = _READ_ORIGINS + statement("WHERE {e.ingest_seq} = ANY(%s)", e=raw_events)
+_READ_ORIGINS_IN = _READ_ORIGINS + statement(
+    "WHERE {e.ingest_seq} > %s AND {e.ingest_seq} <= %s", e=raw_events)
 
 
 def read_typed(conn: psycopg.Connection, after: int, upto: int,
@@ -145,7 +149,7 @@ class Origin:
 
     payload: bytes
     key: bytes | None
-    headers: dict[str, str]
+    headers: Headers
     event_id: str
     kafka_topic: str
     kafka_topic_id: str
@@ -157,6 +161,14 @@ def read_origins(conn: psycopg.Connection, seqs: list[int]) -> dict[int, Origin]
     """ingest_seq -> the event's original message and Kafka coordinates (for the rejects)."""
     if not seqs:
         return {}
-    rows = conn.execute(_READ_ORIGINS, (seqs,)).fetchall()
-    return {seq: Origin(text.encode(), key, headers, *where)
-            for seq, text, key, headers, *where in rows}
+    return _origins(conn.execute(_READ_ORIGINS_AT, (seqs,)).fetchall())
+
+
+def read_origins_in(conn: psycopg.Connection, after: int, upto: int) -> dict[int, Origin]:
+    """As ``read_origins``, for the events in (after, upto] (a small range)."""
+    return _origins(conn.execute(_READ_ORIGINS_IN, (after, upto)).fetchall())
+
+
+def _origins(rows: list[tuple]) -> dict[int, Origin]:
+    return {seq: Origin(text.encode(), key, stored_headers(headers, raw), *where)
+            for seq, text, key, headers, raw, *where in rows}

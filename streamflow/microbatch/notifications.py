@@ -9,6 +9,7 @@ its time").
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,16 +21,18 @@ import pandas as pd
 import psycopg
 
 from streamflow.contract import Failure, describe
-from streamflow.db import tables
+from streamflow.db import quarantine, tables
 from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
-from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.dlq import DeadLetter, Reason, Stage, Unpublished
+from streamflow.errors import DeadLetterPublishFailed, KafkaUnavailable
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch import claims
 from streamflow.microbatch.phases import Phases
 from streamflow.validation import CONTRACT_COLUMNS, Failures, columns_frame, validate
 
 STEP = "notifications"
+log = logging.getLogger("streamflow.microbatch")
 
 _COPIED = ("ingest_seq", *CONTRACT_COLUMNS)
 # The valid rows of a batch: its ingest range minus the rejects. A row can only leave the
@@ -69,6 +72,7 @@ class NotificationsResult:
     top_reasons: list[tuple[str, int]]
     published: int = 0  # new notifications (a re-run of a committed range publishes none)
     chunks: int = 1
+    quarantined: int = 0  # events that failed every attempt + dead letters Kafka refused
     phases: Phases = field(default_factory=Phases, compare=False)
 
     @property
@@ -77,7 +81,16 @@ class NotificationsResult:
 
 
 Publish = Callable[[list[tuple[bytes, bytes]]], None]
-PublishDeadLetters = Callable[[list[DeadLetter]], None]
+# Publishes and flushes; returns the letters whose copy Kafka refused for good.
+PublishDeadLetters = Callable[[list[DeadLetter]], list[Unpublished]]
+
+# An attempt that fails for one of these met an outage, not the data: the run fails and is
+# retried later with the range whole. Any other failure is the range's: it is split.
+OUTAGES = (psycopg.OperationalError, psycopg.InterfaceError, DeadLetterPublishFailed,
+           KafkaUnavailable)
+# Attempts at a range of one event before it is quarantined (each attempt that fails is
+# retried at once within the run: an outage is not counted, so this is about the event).
+MAX_ATTEMPTS = 3
 
 
 def run(conn: psycopg.Connection, upto: int, publish: Publish,
@@ -105,7 +118,15 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
             upto = landed
             continue
         try:
-            chunks.append(run_chunk(conn, claim, publish, publish_dead_letters, limit))
+            chunks.append(_attempt(conn, claim, publish, publish_dead_letters, limit))
+        except OUTAGES:
+            claims.forgive(conn, claim)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the range's fault: split it, never stop
+            log.warning("contract step failed on ingest_seq (%d, %d]; the range is split to "
+                        "find the event: %s: %s", claim.after, claim.upto,
+                        type(exc).__name__, exc)
+            claims.failed(conn, claim, exc)
         finally:
             claims.release(conn, claim)
         claims.settle(conn, STEP)
@@ -121,7 +142,41 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
         min(c.after for c in chunks), max(c.upto for c in chunks),
         sum(c.checked for c in chunks), sum(c.valid for c in chunks),
         sum(c.rejected for c in chunks), counts.most_common(10),
-        sum(c.published for c in chunks), len(chunks), phases)
+        sum(c.published for c in chunks), len(chunks), phases=phases,
+        quarantined=sum(c.quarantined for c in chunks))
+
+
+def _attempt(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
+             publish_dead_letters: PublishDeadLetters, limit: int) -> NotificationsResult:
+    """Work on a claim: whole the first time; once it failed, its first half (the other half
+    is a claim of its own), down to one event, quarantined after MAX_ATTEMPTS."""
+    if claim.tried:
+        half = claims.split(conn, claim)
+        if half is None and claim.tried >= MAX_ATTEMPTS:
+            return quarantine_claim(conn, claim)
+        claim = half or claim
+    return run_chunk(conn, claim, publish, publish_dead_letters, limit)
+
+
+def quarantine_claim(conn: psycopg.Connection, claim: claims.Claim) -> NotificationsResult:
+    """Quarantine the event of a one-event claim that failed every attempt and mark the claim
+    done, in one transaction: the watermark moves on, the event is recorded, not dropped."""
+    with conn.transaction():
+        origins = batches.read_origins_in(conn, claim.after, claim.upto)
+        quarantine.insert(conn, [quarantine.Entry(
+            kind=quarantine.Kind.EVENT, stage=Stage.CONTRACT,
+            reason=f"the contract step failed {claim.tried} times: "
+                   f"{claim.last_error or 'its run ended without a word'}",
+            source_topic=o.kafka_topic, source_topic_id=o.kafka_topic_id,
+            source_partition=o.kafka_partition, source_offset=o.kafka_offset,
+            event_id=o.event_id, ingest_seq=seq, attempts=claim.tried)
+            for seq, o in origins.items()])
+        claims.mark_done(conn, claim)
+    log.error("quarantined %d event(s) at ingest_seq (%d, %d] after %d failed attempts "
+              "(`streamflow quarantine list`)", len(origins), claim.after, claim.upto,
+              claim.tried)
+    return NotificationsResult(claim.after, claim.upto, 0, 0, 0, [], chunks=1,
+                               quarantined=len(origins))
 
 
 def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
@@ -135,7 +190,8 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
     3. Copy the valid rows into streamflow.notifications (idempotent on event_id); the
        new ones become `notifications` messages.
     4. Publish those and the dead letters to Kafka and flush, before the commit.
-    5. Insert the dead letters (idempotent on their source), mark the claim done, commit.
+    5. Insert the dead letters (idempotent on their source) and quarantine those whose copy
+       Kafka refused for good, mark the claim done, commit.
     """
     phase = Phases()
     after, last = claim.after, claim.upto
@@ -165,16 +221,18 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
         # Step 4
         with phase("publish"):
             publish(messages)
-            publish_dead_letters(letters)
+            unpublished = publish_dead_letters(letters)
         # Step 5
         with phase("dead_letters"):
             insert_dead_letters(conn, letters)
+            quarantine.insert(conn, [quarantine.of_unpublished(u) for u in unpublished])
         conn.execute(_COUNT, {"checked": len(events), "rejected": len(rejected)})
         claims.mark_done(conn, claim)
         committing = time.perf_counter()
     phase.add("commit", time.perf_counter() - committing)
     return NotificationsResult(after, last, len(events), len(valid), len(rejected),
-                               top_reasons(failures), len(messages), phases=phase)
+                               top_reasons(failures), len(messages), phases=phase,
+                               quarantined=len(unpublished))
 
 
 def top_reasons(failures: Failures, n: int = 10) -> list[tuple[str, int]]:

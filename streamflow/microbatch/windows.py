@@ -2,7 +2,8 @@
 
 Every window a batch touched is recomputed from streamflow.notifications, so a late event
 amends its window; a window whose numbers change gets its revision bumped. A window is closed
-once the event-time watermark (latest event time minus a grace period) has passed its end;
+once the event-time watermark (latest event time, never past the clock, minus a grace
+period) has passed its end;
 once no new validated event has arrived for a quiet time (processing time: an idle stream),
 every window up to the one holding the last event is closed too. Closed windows with a
 revision not yet published go to the `analytics` topic.
@@ -57,9 +58,16 @@ def closed_before(max_event_time: datetime | None, grace: timedelta,
     event has arrived for ``idle`` (processing time, ``last_arrival`` to ``now``; no clock: never
     idle), the watermark moves to the end of the window holding the last event, so every window
     up to and including it closes instead of waiting for the next event (Flink's idle sources).
-    A late event after that still amends its window, which is published again."""
+    A late event after that still amends its window, which is published again.
+
+    Event time never runs ahead of the clock (``now``): the contract accepts events up to
+    5 minutes in the future (a producer's fast clock), and one of them must not close the
+    next 5 minutes of windows before their events arrive. So the watermark is bounded by
+    ``now``: a future event waits in its open window until the clock reaches it."""
     if max_event_time is None:
         return None
+    if now is not None:
+        max_event_time = min(max_event_time, now)
     if now is not None and idle_wait(last_arrival, now, idle) <= timedelta(0):
         return window_start(max_event_time) + WINDOW
     return max_event_time - grace

@@ -28,7 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamflow import metrics, topics
 from streamflow.db.landing import CONNECTION_ERRORS, Landing, LandResult, StoredOffset
-from streamflow.dlq import DeadLetter
+from streamflow.dlq import DeadLetter, Unpublished
 from streamflow.sink.batch import Batch, keep_partitions
 from streamflow.workers.runtime import Backoff, StopFlag
 
@@ -37,7 +37,8 @@ log = logging.getLogger("streamflow.sink")
 # Seconds between offset commits to Kafka (for lag tooling only: the truth is in PostgreSQL).
 KAFKA_COMMIT_INTERVAL_S = 1.0
 
-Publish = Callable[[list[DeadLetter]], None]
+# Publishes and flushes; returns the letters whose copy Kafka refused for good.
+Publish = Callable[[list[DeadLetter]], list[Unpublished]]
 
 
 class Writer(Protocol):

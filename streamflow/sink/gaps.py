@@ -84,6 +84,6 @@ def lost_range(jump: OffsetJump, log_start: int | None) -> OffsetGap | None:
 def gap_dead_letter(gap: OffsetGap, topic_id: str) -> DeadLetter:
     """The hole as an ingest dead letter: no payload, keyed by its first missing offset."""
     return DeadLetter(stage=Stage.INGEST, reason_code=Reason.OFFSET_GAP, reason=gap.describe(),
-                      payload=None, key=None, headers={}, source_topic=gap.topic,
+                      payload=None, key=None, headers=(), source_topic=gap.topic,
                       source_partition=gap.partition, source_offset=gap.first,
                       source_topic_id=topic_id)

@@ -29,7 +29,8 @@ from confluent_kafka import (
 from streamflow import kafka_clients, metrics, topics
 from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.db.landing import LandingWriter
-from streamflow.dlq import DeadLetter, Reason, Stage, publish
+from streamflow.db.quarantine import Kind
+from streamflow.dlq import DeadLetter, Reason, Stage, Unpublished, publish
 from streamflow.errors import ConsumerFailed
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.sink.batch import Batch, build_batch
@@ -269,6 +270,11 @@ class Sink:
         if result.db_rejected:
             metrics.DEAD_LETTERS.labels(Stage.INGEST.value, Reason.DB_REJECTED.value).inc(
                 result.db_rejected)
+        if result.quarantined:
+            metrics.QUARANTINED.labels(Kind.DEAD_LETTER_COPY.value).inc(result.quarantined)
+            log.error("%d dead letters quarantined: the dead-letter topic refused their copy "
+                      "(they are stored in PostgreSQL; `streamflow quarantine list`)",
+                      result.quarantined)
         if result.rechecked:
             log.info("%d replayed contract rejects queued for a new contract check",
                      result.rechecked)
@@ -283,8 +289,8 @@ class Sink:
             if (gap.topic, gap.partition) in assigned:
                 metrics.OFFSET_GAP_MESSAGES.labels(gap.topic).inc(gap.count)
 
-    def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
-        publish(self.dlq_producer, self.config.dlq_topic, letters)
+    def _publish_dead_letters(self, letters: list[DeadLetter]) -> list[Unpublished]:
+        return publish(self.dlq_producer, self.config.dlq_topic, letters)
 
     def _detail(self) -> str:
         return f"(landed {self.inserted:,}, dead-lettered {self.dead_lettered:,})"

@@ -77,7 +77,7 @@ def test_what_cannot_land_is_dead_lettered_with_a_reason(value, reason):
     assert letter.payload == value and letter.key == b"user-1"
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
         "user-events", 2, 41)
-    assert letter.headers == {"h": "v"}
+    assert letter.headers == (("h", b"v"),)
 
 
 def test_too_large():
@@ -102,7 +102,7 @@ def test_unreadable_headers_do_not_lose_the_message():
         raise RuntimeError("boom")
 
     letter = decode(b"{}", None, broken_headers, "t", 0, 0)
-    assert letter.reason_code is Reason.MISSING_EVENT_ID and letter.headers == {}
+    assert letter.reason_code is Reason.MISSING_EVENT_ID and letter.headers == ()
 
 
 def test_dead_letter_headers_say_why_and_where_from():
@@ -134,6 +134,7 @@ def test_the_message_travels_with_its_row():
                                   topic_id="id-1"))
     assert key_from_copy(row.message_key) == b"\x00\xffkey"
     assert orjson.loads(row.headers) == {"trace": "t-1"}
+    assert row.raw_headers is None  # the text column holds them exactly
     assert row.payload == sent  # verbatim
     assert row.kafka_topic_id == "id-1"
 
@@ -146,3 +147,14 @@ def test_a_landing_row_is_the_contract_then_the_message_and_its_source():
     row = decode(orjson.dumps({"event_id": EID}), None, lambda: None, "user-events", 2, 41)
     assert type(row) is tuple and len(row) == len(LandingRow._fields)  # plain: see decode
     assert LandingRow._make(row).kafka_offset == 41
+
+
+def test_headers_that_are_not_text_land_byte_for_byte():
+    """The text column replaces bytes that are not UTF-8; raw_headers keeps every byte, so a
+    contract dead letter or a replay of the event carries the original headers."""
+    from streamflow.dlq import stored_headers
+
+    sent = [("blob", b"\xff" * 1000), ("blob", b"second")]
+    row = LandingRow._make(decode(orjson.dumps({"event_id": EID}), None, lambda: sent,
+                                  "user-events", 0, 7))
+    assert stored_headers(orjson.loads(row.headers), orjson.loads(row.raw_headers)) == tuple(sent)

@@ -90,7 +90,7 @@ def test_the_hole_is_an_ingest_dead_letter_at_its_first_missing_offset():
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
         "user-events", 0, 1000)
     assert letter.source_topic_id == B
-    assert letter.payload is None and letter.key is None and letter.headers == {}
+    assert letter.payload is None and letter.key is None and letter.headers == ()
     assert letter.reason == ("offsets 1000-1049 of user-events[0] were gone (retention or "
                              "delete-records) before the sink read them: 50 messages lost")
 

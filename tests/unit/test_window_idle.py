@@ -64,3 +64,15 @@ def test_the_quiet_time_is_configurable_and_must_exceed_the_grace():
     assert WindowConfig(grace_seconds=0.5, idle_seconds=1).idle_seconds == 1
     with pytest.raises(ValidationError, match="idle_seconds .* must exceed grace_seconds"):
         WindowConfig(idle_seconds=DEFAULT_GRACE.total_seconds())
+
+
+def test_an_event_from_the_future_cannot_close_the_windows_before_it():
+    """One event with a clock 4 min fast (the contract accepts 5 min of skew): the watermark
+    stays at the clock minus the grace, so the next minutes of windows stay open."""
+    now = LAST
+    fast = now + timedelta(minutes=4)
+    assert closed_before(fast, DEFAULT_GRACE, now - WINDOW, now) == now - DEFAULT_GRACE
+    # Idle: every window up to the clock's closes; the future event's stays open.
+    quiet = now + DEFAULT_IDLE
+    assert closed_before(fast, DEFAULT_GRACE, now, quiet) == window_start(quiet) + WINDOW
+    assert closed_before(fast, DEFAULT_GRACE, now, quiet) < window_start(fast)
