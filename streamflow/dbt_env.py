@@ -34,6 +34,25 @@ _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependenci
 _NOT_SHIPPED = ("logs", "dbt_packages", "__pycache__")
 WRAPPER = "streamflow-dbt"  # [project.scripts]: run_dbt below
 
+# DATABASE_URL's TLS and authentication settings -> the variable libpq reads each from when a
+# connection is not given it. dbt-postgres's profile passes host, port, user, password and
+# dbname (DBT_PG_* below) and four TLS fields at most, so dbt's libpq gets all of these through
+# its own variables: one path for every setting, which libpq documents and dbt cannot drop.
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE", "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslcompression": "PGSSLCOMPRESSION", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "sslcertmode": "PGSSLCERTMODE", "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR", "sslsni": "PGSSLSNI", "requirepeer": "PGREQUIREPEER",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "channel_binding": "PGCHANNELBINDING", "require_auth": "PGREQUIREAUTH",
+    "gssencmode": "PGGSSENCMODE", "krbsrvname": "PGKRBSRVNAME", "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
+}
+# libpq reads these from no variable and dbt-postgres has no field for them: dbt could not
+# open an encrypted client key, so it is refused with a reason rather than failing in libpq.
+_NO_PATH_TO_DBT = ("sslpassword",)
+
 
 def dbt_project_dir(here: Path = Path(__file__).resolve().parent) -> Path:
     """The dbt project: inside the package in an installed wheel (setup.py copies it to
@@ -103,7 +122,8 @@ def not_shipped(folder: str, names: Sequence[str]) -> list[str]:
 
 
 def dbt_env(database_url: str) -> dict[str, str]:
-    """DBT_PG_* variables for ``dbt_project/profiles.yml`` (dbt-postgres has no URL field).
+    """DBT_PG_* variables for ``dbt_project/profiles.yml`` (dbt-postgres has no URL field),
+    and libpq's own variable for each TLS and authentication setting of the URL (LIBPQ_ENV).
 
     A unix-socket URL (``?host=/dir``, as the embedded server gives) becomes host=/dir:
     dbt-postgres hands it to libpq, which treats a directory as a socket path.
@@ -114,6 +134,18 @@ def dbt_env(database_url: str) -> dict[str, str]:
     host = url.query.get("host") or url.host or "localhost"
     if isinstance(host, tuple):
         host = host[0]
+    unpassable = [name for name in _NO_PATH_TO_DBT if name in url.query]
+    if unpassable:
+        from streamflow.errors import DbtSettingUnsupported
+
+        raise DbtSettingUnsupported(
+            f"DATABASE_URL sets {', '.join(unpassable)}, which dbt-postgres cannot pass on: "
+            "give dbt a client key without a passphrase")
+    libpq = {}
+    for name, variable in LIBPQ_ENV.items():
+        if name in url.query:  # a repeated parameter: libpq keeps the last
+            value = url.query[name]
+            libpq[variable] = value[-1] if isinstance(value, tuple) else value
     return {
         **QUIET_ENV,
         "DBT_PG_HOST": host,
@@ -121,6 +153,7 @@ def dbt_env(database_url: str) -> dict[str, str]:
         "DBT_PG_USER": url.username or "postgres",
         "DBT_PG_PASSWORD": url.password or "",
         "DBT_PG_DBNAME": url.database or "postgres",
+        **libpq,
     }
 
 
@@ -159,8 +192,13 @@ def run_dbt() -> None:
     """
     os.nice(max(0, DBT_NICENESS - os.nice(0)))  # to the level, not by it: nice() adds up
     dbt = real_dbt()
-    os.execve(dbt if os.path.isabs(dbt) else _which(dbt), [dbt, *sys.argv[1:]],
-              dbt_process_env(os.environ))
+    from streamflow.errors import StreamFlowError
+
+    try:
+        env = dbt_process_env(os.environ)
+    except StreamFlowError as exc:
+        raise SystemExit(f"{WRAPPER}: {exc}") from None
+    os.execve(dbt if os.path.isabs(dbt) else _which(dbt), [dbt, *sys.argv[1:]], env)
 
 
 def _which(name: str) -> str:

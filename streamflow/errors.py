@@ -94,6 +94,10 @@ class ReprocessRangeInvalid(StreamFlowError, ValueError):
     """A reprocess was asked for no range, an empty one, or a time and a sequence range."""
 
 
+class DbtSettingUnsupported(StreamFlowError):
+    """DATABASE_URL holds a connection setting dbt cannot be given."""
+
+
 class DbtNotInstalled(StreamFlowError):
     """No dbt (or no `streamflow-dbt` wrapper) beside this Python."""
 

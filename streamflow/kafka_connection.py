@@ -9,6 +9,7 @@ it into every producer, consumer and admin client. It never prints a secret: ``r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,19 @@ OWNED_PROPERTIES = frozenset({
     "group.id", "enable.auto.commit", "enable.auto.offset.store", "enable.idempotence", "acks",
     "isolation.level", "transactional.id",
 })
+
+# TLS verification of the broker stays on whatever else is passed through: the values each
+# of these may take there (leaving it out means the same). librdkafka reads "False", "0",
+# "NONE" and " none" as off, so what passes is listed, not what is refused.
+VERIFICATION_PROPERTIES = {
+    # off: any certificate is accepted
+    "enable.ssl.certificate.verification": frozenset({"true", "t", "1"}),
+    # none: a certificate of any other host is accepted
+    "ssl.endpoint.identification.algorithm": frozenset({"https"}),
+}
+# OpenSSL's security level 0 in a cipher list lets suites without a certificate (aNULL) in:
+# a broker, or whoever stands between, need then prove nothing.
+_NO_SECURITY_LEVEL = re.compile(r"@SECLEVEL=0+(?![0-9])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -119,4 +133,13 @@ def passthrough_properties(text: str | None) -> dict[str, str]:
         if not isinstance(value, str | int | float | bool):
             raise ValueError(f"property {key!r} must be a string, number or boolean")
     # librdkafka takes strings; JSON true must become "true", not Python's "True".
-    return {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in parsed.items()}
+    props = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in parsed.items()}
+    weakening = [f"{name}={props[name]}" for name, passes in VERIFICATION_PROPERTIES.items()
+                 if name in props and props[name].strip().lower() not in passes]
+    if _NO_SECURITY_LEVEL.search(props.get("ssl.cipher.suites", "")):
+        weakening.append("ssl.cipher.suites with @SECLEVEL=0")
+    if weakening:
+        raise ValueError(f"sets {', '.join(weakening)}: TLS verification of the broker cannot "
+                         "be turned off (leave it out; for a private CA, set "
+                         "KAFKA_SSL_CA_LOCATION)")
+    return props

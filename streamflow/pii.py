@@ -3,7 +3,10 @@
 A plain SHA-256 of an e-mail is reversible by hashing a list of known addresses; an HMAC
 with a secret key is not. The clear e-mail never leaves the producer process: an address
 anywhere else in a replayed record (inside text, nested objects and arrays, object keys) is
-masked by ``mask_json``, with the same ``mask_email`` as the event's own.
+masked by ``mask_json``, each address of a list on its own (streamflow/email_text.py), to the
+form ``mask_email`` gives it alone. Only the event's own ``email`` gets a keyed hash: one in
+free text would tie records together by people who are not the event's subject, and an
+object key's tag is only there to keep two keys apart.
 """
 
 from __future__ import annotations
@@ -11,20 +14,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 
+from streamflow import email_text
 from streamflow.errors import PiiKeyMissing
 from streamflow.settings import Settings
 
 MIN_KEY_BYTES = 16
-# An e-mail address inside any text: one @ in a run of characters without whitespace, quotes
-# or a second @, with a dot after it. The look-behind lets a match start only where such a run
-# starts (the leftmost match starts there anyway): without it a long string is searched again
-# from every position, quadratic (2 s for 32 KiB without an @), and a replayed line can be
-# any length.
-EMAIL_RE = re.compile(r"(?<![^@\s\"])[^@\s\"]+@[^@\s\"]+\.[^@\s\"]+")
 # Hex characters of the keyed tag on an object key that held an e-mail: addresses that mask
 # alike (ana@x.org, al@x.org -> a***@x.org) stay two keys, and one address is the same key in
 # every record. 32 bits make a clash within one object unlikely; without the key the tag
@@ -41,20 +38,22 @@ def email_hash(key: bytes, email: str) -> str:
 
 
 def mask_email(email: str) -> str:
-    """``jane.doe@example.com`` -> ``j***@example.com`` (nothing of the local part but one char)."""
-    local, _, domain = normalise_email(email).partition("@")
-    return f"{(local[:1] or '?')}***@{domain or 'invalid'}"
+    """An event's own ``email``: ``jane.doe@example.com`` -> ``j***@example.com``.
+
+    Nothing before the last ``@`` but its first character is kept, so a field holding more
+    than an address (``Jane <jane@x.org>``, ``a@x.org,b@y.org``) keeps no name and no other
+    local part; an address after that ``@`` (``…?cc=eve%40y.org``) is masked as in text.
+    """
+    local, at, domain = normalise_email(email).rpartition("@")
+    if not at:
+        local, domain = domain, ""
+    shown = email_text.masked_local(local) if local else f"?{email_text.HIDDEN}"
+    return f"{shown}@{mask_emails_in(domain) or 'invalid'}"
 
 
 def mask_emails_in(text: str) -> str:
-    """``text`` with each e-mail address in it replaced by its ``mask_email`` form."""
-    if "@" not in text:  # nearly every string of an event: no regex at all
-        return text
-    return EMAIL_RE.sub(_masked_match, text)
-
-
-def _masked_match(match: re.Match[str]) -> str:
-    return mask_email(match.group(0))
+    """``text`` with every e-mail address in it masked (see streamflow/email_text.py)."""
+    return email_text.mask_addresses(text)
 
 
 def mask_json(value: object, key: bytes) -> object:
@@ -69,8 +68,8 @@ def mask_json(value: object, key: bytes) -> object:
     if isinstance(value, str):
         return mask_emails_in(value)
     if isinstance(value, dict):
-        return {(_masked_key(name, key) if "@" in name else name): mask_json(item, key)
-                for name, item in value.items()}
+        return {(_masked_key(name, key) if email_text.may_hold_address(name) else name):
+                mask_json(item, key) for name, item in value.items()}
     if isinstance(value, list):
         return [mask_json(item, key) for item in value]
     return value
@@ -78,7 +77,7 @@ def mask_json(value: object, key: bytes) -> object:
 
 def _masked_key(name: str, key: bytes) -> str:
     masked = mask_emails_in(name)
-    if masked == name:  # an @ but no address ("@handle")
+    if masked == name:  # an @ but no address ("@handle", "user@localhost")
         return name
     tag = hmac.digest(key, name.encode(), hashlib.sha256).hex()[:KEY_TAG_CHARS]
     return f"{masked}#{tag}"

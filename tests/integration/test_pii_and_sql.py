@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import uuid
+from urllib.parse import unquote
 
 import orjson
 import psycopg
@@ -24,25 +25,27 @@ from psycopg import sql
 from streamflow import contract, pii, topics
 from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.kafka_clients import producer
-from tests.conftest import create_topic, wait_for, worker_env
+from tests.conftest import TEST_PII_KEY, create_topic, wait_for, worker_env
 from tests.integration.lanes import offsets_stored, read_whole_topic, rows
 from tests.integration.microbatch_helpers import catch_up
 
 CLEAR_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# The same pattern for PostgreSQL (POSIX ARE): the database pre-filters, Python confirms.
-CLEAR_EMAIL_SQL = CLEAR_EMAIL.pattern
+# For PostgreSQL (POSIX ARE), an escaped @ too: the database pre-filters, Python confirms.
+CLEAR_EMAIL_SQL = CLEAR_EMAIL.pattern.replace("@", "(@|%40)")
 TEXT_TYPES = {"text": "{col}", "character varying": "{col}", "character": "{col}",
               "json": "{col}::text", "jsonb": "{col}::text", "bytea": "encode({col}, 'escape')"}
 EVENTS = 3_000
 
 
 def clear_emails(blob: bytes | str | None) -> list[str]:
-    """Clear addresses in ``blob``; masked ones (``x***@domain``) do not match, since
-    ``*`` cannot be part of an address's local part here."""
+    """Clear addresses in ``blob``, also with its percent-escapes decoded (``bob%40x.org``
+    in a query string is one); masked ones (``x***@domain``) do not match, since ``*``
+    cannot be part of an address's local part here."""
     if blob is None:
         return []
     text = blob.decode("utf-8", "replace") if isinstance(blob, bytes | memoryview) else blob
-    return CLEAR_EMAIL.findall(text)
+    found = CLEAR_EMAIL.findall(text)
+    return found + [a for a in CLEAR_EMAIL.findall(unquote(text)) if a not in found]
 
 
 def scan_messages(messages: list) -> list[tuple[str, int, int, str]]:
@@ -93,6 +96,7 @@ def scan_database(conn: psycopg.Connection) -> tuple[list[tuple[str, str]], set[
     "jane.doe@example.com",
     b'{"user_id": "u1", "email": "Jane.Doe+news@mail.example.co.uk"}',
     "contact: ana_smith12@corp.example.net.",
+    "mailto:x?cc=carl%40example.net",
 ])
 def test_the_scanner_flags_a_clear_address(blob):
     assert len(clear_emails(blob)) == 1
@@ -117,10 +121,11 @@ def test_the_scan_finds_a_planted_address(platform, unique_name):
     prod.produce(topic, b'{"ok": true}', b"k", headers=[("from", b"x.y@example.com")])
     prod.produce(topic, b'{"to": "dara.kim7@example.org"}', b"k")
     prod.produce(topic, b'{"to": "escaped\\u0040example.org"}', b"k")
+    prod.produce(topic, b'{"to": "a?cc=pct.at%40example.org"}', b"k")
     assert prod.flush(30) == 0
     leaks = scan_messages(read_whole_topic(platform, topic))
     assert sorted(a for *_, a in leaks) == [
-        "dara.kim7@example.org", "escaped@example.org", "x.y@example.com"]
+        "dara.kim7@example.org", "escaped@example.org", "pct.at@example.org", "x.y@example.com"]
 
     with psycopg.connect(libpq_url(platform.database_url)) as conn:  # rolled back below
         probe = f"pii_probe_{uuid.uuid4().hex[:8]}"
@@ -128,7 +133,7 @@ def test_the_scan_finds_a_planted_address(platform, unique_name):
             sql.Identifier("raw", probe)))
         conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
             sql.Identifier("raw", probe)),
-            ("to: a.b@example.com", '{"e": "c.d@example.com"}', b"\xff e.f@example.com"))
+            ("to: a.b@example.com", '{"e": "c.d%40example.com"}', b"\xff e.f@example.com"))
         leaks, tables = scan_database(conn)
         conn.rollback()
     assert f"raw.{probe}" in tables
@@ -221,3 +226,55 @@ def test_a_replayed_file_sends_no_address_at_any_depth(platform, unique_name, tm
                    b"i***@example.net", b"k***@corp.example.net#", b"e***@example.co.uk",
                    b"e***@example.com", b"a***@example.com", b"p***@example.com"):
         assert masked in sent, masked
+
+
+# Lists of addresses as issue 21 found them leaking (the second of a list, a mailto: cc, an
+# escaped @), in text, in a non-JSON line and in an event's own email field.
+LIST_FILE = (
+    b'{"event_type": "page_view", "user_id": "u-list-1",'
+    b' "note": "to bob@example.org,carl@example.net", "semi": "dan@example.org;erin@example.net",'
+    b' "slash": "fay@example.org/gus@example.net",'
+    b' "quoted": "\'hal@example.org\',\'ivy@example.net\'",'
+    b' "angle": "<jon@example.org><kim@example.net>"}\n'
+    b'{"event_type": "page_view", "user_id": "u-list-2",'
+    b' "link": "mailto:lee@example.org?cc=eve@example.com",'
+    b' "url": "https://x.io/a?to=max%40example.org%2C%20ned%40example.net"}\n'
+    b'{"email": "ola@example.org,pia@example.net", "event_type": "login", "success": true}\n'
+    b'not json: quin@example.org,rae@example.net mailto:sam@example.org?cc=tia%40example.com\n'
+)
+LIST_ADDRESSES = ("bob@", "carl@", "dan@", "erin@", "fay@", "gus@", "hal@", "ivy@", "jon@",
+                  "kim@", "lee@", "eve@", "max@", "ned@", "ola@", "pia@", "quin@", "rae@",
+                  "sam@", "tia@")
+
+
+def test_a_replayed_list_of_addresses_sends_none_in_clear(platform, unique_name, tmp_path):
+    """`produce --from-file` as a user runs it, onto a topic of this test's own (the user-events
+    layout); every address of every list comes back masked, none in clear."""
+    topic = create_topic(platform, unique_name, partitions=1)
+    path = tmp_path / "lists.jsonl"
+    path.write_bytes(LIST_FILE)
+    produced = subprocess.run(
+        [sys.executable, "-m", "streamflow.cli", "produce", "--from-file", str(path),
+         "--topic", topic, "--max-rate", "--metrics-port", "0"],
+        env=worker_env(platform), capture_output=True, text=True, timeout=120)
+    assert produced.returncode == 0, produced.stderr[-3000:]
+
+    messages = read_whole_topic(platform, topic)
+    assert len(messages) == LIST_FILE.count(b"\n")
+    sent = unquote(b"\n".join(part for m in messages
+                               for part in (m.value() or b"", m.key() or b"",
+                                            *(v for _, v in m.headers() or []))).decode())
+    assert [a for a in LIST_ADDRESSES if a in sent or a.replace("@", "%40") in sent] == []
+    assert "carl@example.net" not in sent and "eve@example.com" not in sent  # as reported
+    assert scan_messages(messages) == []
+    for masked in ("b***@example.org,c***@example.net", "d***@example.org;e***@example.net",
+                   "f***@example.org/g***@example.net", "'h***@example.org','i***@example.net'",
+                   "<j***@example.org><k***@example.net>",
+                   "mailto:l***@example.org?cc=e***@example.com",
+                   "m***@example.org, n***@example.net",  # %40, %2C%20 decoded above
+                   "q***@example.org,r***@example.net",
+                   "mailto:s***@example.org?cc=t***@example.com"):
+        assert masked in sent, masked
+    login = orjson.loads(messages[2].value())
+    assert login["email_masked"] == "o***@example.net"  # the field's own mask: one local part
+    assert login["email_hash"] == pii.email_hash(TEST_PII_KEY, "ola@example.org,pia@example.net")

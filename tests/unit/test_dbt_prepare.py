@@ -7,8 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from streamflow import dbt_env
 from streamflow.dbt_env import DBT_NICENESS, DBT_PROJECT_DIR
+from streamflow.errors import DbtSettingUnsupported
 
 
 def _project_copy(tmp_path):
@@ -61,6 +64,48 @@ def test_dbt_env_comes_from_database_url_and_keeps_a_chosen_selection():
     assert env["DO_NOT_TRACK"] == "1"
     chosen = dbt_env.dbt_process_env({"DBT_INDIRECT_SELECTION": "empty"})
     assert chosen["DBT_INDIRECT_SELECTION"] == "empty"
+
+
+def test_dbt_gets_every_tls_and_authentication_setting_of_database_url():
+    url = ("postgresql://u:pw@db.example:6000/wh?sslmode=verify-full&sslrootcert=/ca.pem"
+           "&sslcert=/c.pem&sslkey=/k.pem&sslcrl=/crl.pem&sslcrldir=/crl&sslsni=1"
+           "&ssl_min_protocol_version=TLSv1.3&channel_binding=require"
+           "&require_auth=scram-sha-256&gssencmode=disable&application_name=x")
+    env = dbt_env.dbt_process_env({"DATABASE_URL": url, "PGSSLMODE": "disable"})
+    assert {k: v for k, v in env.items() if k.startswith("PG")} == {
+        "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/ca.pem", "PGSSLCERT": "/c.pem",
+        "PGSSLKEY": "/k.pem", "PGSSLCRL": "/crl.pem", "PGSSLCRLDIR": "/crl", "PGSSLSNI": "1",
+        "PGSSLMINPROTOCOLVERSION": "TLSv1.3", "PGCHANNELBINDING": "require",
+        "PGREQUIREAUTH": "scram-sha-256", "PGGSSENCMODE": "disable"}
+    assert (env["DBT_PG_HOST"], env["DBT_PG_PORT"]) == ("db.example", "6000")
+    # A URL without them leaves libpq's own variables of the caller as they are, as for
+    # every other StreamFlow process.
+    plain = dbt_env.dbt_process_env({"DATABASE_URL": "postgresql://u@db/wh",
+                                     "PGSSLMODE": "require"})
+    assert plain["PGSSLMODE"] == "require"
+
+
+def test_each_variable_is_the_one_libpq_reads_for_its_setting():
+    from psycopg import pq
+
+    libpq = {o.keyword.decode(): (o.envvar or b"").decode() for o in pq.Conninfo.get_defaults()}
+    assert {name: libpq.get(name) for name in dbt_env.LIBPQ_ENV} == dbt_env.LIBPQ_ENV
+    # Every TLS setting libpq has reaches dbt, or is refused (sslpassword has no variable).
+    tls = {name for name in libpq if name.startswith("ssl") and name != "sslkeylogfile"}
+    assert tls <= set(dbt_env.LIBPQ_ENV) | {"sslpassword"}
+
+
+def test_a_setting_dbt_cannot_be_given_is_refused_in_one_line(tmp_path):
+    with pytest.raises(DbtSettingUnsupported, match="sslpassword"):
+        dbt_env.dbt_env("postgresql://u@db/wh?sslkey=/k.pem&sslpassword=s3cret")
+    result = subprocess.run(
+        [sys.executable, "-c", "from streamflow import dbt_env; dbt_env.run_dbt()"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.defpath, "DATABASE_URL": "postgresql://u@db/wh?sslpassword=s3cret"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "streamflow-dbt: DATABASE_URL sets sslpassword, which dbt-postgres cannot pass on: "
+        "give dbt a client key without a passphrase"]
 
 
 def test_streamflow_dbt_runs_dbt_niced_with_its_environment(tmp_path):

@@ -83,3 +83,55 @@ def test_the_dagster_resource_reads_secrets_from_the_environment_at_run_time(mon
         assert kafka.connection.config() == settings.kafka.config()
 
     assert dg.materialize([probe], resources={"kafka": resource}).success
+
+
+# -- TLS verification cannot be turned off through the pass-through (issue 21) ----------------
+
+@pytest.mark.parametrize("extra", [
+    '{"enable.ssl.certificate.verification": false}',
+    '{"enable.ssl.certificate.verification": "false"}',
+    '{"enable.ssl.certificate.verification": "False"}',
+    '{"enable.ssl.certificate.verification": 0}',
+    '{"ssl.endpoint.identification.algorithm": "none"}',
+    '{"ssl.endpoint.identification.algorithm": " NONE"}',
+    '{"ssl.cipher.suites": "ALL:@SECLEVEL=0"}',
+    '{"ssl.cipher.suites": "aNULL:@seclevel=00"}',
+])
+def test_the_pass_through_cannot_turn_tls_verification_off(extra):
+    with pytest.raises(SettingsError) as info:
+        load_settings(KAFKA_BOOTSTRAP_SERVERS="b:9093", KAFKA_CLIENT_PROPERTIES=extra, **SASL)
+    message = str(info.value)
+    assert "TLS verification of the broker cannot be turned off" in message
+    assert "KAFKA_CLIENT_PROPERTIES" in message and "\n" not in message
+    assert "s3cret-value" not in message
+
+
+def test_what_the_pass_through_refuses_librdkafka_would_take():
+    """The refusal above is the only guard: librdkafka builds a client with each value."""
+    from confluent_kafka import Producer
+
+    for name, value in [("enable.ssl.certificate.verification", "False"),
+                        ("enable.ssl.certificate.verification", "0"),
+                        ("ssl.endpoint.identification.algorithm", " NONE"),
+                        ("ssl.cipher.suites", "ALL:@SECLEVEL=0")]:
+        Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0, name: value})
+
+
+def test_verification_left_on_passes_through():
+    extra = ('{"enable.ssl.certificate.verification": true, '
+             '"ssl.endpoint.identification.algorithm": "https", '
+             '"ssl.cipher.suites": "ECDHE+AESGCM:@SECLEVEL=2"}')
+    config = load_settings(KAFKA_BOOTSTRAP_SERVERS="b:9093", KAFKA_CLIENT_PROPERTIES=extra,
+                           **SASL).kafka.config()
+    assert (config["enable.ssl.certificate.verification"],
+            config["ssl.endpoint.identification.algorithm"], config["ssl.cipher.suites"]) == (
+        "true", "https", "ECDHE+AESGCM:@SECLEVEL=2")
+
+
+def test_the_dagster_resource_refuses_it_too():
+    from resources import KafkaResource
+
+    resource = KafkaResource(bootstrap_servers="b:9093", client_properties=(
+        '{"ssl.endpoint.identification.algorithm": "none"}'))
+    with pytest.raises(ValueError, match="cannot be turned off"):
+        resource.connection  # noqa: B018 - builds the properties
