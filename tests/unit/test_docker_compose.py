@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from streamflow.settings import env_var_names
 from tests.conftest import ROOT
+from tests.helpers import compose
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE = compose.compose_file()
 SERVICES = COMPOSE["services"]
 OURS = {name for name, svc in SERVICES.items() if "build" in svc}
 
@@ -70,7 +71,7 @@ def test_nothing_starts_before_the_broker_is_healthy_and_topics_exist(name):
 
 # -- a compose stack fit for a server (issue 13): each rule below failed on the old file -------
 
-RAW = (ROOT / "docker-compose.yml").read_text()
+RAW = compose.COMPOSE_FILE.read_text()
 # Published ports listen here unless .env opts in (docker-compose.yml header, .env.example).
 PUBLISH_ADDRESS = "${STREAMFLOW_PUBLISH_ADDRESS:-127.0.0.1}"
 LOOPBACK = "127.0.0.1"
