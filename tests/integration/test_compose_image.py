@@ -4,10 +4,10 @@ The image's file set is built from the Dockerfile and .dockerignore (tests/helpe
 then each compose service's own command and environment, from docker-compose.yml, runs in it
 against the session's Kafka and a fresh database: topic-init, migrate (twice: every later
 `docker compose up` runs it again), the producer and the sink land events, the code server
-loads the definitions, and the daemon's micro-batch sensor asks for a run that the code server
-executes. Compose's network is this machine's loopback: a service name our services reach is
-127.0.0.1, and every port one of our services listens on a free port of this machine.
-"""
+loads the definitions, the webserver shows them, and the daemon's micro-batch sensor asks for
+a run that the code server executes. Compose's network is this machine's loopback: a service
+name our services reach is 127.0.0.1, and every port one of our services listens on a free
+port of this machine."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ from streamflow.db import migrate
 from streamflow.infra.processes import free_port
 from tests.conftest import TEST_PII_KEY, scalar, wait_for
 from tests.helpers import compose, image
+from tests.integration.test_dagster_webserver import graphql
 
 LOOPBACK = "127.0.0.1"
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - a container's; here it becomes loopback
 STOP_TIMEOUT_S = 30
+ASSETS = "{ assetNodes { assetKey { path } } }"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def test_the_compose_services_run_from_the_image(built_image, platform, fresh_da
         wait_for(lambda: stack.healthy("dagster-code-server"), timeout_s=240, interval_s=2,
                  message="the code server's healthcheck")
 
+        stack.start("dagster-webserver")
         stack.start("producer")
         stack.start("sink")
         wait_for(lambda: stack.alive("sink") and scalar(
@@ -177,6 +180,14 @@ def test_the_compose_services_run_from_the_image(built_image, platform, fresh_da
             message="events produced and landed by the producer and sink services")
         assert stack.stop("producer") == 0, stack.log("producer")[-2000:]
         assert stack.stop("sink") == 0, stack.log("sink")[-2000:]
+
+        # The webserver shows what the code server loaded: the dbt models among the assets.
+        wait_for(lambda: stack.healthy("dagster-webserver"), timeout_s=240, interval_s=2,
+                 message="the webserver's healthcheck")
+        web_port = network.ports[_option(compose.command(services["dagster-webserver"]), "-p")]
+        nodes = graphql(f"http://{LOOPBACK}:{web_port}", ASSETS)["assetNodes"]
+        assert "dbt/fct_events" in {"/".join(n["assetKey"]["path"]) for n in nodes}
+        stack.stop("dagster-webserver")
 
         stack.start("dagster-daemon")
         run = wait_for(lambda: stack.alive("dagster-daemon") and stack.alive(
