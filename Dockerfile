@@ -18,10 +18,14 @@ COPY assets ./assets
 COPY sensors ./sensors
 COPY resources ./resources
 COPY dbt_project ./dbt_project
+# The dbt manifest the Dagster definitions load is part of the image, parsed here from the
+# project it ships (`streamflow dbt prepare`: `dbt parse`, no database; .dockerignore leaves the
+# checkout's target/ out): importing the definitions never parses (docs/ARCHITECTURE.md).
 # DAGSTER_HOME holds no config in the image: compose's `migrate` service writes dagster.yaml and
 # workspace.yaml into the dagster-home volume mounted here (`streamflow dagster prepare`). The
 # directory exists, owned by the user below, so a new volume takes that owner.
 RUN uv pip install --system --no-cache --no-deps -e . \
+    && streamflow dbt prepare \
     && mkdir -p "$DAGSTER_HOME"
 
 RUN useradd --create-home --uid 10001 streamflow \

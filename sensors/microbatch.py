@@ -37,7 +37,8 @@ def is_active(status: dg.DagsterRunStatus, created: datetime, started: datetime 
     however busy it is: the rule uses what Dagster records instead. A started run counts
     until it has run for MAX_RUNTIME (run monitoring fails it then, see assets/microbatch.py);
     a run not started yet counts until the instance's start timeout (the same monitoring).
-    Runs orphaned by a stop are failed by `streamflow up` before anything starts."""
+    Runs a stop orphaned are failed by `streamflow up` before anything starts when their
+    worker is known gone (streamflow_defs/run_workers.py)."""
     if status not in ACTIVE:
         return False
     if started is not None:

@@ -126,7 +126,8 @@ def write_dagster_yaml(settings: Settings, *, code_host: str = "127.0.0.1") -> P
              # micro-batch, and runs here are already limited by the sensor itself.
              "run_coordinator:", "  module: dagster.core.run_coordinator",
              "  class: DefaultRunCoordinator",
-             # Runs orphaned by a stop (`streamflow down`) are marked failed, not left active.
+             # Runs that do not start within the timeout, or outrun their dagster/max_runtime
+             # tag, are failed (a stop's orphans: streamflow_defs/prepare_instance.py).
              "run_monitoring:", "  enabled: true",
              f"  start_timeout_seconds: {RUN_START_TIMEOUT_S}",
              "  max_resume_run_attempts: 0",
@@ -161,8 +162,8 @@ def prepare_dagster_instance(settings: Settings, database_url: str, *, echo=prin
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home_dir),
            "DATABASE_URL": database_url}
     # One process (streamflow_defs/prepare_instance.py): migrate, then fail the runs a stop
-    # left "in progress", which would otherwise hold a micro-batch sensor slot until run
-    # monitoring's max runtime.
+    # left "in progress" whose worker is gone, which would otherwise hold a micro-batch sensor
+    # slot until run monitoring's max runtime (live ones finish by themselves).
     result = subprocess.run([sys.executable, "-m", "streamflow_defs.prepare_instance"],
                             capture_output=True, text=True, timeout=300, env=env)
     if result.returncode != 0:

@@ -132,6 +132,20 @@ def worker_env(platform: Platform, **extra: str) -> dict[str, str]:
 TEST_PII_KEY = b"test-pii-key-0123456789abcdef"
 
 
+def scalar(database_url: str, query: str, **params):
+    """One value of a query on a database of the session's PostgreSQL (``fresh_database``)."""
+    from sqlalchemy import text
+
+    from streamflow.db.engine import make_engine
+
+    db = make_engine(database_url)
+    try:
+        with db.connect() as conn:
+            return conn.execute(text(query), params).scalar()
+    finally:
+        db.dispose()
+
+
 def wait_for(predicate, *, timeout_s: float = 120.0, interval_s: float = 0.25,
              message: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""

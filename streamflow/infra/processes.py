@@ -32,14 +32,20 @@ class ProcessState:
     started_at: float
 
     def is_alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            # A pid reused after a crash or reboot belongs to a process created after ours
-            # was recorded. (Comparing command lines would race with a fresh child's exec.)
-            return (proc.status() != psutil.STATUS_ZOMBIE
-                    and proc.create_time() <= self.started_at + 1.0)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        return is_running(self.pid, self.started_at)
+
+
+def is_running(pid: int, known_at: float) -> bool:
+    """Whether ``pid`` runs and is the process that had it at ``known_at`` (epoch seconds).
+
+    A pid reused after a crash or reboot belongs to a process created after ours was recorded
+    (1 s of slack for the kernel's clock-tick start times); one of another user is not ours
+    either. (Comparing command lines would race with a fresh child's exec.)"""
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= known_at + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def state_path(run_dir: Path, component: str) -> Path:

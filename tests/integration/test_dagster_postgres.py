@@ -1,39 +1,32 @@
 """Dagster on PostgreSQL storage (STREAMFLOW_DAGSTER_STORAGE=postgres), as users run it.
 
 In-process, the instance `streamflow up` prepares with that setting, in the data database (the
-compose layout), serves the micro-batch sensor and records the run it asks for. Then compose's
-own `migrate` command on a fresh database, and `streamflow up` with the setting: the daemon
-ticks the sensor and launches a run, both recorded in PostgreSQL, never in SQLite files.
-(The lineage as the webserver shows it, on both storages: test_dagster_webserver.py.)
+compose layout), serves the micro-batch sensor and records the run it asks for. Then
+`streamflow up` with the setting: the daemon ticks the sensor and launches a run, both recorded
+in PostgreSQL, never in SQLite files. (The lineage as the webserver shows it, on both storages:
+test_dagster_webserver.py; compose's own commands, migrate among them, from the image:
+test_compose_image.py.)
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS, microbatch_job
 from sensors.microbatch import new_events_sensor
 from streamflow import supervisor
-from streamflow.db import migrate
-from streamflow.db.engine import make_engine
 from streamflow.infra.processes import free_port
-from streamflow.settings import env_var_names, load_settings
+from streamflow.settings import load_settings
 from streamflow_defs.postgres_storage import DRIVER
 from tests.conftest import (
-    ROOT,
-    TEST_PII_KEY,
     create_topic,
     isolated_settings,
+    scalar,
     wait_for,
     worker_env,
 )
@@ -115,89 +108,11 @@ def test_a_sensor_request_runs_the_microbatch_job_on_postgres_storage(
     assert isinstance(after, dg.SkipReason) and "no new events" in after.skip_message
 
 
-# -- compose's `migrate` service, run as it is written -------------------------------------
-
-COMPOSE_DEFAULT = re.compile(r"\$\{(\w+):?-([^}]*)\}")  # ${NAME:-default}, ${NAME-default}
-COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)[^}]*\}")  # any other: required or unset
-
-
-def _compose_service(name: str) -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][name]
-
-
-def _compose_environment(service: dict) -> dict[str, str]:
-    """The service's environment with compose's defaults; a required or unset variable gets a
-    placeholder (the test overrides the ones that matter: addresses, homes, secrets)."""
-    env = {}
-    for name, value in (service.get("environment") or {}).items():
-        value = COMPOSE_DEFAULT.sub(lambda m: m[2], str(value))
-        env[name] = COMPOSE_VARIABLE.sub(lambda m: f"test-{m[1].lower()}", value)
-    return env
-
-
-def _regclass(url: str, *names: str) -> list[str | None]:
-    db = make_engine(url)
-    try:
-        with db.connect() as conn:
-            return [conn.execute(text("SELECT to_regclass(:n)::text"), {"n": n}).scalar_one()
-                    for n in names]
-    finally:
-        db.dispose()
-
-
-def test_compose_migrate_command_brings_both_histories_to_head(platform, fresh_database,
-                                                               tmp_path, monkeypatch):
-    service = _compose_service("migrate")
-    command = service["command"]
-    command = command if isinstance(command, list) else shlex.split(command)  # as compose does
-    compose_env = _compose_environment(service)
-    image_home = compose_env.get("DAGSTER_HOME", "/opt/dagster/home")
-    dagster_home = tmp_path / "dagster-home"  # an empty volume: the command writes it
-    dagster_home.mkdir()
-    # The container's DAGSTER_HOME is this test's directory, also where the command names it.
-    command = [arg.replace(image_home, str(dagster_home)) for arg in command]
-    env = {k: v for k, v in os.environ.items() if k not in env_var_names()}
-    env.update({**compose_env, "DATABASE_URL": fresh_database,
-                "DAGSTER_HOME": str(dagster_home), "STREAMFLOW_HOME": str(tmp_path / "home"),
-                "KAFKA_BOOTSTRAP_SERVERS": platform.bootstrap,
-                "STREAMFLOW_PII_KEY": TEST_PII_KEY.decode(),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
-
-    # StreamFlow's history: at head, in its own version table.
-    assert migrate.current_revision(fresh_database) == migrate.head_revision()
-    # Dagster's: its tables are in this database (not SQLite under DAGSTER_HOME) before any
-    # Dagster process opens it, and at the head of dagster-postgres's migrations.
-    assert None not in _regclass(fresh_database, "raw.events",
-                                 f"public.{migrate.VERSION_TABLE}", "public.alembic_version",
-                                 "public.runs", "public.event_logs", "public.job_ticks")
-    assert not list(dagster_home.rglob("*.db"))
-    monkeypatch.setenv("DATABASE_URL", fresh_database)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        for storage in (instance.run_storage, instance.event_log_storage,
-                        instance.schedule_storage):
-            assert type(storage).__module__.startswith("dagster_postgres"), storage
-            in_database, head = storage.alembic_version()
-            assert in_database == head, (type(storage).__name__, in_database, head)
-        assert instance.get_runs() == []
-
-
 # -- `STREAMFLOW_DAGSTER_STORAGE=postgres streamflow up` --------------------------------------
 
 def _streamflow(*args: str, env: dict[str, str], timeout: float = 300):
     return subprocess.run([sys.executable, "-m", "streamflow.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _scalar(url: str, query: str, **params):
-    db = make_engine(url)
-    try:
-        with db.connect() as conn:
-            return conn.execute(text(query), params).scalar()
-    finally:
-        db.dispose()
 
 
 def test_up_with_postgres_storage_ticks_and_runs_in_postgres(platform, fresh_database,
@@ -217,11 +132,11 @@ def test_up_with_postgres_storage_ticks_and_runs_in_postgres(platform, fresh_dat
         assert f"Dagster UI: http://127.0.0.1:{env['STREAMFLOW_DAGSTER_PORT']}" in up.stdout, (
             up.stdout)
 
-        wait_for(lambda: _scalar(
+        wait_for(lambda: scalar(
             fresh_database, "SELECT count(*) FROM public.job_ticks WHERE type = 'SENSOR' "
             "AND tick_body LIKE :name", name=f'%"{new_events_sensor.name}"%'), timeout_s=120,
             message=f"a tick of the micro-batch sensor in PostgreSQL (see {logs})")
-        wait_for(lambda: _scalar(
+        wait_for(lambda: scalar(
             fresh_database, "SELECT count(*) FROM public.runs WHERE pipeline_name = :job "
             "AND status = 'SUCCESS'", job=microbatch_job.name), timeout_s=180,
             message=f"a successful micro-batch run in PostgreSQL (see {logs})")

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from streamflow.settings import env_var_names
 from tests.conftest import ROOT
+from tests.helpers import compose
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE = compose.compose_file()
 SERVICES = COMPOSE["services"]
 OURS = {name for name, svc in SERVICES.items() if "build" in svc}
 
@@ -70,7 +71,7 @@ def test_nothing_starts_before_the_broker_is_healthy_and_topics_exist(name):
 
 # -- a compose stack fit for a server (issue 13): each rule below failed on the old file -------
 
-RAW = (ROOT / "docker-compose.yml").read_text()
+RAW = compose.COMPOSE_FILE.read_text()
 # Published ports listen here unless .env opts in (docker-compose.yml header, .env.example).
 PUBLISH_ADDRESS = "${STREAMFLOW_PUBLISH_ADDRESS:-127.0.0.1}"
 LOOPBACK = "127.0.0.1"
@@ -330,10 +331,12 @@ def test_migrate_writes_the_instance_config_streamflow_up_writes(tmp_path, monke
 
 @pytest.mark.parametrize("name", sorted(OURS))
 def test_our_services_can_reach_a_managed_secured_kafka(name):
-    """The Kafka security settings pass through from .env, so compose's workers can use a
-    managed cluster instead of the `kafka` service (README "Deploying")."""
+    """Every Kafka connection setting (security included: SASL, the CA, the client certificate,
+    key and key password for mutual TLS) passes through from .env, so compose's workers can use
+    a managed cluster instead of the `kafka` service (README "Deploying")."""
     env = SERVICES[name]["environment"]
-    for variable in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
-                     "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION",
-                     "KAFKA_CLIENT_PROPERTIES"):
+    connection = {variable for variable in env_var_names() if variable.startswith("KAFKA_")}
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SSL_CERTIFICATE_LOCATION",
+            "KAFKA_SSL_KEY_LOCATION", "KAFKA_SSL_KEY_PASSWORD"} <= connection
+    for variable in sorted(connection):
         assert str(env.get(variable, "")).startswith(f"${{{variable}:-"), variable

@@ -65,3 +65,16 @@ def test_uvicorn_websocket_protocol_hands_over_its_transport():
     assert "transport" in inspect.signature(protocol.connection_made).parameters, \
         "WebSocketsSansIOProtocol.connection_made no longer takes the transport: revisit " \
         "streamflow/live/server.py (WebSocketProtocol)"
+
+
+def test_dagster_tags_a_launched_run_with_its_code_server():
+    """streamflow_defs/run_workers.py reads the default run launcher's GRPC_INFO_TAG (the code
+    server a run was handed to) to tell a worker on this machine from one elsewhere."""
+    from dagster._core.launcher import default_run_launcher
+    from dagster._core.storage import tags
+
+    assert getattr(tags, "GRPC_INFO_TAG", None), \
+        "dagster._core.storage.tags.GRPC_INFO_TAG is gone: revisit run_workers.py"
+    launch = _source(default_run_launcher.DefaultRunLauncher.launch_run_from_grpc_client)
+    assert "GRPC_INFO_TAG" in launch and '"host"' in launch, \
+        "DefaultRunLauncher no longer records the code server's host: revisit run_workers.py"
