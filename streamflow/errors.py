@@ -86,6 +86,10 @@ class ReplayRefused(StreamFlowError):
     """The selected dead letters were replayed before and --force was not given."""
 
 
+class ReplayTopicRefused(StreamFlowError):
+    """A replay was asked to send to a topic STREAMFLOW_REPLAY_TOPICS does not allow."""
+
+
 class LiveTokenRequired(StreamFlowError):
     """The live view was asked to listen beyond loopback without STREAMFLOW_LIVE_TOKEN."""
 

@@ -14,6 +14,7 @@ caller as exceptions anyway.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -84,12 +85,15 @@ def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consume
 def deliver(producer: Producer, topic: str,
             messages: Iterable[tuple[bytes | None, bytes | None, list | None]],
             timeout_s: float = 30.0,
-            refused: Callable[[], str | None] = lambda: None) -> tuple[int, list[KafkaError]]:
+            refused: Callable[[], str | None] = lambda: None,
+            on_ack: Callable[[int], None] | None = None) -> tuple[int, list[KafkaError]]:
     """Send (key, value, headers) messages and flush; returns (undelivered, errors).
 
     A full local queue is backpressure: poll for delivery reports and retry, never drop.
     ``refused`` (the producer's error callback's finding) ends the flush early: a cluster
     that refused our credentials would otherwise be waited on for the whole timeout.
+    ``on_ack`` is called with the position of each message Kafka acknowledged (a producer
+    with ``delivery.report.only.error`` never reports one).
     """
     errors: list[KafkaError] = []
 
@@ -97,10 +101,17 @@ def deliver(producer: Producer, topic: str,
         if err is not None:
             errors.append(err)
 
-    for key, value, headers in messages:
+    def acknowledged(i: int, err, _msg) -> None:
+        if err is None:
+            on_ack(i)
+        else:
+            errors.append(err)
+
+    for i, (key, value, headers) in enumerate(messages):
+        report = on_delivery if on_ack is None else functools.partial(acknowledged, i)
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                producer.produce(topic, value, key, headers=headers, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, ge=1, le=1000, alias="STREAMFLOW_TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(
         1, ge=1, le=32, alias="STREAMFLOW_TOPIC_REPLICATION_FACTOR")
+    # Comma-separated topics `dlq replay` may send to (unset: user-events alone). A replay
+    # sends unvalidated bytes, so the pipeline's output topics are refused here.
+    replay_topics: str | None = Field(None, alias="STREAMFLOW_REPLAY_TOPICS")
 
     # -- PostgreSQL ------------------------------------------------------------------------
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
@@ -145,6 +148,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @field_validator("replay_topics")
+    @classmethod
+    def _replay_targets(cls, value: str | None) -> str | None:
+        from streamflow import topics  # topics imports this module
+
+        names = _names(value)
+        if value is not None and not names:
+            raise ValueError("names no topic (comma-separated topic names)")
+        outputs = sorted(set(names) & set(topics.PIPELINE_TOPICS) - {topics.USER_EVENTS})
+        if outputs:
+            raise ValueError(f"{', '.join(outputs)}: the pipeline's output topics carry "
+                             "validated data only, a replay may never send to them")
+        return value
+
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:
         self.kafka  # noqa: B018 - raises ValueError naming what is inconsistent
@@ -185,6 +202,14 @@ class Settings(BaseSettings):
             client_properties=secret(self.kafka_client_properties)))
 
     @property
+    def replay_topic_names(self) -> tuple[str, ...]:
+        """The topics a dead-letter replay may send to (docs/ARCHITECTURE.md, delivery
+        guarantees)."""
+        from streamflow import topics  # topics imports this module
+
+        return _names(self.replay_topics) or (topics.USER_EVENTS,)
+
+    @property
     def logs_dir(self) -> Path:
         return self.home_dir / "logs"
 
@@ -207,6 +232,10 @@ class Settings(BaseSettings):
     @property
     def dagster_home_dir(self) -> Path:
         return (self.dagster_home or self.home_dir / "dagster").expanduser().resolve()
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
 def to_env(settings: Settings) -> dict[str, str]:

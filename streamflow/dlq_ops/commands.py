@@ -166,35 +166,53 @@ def replay_(stage: Stage | None = STAGE, reason: str | None = REASON, since: str
                                               help="At most R messages per second."),
             force: bool = typer.Option(False, "--force",
                                        help="Also send dead letters replayed before."),
-            topic: str = typer.Option(topics.USER_EVENTS, "--topic", help="Send to."),
+            topic: str = typer.Option(topics.USER_EVENTS, "--topic",
+                                      help="Send to (one STREAMFLOW_REPLAY_TOPICS allows)."),
             ) -> None:
     """Send the original bytes of the selected dead letters back through the pipeline."""
     from streamflow.kafka_clients import producer, require_broker
 
     settings = load_settings()
+    allowed = settings.replay_topic_names
+    replays.check_topic(topic, allowed)  # before a broker is asked for anything
     selection = _selection(stage, reason, since, source, limit, ids)
     kafka = None
     if not dry_run:
         require_broker(settings.kafka)
         kafka = producer(settings.kafka)
-    with _connection() as conn:
-        result = replays.replay(
-            conn, kafka, selection, topic=topic, dry_run=dry_run, rate=rate, force=force,
-            progress=lambda done, total: console.print(f"  sent {done:,}/{total:,}"))
-    for gap in result.gaps:
-        console.print(f"dead letter {gap.id} skipped: {replays.NOTHING_TO_REPLAY} "
-                      f"({_cell(gap.reason)})", highlight=False)
-    if dry_run:
+
+    def on_chunk(progress: replays.Progress, letters: list[sel.StoredDeadLetter]) -> None:
+        if not dry_run:
+            console.print(f"  chunk {progress.chunk:,}/{progress.chunks:,}: sent "
+                          f"{progress.letters:,}/{progress.total:,}", highlight=False)
+            return
+        # A table a chunk: the letters are printed as they stream, never held.
         table = Table("id", "stage", "reason", "payload", "replayed",
-                      title=f"dry run: would send {len(result.letters)} to {topic}")
-        for d in result.letters:
+                      title=(f"dry run: would send {progress.total} to {topic}"
+                             if progress.chunk == 1 else None),
+                      show_header=progress.chunk == 1)
+        for d in letters:
             table.add_row(str(d.id), d.stage, d.reason_code, _cell(display.preview(d.payload)),
                           str(d.replay_count or "-"))
         console.print(table)
+
+    with _connection() as conn:
+        result = replays.replay(conn, kafka, selection, topic=topic, allowed=allowed,
+                                dry_run=dry_run, rate=rate, force=force, on_chunk=on_chunk)
+    for gap in result.gaps:
+        console.print(f"dead letter {gap.id} skipped: {replays.NOTHING_TO_REPLAY} "
+                      f"({_cell(gap.reason)})", highlight=False)
+    if result.skipped:
+        console.print(f"{result.skipped:,} skipped: another replay took them meanwhile",
+                      highlight=False)
+    if dry_run:
+        if not result.chunks:
+            console.print(f"dry run: would send 0 to {topic}")
         if result.previously_replayed and not force:
             console.print(f"{result.previously_replayed} were replayed before: a real replay "
                           "is refused without --force")
         return
     console.print(f"replayed {result.sent:,} dead letters to {topic} in "
-                  f"{result.seconds:.1f} s" + (f" ({result.previously_replayed} again, --force)"
-                                               if result.previously_replayed else ""))
+                  f"{result.seconds:.1f} s, {result.chunks:,} chunk{'s' * (result.chunks != 1)}"
+                  + (f" ({result.previously_replayed} again, --force)"
+                     if result.previously_replayed else ""))

@@ -7,7 +7,7 @@ reaches the SQL string.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import psycopg
@@ -38,6 +38,7 @@ _BY_STAGE = statement("{d.stage} = %(stage)s", d=dead_letter_table)
 _BY_REASON = statement("({d.reason_code} = %(reason)s OR {d.reason} ILIKE %(reason_like)s)",
                        d=dead_letter_table)
 _SINCE = statement("{d.created_at} >= now() - %(since)s", d=dead_letter_table)
+_CREATED_FROM = statement("{d.created_at} >= %(created_from)s", d=dead_letter_table)
 _BY_SOURCE = statement("{d.source_topic} = %(source_topic)s", d=dead_letter_table)
 _BY_IDS = statement("{d.id} = ANY(%(ids)s)", d=dead_letter_table)
 
@@ -52,6 +53,15 @@ class Selection:
     source_topic: str | None = None
     limit: int | None = None
     ids: tuple[int, ...] = ()
+    created_from: datetime | None = None  # ``since`` fixed to a moment (``pinned``)
+
+    def pinned(self, now: datetime) -> Selection:
+        """The same selection with ``since`` counted back from ``now``: a long replay keeps
+        the letters it planned, even those that grow older than ``since`` meanwhile."""
+        if self.since is None:
+            return self
+        start = now - self.since
+        return replace(self, since=None, created_from=max(start, self.created_from or start))
 
     def where(self) -> tuple[sql.Composable, dict]:
         parts: list[sql.Composable] = [sql.SQL("TRUE")]
@@ -66,6 +76,9 @@ class Selection:
         if self.since is not None:
             parts.append(_SINCE)
             params["since"] = self.since
+        if self.created_from is not None:
+            parts.append(_CREATED_FROM)
+            params["created_from"] = self.created_from
         if self.source_topic:
             parts.append(_BY_SOURCE)
             params["source_topic"] = self.source_topic
@@ -102,20 +115,18 @@ class StoredDeadLetter:
         return [str(Failure.from_json(f)) for f in self.failures]
 
 
-_COLUMNS = columns(dead_letter_table, StoredDeadLetter.__dataclass_fields__)
+COLUMNS = columns(dead_letter_table, StoredDeadLetter.__dataclass_fields__)
 
 
-def select(conn: psycopg.Connection, selection: Selection, *, newest_first: bool = True,
-           for_update: bool = False) -> list[StoredDeadLetter]:
+def select(conn: psycopg.Connection, selection: Selection, *,
+           newest_first: bool = True) -> list[StoredDeadLetter]:
     where, params = selection.where()
     query = statement("SELECT {cols} FROM {d} WHERE {where} ORDER BY {d.id} {order}",
-                      d=dead_letter_table, cols=_COLUMNS, where=where,
+                      d=dead_letter_table, cols=COLUMNS, where=where,
                       order=sql.SQL("DESC" if newest_first else "ASC"))
     if selection.limit is not None:
         query = sql.SQL("{} LIMIT %(limit)s").format(query)
         params["limit"] = selection.limit
-    if for_update:
-        query = sql.SQL("{} FOR UPDATE").format(query)
     with conn.cursor(row_factory=class_row(StoredDeadLetter)) as cur:
         return cur.execute(query, params).fetchall()
 

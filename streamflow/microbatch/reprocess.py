@@ -22,10 +22,13 @@ What recompute means, per chunk of the range's ingest sequences (``_run_chunk``)
   still open is published by the windows step when it closes). A window left without events
   keeps its row at zero. An event-time range also recomputes the range's other windows.
 
-Each chunk is one transaction holding the windows step's advisory lock (``batches.lock``):
-the windows step cannot recompute or publish meanwhile, and two reprocesses take turns. The
-contract step never works on the same rows: its claims all lie past its watermark. Messages
-are flushed before the commit, as in the steps (at least once on the topics). A range
+Each chunk is one transaction (``_run_chunk`` lists its steps). It holds the reprocesses' own
+advisory lock (``batches.lock``), so two reprocesses take turns, and the windows step's only
+from its windows recompute to its commit: the windows step never waits for a Kafka flush of
+the reprocess. Notifications and dead letters are flushed before the commit, as in the
+contract step; the changed windows after it, outside the lock, and a crash before they are
+marked published leaves them to the windows step: at least once on every topic. The contract
+step never works on the same rows: its claims all lie past its watermark. A range
 reprocessed again finds nothing to change, so it writes and publishes nothing.
 """
 
@@ -164,6 +167,9 @@ class Publishers:
 
 
 _DRY_RUN = Publishers(lambda _: None, lambda _: None, lambda _: None)
+# The reprocesses' own advisory lock (``batches.lock``): two take turns, while the windows
+# step is held only for a chunk's windows.
+STEP = "reprocess"
 
 
 class _Chunk(NamedTuple):
@@ -289,23 +295,28 @@ def _chunks(conn: psycopg.Connection, selected: Range, processed: int, limit: in
 
 def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers, *,
                dry_run: bool, grace: timedelta, idle: timedelta, phase: Phases) -> _Chunk:
-    """Reprocess the rows at ``seqs`` (all processed by the contract step), in one transaction:
+    """Reprocess the rows at ``seqs`` (all processed by the contract step): one transaction
+    that holds the windows step's lock only for the windows, then their publication.
 
-    1. Take the windows step's lock; note the windows of the notifications there now.
+    1. Take the reprocesses' own lock (two take turns); note the windows of the
+       notifications there now.
     2. Read the raw rows' typed columns and validate them against the contract in force.
     3. Make the notifications match: remove those whose row fails or is gone, correct those
        whose row changed, add the rows that pass and had none.
-    4. Recompute the windows of the notifications before and after (revision + 1 where the
-       numbers differ).
-    5. Publish the added and corrected notifications, the dead letters of the removed rows
-       that fail, and the changed windows that are closed; flush.
-    6. Insert the dead letters, mark the windows published, commit (a dry run rolls back).
+    4. Publish the added and corrected notifications and the dead letters of the removed rows
+       that fail; flush (before the commit, as in the contract step: at least once).
+    5. Insert the dead letters.
+    6. Take the windows step's lock; recompute the windows of the notifications before and
+       after (revision + 1 where the numbers differ); note the changed ones that are closed;
+       commit (a dry run rolls back), which releases the lock.
+    7. Publish those windows, flush, mark them published: outside the lock and any
+       transaction (``_publish_windows``).
     """
     publish = _DRY_RUN if dry_run else publishers
     with conn.transaction() as tx:
         # Step 1
         with phase("lock"):
-            batches.lock(conn, windows.STEP)
+            batches.lock(conn, STEP)
         starts = _windows_of(conn, seqs)
         # Step 2
         with phase("read"):
@@ -335,20 +346,23 @@ def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers
             messages = notifications.notification_messages(
                 valid[valid["ingest_seq"].isin(changed_rows)])
         # Step 4
-        with phase("windows"):
-            starts |= _windows_of(conn, seqs)
-            changes = windows.recompute(conn, sorted(starts))
-        # Step 5
         with phase("publish"):
             publish.notifications(messages)
             publish.dead_letters(letters)
-            published = windows.publish_closed(conn, publish.windows,
-                                               windows.closed_now(conn, grace, idle), changes)
-        # Step 6
+        # Step 5
         with phase("dead_letters"):
             insert_dead_letters(conn, letters)
+        # Step 6
+        with phase("lock"):
+            batches.lock(conn, windows.STEP)
+        with phase("windows"):
+            starts |= _windows_of(conn, seqs)
+            changes = windows.recompute(conn, sorted(starts))
+            closed = windows.closed_rows(conn, windows.closed_now(conn, grace, idle), changes)
         if dry_run:
             raise psycopg.Rollback(tx)
+    # Step 7
+    published = _publish_windows(conn, publish, closed, phase)
     counts = Counts(
         rechecked=len(events), added=len(added), added_former_rejects=former,
         removed=len(removed), corrected=len(corrected), dead_lettered=len(letters),
@@ -359,20 +373,38 @@ def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers
     return _Chunk(counts, {seq: failing[seq] for seq in now_failing}, starts)
 
 
+def _publish_windows(conn: psycopg.Connection, publish: Publishers,
+                     closed: list[windows.WindowRow], phase: Phases) -> int:
+    """Publish the closed windows a committed recompute changed; returns how many (a dry
+    run: how many would be).
+
+    Outside the windows step's lock: the step runs meanwhile. A crash before the mark leaves
+    them unpublished, and the step publishes them (it publishes every closed window with an
+    unpublished revision: at least once, as before). If the step amends one of them first,
+    both revisions are published, the newer possibly first; the mark never moves back, and
+    the revision each message carries says which is newer."""
+    if publish is _DRY_RUN:
+        return len(closed)
+    with phase("publish"):
+        return windows.publish_rows(conn, publish.windows, closed)
+
+
 def _rest_of_windows(conn: psycopg.Connection, selected: TimeRange, done: set[datetime],
                      publishers: Publishers, *, dry_run: bool, grace: timedelta,
                      idle: timedelta, phase: Phases) -> Counts:
     """The event-time range's windows no chunk recomputed (a window row with no notification
-    left: it is set to zero), in one transaction under the windows step's lock."""
+    left: it is set to zero), in one transaction under the windows step's lock; then the
+    changed ones that are closed are published, outside it."""
     with conn.transaction() as tx, phase("windows"):
+        batches.lock(conn, STEP)
         batches.lock(conn, windows.STEP)
         starts = [start for (start,) in conn.execute(_WINDOWS_IN, (selected.start, selected.end))
                   if start not in done]
         changes = windows.recompute(conn, starts)
-        published = windows.publish_closed(conn, (_DRY_RUN if dry_run else publishers).windows,
-                                           windows.closed_now(conn, grace, idle), changes)
+        closed = windows.closed_rows(conn, windows.closed_now(conn, grace, idle), changes)
         if dry_run:
             raise psycopg.Rollback(tx)
+    published = _publish_windows(conn, _DRY_RUN if dry_run else publishers, closed, phase)
     return Counts(windows_recomputed=len(starts), windows_changed=len(changes),
                   revisions_bumped=sum(1 for c in changes if c.revision > 1),
                   windows_published=published)

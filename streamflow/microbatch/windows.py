@@ -193,9 +193,12 @@ _TO_PUBLISH_ALL = statement(_TO_PUBLISH, w=event_windows, row=_ROW, only=sql.SQL
 _TO_PUBLISH_ONLY = statement(_TO_PUBLISH, w=event_windows, row=_ROW, only=statement(
     "AND ({w.window_start}, {w.event_type}) IN "
     "(SELECT * FROM unnest(%(starts)s::timestamptz[], %(types)s::text[]))", w=event_windows))
+# Never back: a reprocess publishes after its commit, outside the step's lock
+# (streamflow.microbatch.reprocess), when the step may have published a newer revision.
 _MARK_PUBLISHED = statement(
     "UPDATE {w} SET {w.published_revision} = %(revision)s "
-    "WHERE {w.window_start} = %(start)s AND {w.event_type} = %(type)s", w=event_windows)
+    "WHERE {w.window_start} = %(start)s AND {w.event_type} = %(type)s "
+    "AND {w.published_revision} < %(revision)s", w=event_windows)
 
 
 @dataclass(frozen=True)
@@ -262,21 +265,32 @@ def publish_closed(conn: psycopg.Connection, publish: Publish, closed: datetime 
                    only: list[WindowChange] | None = None) -> int:
     """Publish the closed windows (of ``only``, when given) whose revision is not published
     yet, then mark them published, in the caller's transaction; returns how many."""
+    return publish_rows(conn, publish, closed_rows(conn, closed, only))
+
+
+def closed_rows(conn: psycopg.Connection, closed: datetime | None,
+                only: list[WindowChange] | None = None) -> list[WindowRow]:
+    """The closed windows (of ``only``, when given) whose revision is not published yet."""
     if closed is None or only == []:
-        return 0
+        return []
     with conn.cursor(row_factory=class_row(WindowRow)) as cur:
         if only is None:
-            rows = cur.execute(_TO_PUBLISH_ALL, {"closed": closed}).fetchall()
-        else:
-            rows = cur.execute(_TO_PUBLISH_ONLY, {
-                "closed": closed, "starts": [w.window_start for w in only],
-                "types": [w.event_type for w in only]}).fetchall()
+            return cur.execute(_TO_PUBLISH_ALL, {"closed": closed}).fetchall()
+        return cur.execute(_TO_PUBLISH_ONLY, {
+            "closed": closed, "starts": [w.window_start for w in only],
+            "types": [w.event_type for w in only]}).fetchall()
+
+
+def publish_rows(conn: psycopg.Connection, publish: Publish, rows: list[WindowRow]) -> int:
+    """Publish these windows and flush, then mark their revisions published (a newer one
+    already marked stays); returns how many."""
+    if not rows:
+        return 0
     publish([(w.key, w.message()) for w in rows])
-    if rows:
-        with conn.cursor() as cur:
-            cur.executemany(_MARK_PUBLISHED, [
-                {"revision": w.revision, "start": w.window_start, "type": w.event_type}
-                for w in rows])
+    with conn.cursor() as cur:
+        cur.executemany(_MARK_PUBLISHED, [
+            {"revision": w.revision, "start": w.window_start, "type": w.event_type}
+            for w in rows])
     return len(rows)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from assets.dlq_replay import dlq_replay_job
 from streamflow import contract, validation
 from streamflow.contract import MAX_EVENT_BYTES
-from streamflow.kafka_clients import producer
+from streamflow.kafka_clients import consumer, producer
 from streamflow.topics import message_count
 from tests.conftest import create_topic, worker_env
 from tests.integration.microbatch_helpers import catch_up, land
@@ -27,13 +27,18 @@ UUID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 
 
 
-def dlq(platform, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def dlq(platform, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "streamflow.cli", "dlq", *args],
-                            env={**worker_env(platform), "COLUMNS": "250"},
+                            env={**worker_env(platform, **env), "COLUMNS": "250"},
                             capture_output=True, text=True, timeout=120)
     if ok:
         assert result.returncode == 0, result.stderr + result.stdout
     return result
+
+
+def replay(platform, *args: str, to: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """`dlq replay ... --topic to`, the deployment allowing ``to`` (a scratch topic)."""
+    return dlq(platform, "replay", *args, "--topic", to, ok=ok, STREAMFLOW_REPLAY_TOPICS=to)
 
 
 def dlq_json(platform, *args: str):
@@ -152,17 +157,15 @@ def test_fixed_contract_rejects_replay_exactly_once(platform, engine, resources,
 
     # The cause is fixed: the contract now tolerates an hour of client clock skew.
     monkeypatch.setattr(validation, "FUTURE_SKEW", timedelta(hours=1))
-    first = dlq(platform, "replay", "--source", topic, "--stage", "contract", "--topic", topic)
+    first = replay(platform, "--source", topic, "--stage", "contract", to=topic)
     assert "replayed 25 dead letters" in first.stdout
     sink(platform, topic)
     catch_up(resources, engine)
     assert _landed(engine, ids) == (25, 25, 25)  # valid now, once each; no new rejects
 
-    again = dlq(platform, "replay", "--source", topic, "--stage", "contract", "--topic", topic,
-                ok=False)
+    again = replay(platform, "--source", topic, "--stage", "contract", to=topic, ok=False)
     assert again.returncode == 1 and "replayed before" in again.stderr
-    forced = dlq(platform, "replay", "--source", topic, "--stage", "contract", "--topic",
-                 topic, "--force")
+    forced = replay(platform, "--source", topic, "--stage", "contract", "--force", to=topic)
     assert "25 again" in forced.stdout
     sink(platform, topic)
     catch_up(resources, engine)
@@ -177,7 +180,7 @@ def test_a_replay_that_still_fails_is_dead_lettered_again(platform, engine):
     send_raw(platform, topic, [b"not json at all"])
     sink(platform, topic)
     (original,) = dlq_json(platform, "list", "--source", topic)
-    dlq(platform, "replay", "--id", str(original["id"]), "--topic", topic)
+    replay(platform, "--id", str(original["id"]), to=topic)
     sink(platform, topic)
     letters = dlq_json(platform, "list", "--source", topic)
     assert len(letters) == 2
@@ -192,24 +195,45 @@ def test_dry_run_sends_nothing_and_rate_holds_the_sender_back(platform, engine):
     sink(platform, source)
     target = create_topic(platform, f"dlq-target-{uuid.uuid4().hex[:8]}")
 
-    dry = dlq(platform, "replay", "--source", source, "--topic", target, "--dry-run")
+    dry = replay(platform, "--source", source, "--dry-run", to=target)
     assert "would send 2000" in dry.stdout
     assert message_count(platform.kafka, target) == 0
     assert {d["replay_count"] for d in dlq_json(platform, "list", "--source", source,
                                                 "--limit", "2000")} == {0}
 
-    started = time.monotonic()
-    dlq(platform, "replay", "--source", source, "--topic", target, "--rate", "500")
-    elapsed = time.monotonic() - started
-    assert elapsed >= 3.5, f"2,000 at 500/s took only {elapsed:.2f} s"
-    assert message_count(platform.kafka, target) == 2000
+    rate = 500
+    replay(platform, "--source", source, "--rate", str(rate), to=target)
+    # The pace shows in the messages themselves: their Kafka timestamps (set by the producer
+    # as each is sent) spread over (n - 1) / rate seconds at least, whatever the start-up of
+    # the command or the load of the machine.
+    stamps = sorted(kafka_timestamps_ms(platform, target, want=2000))
+    assert len(stamps) == 2000
+    spread_s, least_s = (stamps[-1] - stamps[0]) / 1000, (2000 - 1) / rate
+    assert spread_s >= 0.95 * least_s, (
+        f"2,000 messages at {rate}/s were sent within {spread_s:.2f} s (paced: {least_s:.2f} s)")
 
 
-def test_the_dagster_replay_job_runs_the_same_replay(platform, engine, resources):
+def kafka_timestamps_ms(platform, topic: str, *, want: int) -> list[int]:
+    """The timestamps of the first ``want`` messages on ``topic`` (a scratch topic)."""
+    cons = consumer(platform.kafka, f"stamps-{uuid.uuid4()}")
+    cons.subscribe([topic])
+    stamps: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(stamps) < want and time.monotonic() < deadline:
+            stamps += [m.timestamp()[1] for m in cons.consume(1000, 0.5) if m.error() is None]
+    finally:
+        cons.close()
+    return stamps
+
+
+def test_the_dagster_replay_job_runs_the_same_replay(platform, engine, resources,
+                                                     monkeypatch):
     source = create_topic(platform, f"dlq-job-{uuid.uuid4().hex[:8]}")
     send_raw(platform, source, [b"[1]", b"[2]", b"[3]"])
     sink(platform, source)
     target = create_topic(platform, f"dlq-job-target-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("STREAMFLOW_REPLAY_TOPICS", target)
 
     def run(**config):
         return dlq_replay_job.execute_in_process(

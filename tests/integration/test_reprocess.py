@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import orjson
 import pandera.pandas as pa
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -266,6 +267,52 @@ def test_a_micro_batch_running_meanwhile_processes_nothing_twice(platform, resou
     assert notified == 21
     assert published_since(platform, before) == {topics.NOTIFICATIONS: 21,
                                                  topics.ANALYTICS: windowed.published}
+
+
+def test_a_reprocess_publishes_with_the_windows_lock_released(platform, resources, engine,
+                                                               unique_name):
+    """The windows step could take its lock at each of the reprocess's Kafka flushes: none
+    of them holds up the step (they held it for three flushes a chunk)."""
+    s = Scenario()
+    at = timedelta(seconds=1)
+    rejected = s.event("page_view", 5, s.w0 + 4 * at, country="ZZ")
+    land(platform, create_topic(platform, unique_name), [
+        s.event("page_view", 1, s.w0 + at), rejected,
+        s.event("page_view", 8, s.w0 + 60 * at)])  # moves event time on: w0 is closed
+    catch_up(resources, engine)
+    fix_raw(engine, rejected, country="DE")  # the reprocess adds it and amends w0
+    first, last = seq_range(engine, s.ids)
+    kafka = KafkaResource(bootstrap_servers=platform.bootstrap)
+    lock_free: dict[str, list[bool]] = {"notifications": [], "dead_letters": [], "windows": []}
+
+    def probed(name: str, publish):
+        def probe_then_publish(messages) -> None:
+            lock_free[name].append(_windows_lock_free(platform))
+            publish(messages)
+        return probe_then_publish
+
+    publishers = reprocess.Publishers(
+        notifications=probed("notifications", lambda m: kafka.publish(topics.NOTIFICATIONS, m)),
+        windows=probed("windows", lambda m: kafka.publish(topics.ANALYTICS, m)),
+        dead_letters=probed("dead_letters", kafka.publish_dead_letters))
+    with connect_admin(platform.database_url) as conn:
+        result = reprocess.run(conn, reprocess.SeqRange(first, last), publishers)
+    assert (result.counts.added, result.counts.windows_published) == (1, 1)
+    assert lock_free == {"notifications": [True], "dead_letters": [True], "windows": [True]}
+    assert windows_of(engine, s.w0) == {(s.w0, "page_view"): (2, 0, 2, 2)}
+
+
+def _windows_lock_free(platform) -> bool:
+    """Whether another session can take the windows step's lock now (it waits 0.2 s for it:
+    a lock held across a flush is held all that time)."""
+    with connect_admin(platform.database_url, "windows-lock-probe") as conn:
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '200ms'")
+                batch.lock(conn, windows.STEP)
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
 
 
 def _waiting_for_a_lock(engine) -> bool:

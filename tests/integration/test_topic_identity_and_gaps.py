@@ -214,8 +214,8 @@ def test_offsets_gone_before_the_sink_read_them_are_an_offset_gap_dead_letter(
     replay = subprocess.run(
         [sys.executable, "-m", "streamflow.cli", "dlq", "replay", "--id", str(gap["id"]),
          "--topic", topic],
-        env={**worker_env(platform), "COLUMNS": "250"}, capture_output=True, text=True,
-        timeout=120)
+        env={**worker_env(platform, STREAMFLOW_REPLAY_TOPICS=topic), "COLUMNS": "250"},
+        capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0, replay.stderr + replay.stdout
     assert "nothing to replay" in replay.stdout
     assert "replayed 0 dead letters" in replay.stdout

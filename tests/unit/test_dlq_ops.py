@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from streamflow.dlq import Stage
 from streamflow.dlq_ops.display import escape, preview, safe_payload
-from streamflow.dlq_ops.replay import REPLAY_HEADER, message, paced
+from streamflow.dlq_ops.replay import REPLAY_HEADER, Pacer, check_topic, message
 from streamflow.dlq_ops.selection import Selection, StoredDeadLetter, parse_duration
-from streamflow.errors import SettingsError
+from streamflow.errors import ReplayTopicRefused, SettingsError
 
 
 @pytest.mark.parametrize("raw, shown", [
@@ -55,7 +55,7 @@ def test_bad_durations_say_what_is_expected(text):
         parse_duration(text)
 
 
-def test_pacing_holds_the_rate_with_a_fake_clock():
+def test_pacing_holds_the_rate_over_every_chunk_with_a_fake_clock():
     now = [0.0]
     slept: list[float] = []
 
@@ -63,11 +63,15 @@ def test_pacing_holds_the_rate_with_a_fake_clock():
         slept.append(seconds)
         now[0] += seconds
 
+    pacer = Pacer(5.0, clock=lambda: now[0], sleep=sleep)
     sent_at = []
-    for _ in paced(range(11), 5.0, clock=lambda: now[0], sleep=sleep):
-        sent_at.append(now[0])
+    for chunk in (range(4), range(4), range(3)):
+        for _ in pacer.paced(chunk):
+            sent_at.append(now[0])
+        now[0] += 0.1  # the next chunk is read meanwhile: its time counts towards the pace
     assert sent_at == pytest.approx([i / 5.0 for i in range(11)])
-    assert list(paced(range(3), None, clock=lambda: 0.0, sleep=slept.append)) == [0, 1, 2]
+    unpaced = Pacer(None, clock=lambda: 0.0, sleep=slept.append)
+    assert list(unpaced.paced(range(3))) == [0, 1, 2]
 
 
 def test_filters_are_bound_parameters_never_sql_text():
@@ -80,6 +84,20 @@ def test_filters_are_bound_parameters_never_sql_text():
     assert params["reason_like"] == "%50\\%\\_off'; DROP TABLE x; --%"
     assert params["stage"] == "contract" and params["ids"] == [3, 4]
     assert Selection().where()[1] == {}
+
+
+def test_a_pinned_selection_counts_since_back_from_the_moment_it_was_planned():
+    planned = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    pinned = Selection(since=timedelta(hours=2), source_topic="t").pinned(planned)
+    clause, params = pinned.where()
+    assert "since" not in params and params["created_from"] == planned - timedelta(hours=2)
+    assert Selection(source_topic="t").pinned(planned) == Selection(source_topic="t")
+
+
+def test_a_topic_the_deployment_does_not_allow_is_refused_before_anything_is_read():
+    check_topic("user-events", ("user-events",))
+    with pytest.raises(ReplayTopicRefused, match="'notifications' refused.*user-events"):
+        check_topic("notifications", ("user-events",))
 
 
 def test_a_replayed_message_keeps_its_bytes_and_headers_and_links_its_dead_letter():

@@ -46,6 +46,21 @@ def test_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
     assert "\n" not in message
 
 
+def test_replays_go_to_user_events_unless_the_deployment_allows_more(monkeypatch):
+    monkeypatch.delenv("STREAMFLOW_REPLAY_TOPICS", raising=False)
+    assert load_settings().replay_topic_names == ("user-events",)
+    monkeypatch.setenv("STREAMFLOW_REPLAY_TOPICS", "user-events, staging-events")
+    assert load_settings().replay_topic_names == ("user-events", "staging-events")
+
+
+@pytest.mark.parametrize("value", ["notifications", "user-events,analytics",
+                                   "dead-letter-topic", " , "])
+def test_a_replay_may_never_be_allowed_into_the_outputs(monkeypatch, value):
+    monkeypatch.setenv("STREAMFLOW_REPLAY_TOPICS", value)
+    with pytest.raises(SettingsError, match="^STREAMFLOW_REPLAY_TOPICS="):
+        load_settings()
+
+
 def test_settings_are_frozen():
     settings = load_settings()
     with pytest.raises(ValidationError, match="frozen"):

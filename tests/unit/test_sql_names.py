@@ -135,7 +135,7 @@ def _composables(value: object) -> Iterator[sql.Composable]:
 def test_the_composed_statements_of_the_product_render():
     modules = _composing_modules()
     assert {"streamflow.microbatch.reprocess", "streamflow.dlq_ops.selection",
-            "streamflow.dlq_ops.replay", "assets.checks", "sensors.landing"} <= set(modules)
+            "streamflow.dlq_ops.chunks", "assets.checks", "sensors.landing"} <= set(modules)
     rendered = [(f"{name}.{attr}", c.as_string(None))  # an unknown column raises at import
                 for name in modules
                 for attr, value in vars(importlib.import_module(name)).items()
