@@ -5,9 +5,16 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from streamflow.db import quarantine
 from streamflow.db.compose import columns, statement
 from streamflow.db.tables import dead_letters
-from streamflow.dlq import DeadLetter, raw_headers_json, storable_headers, storable_text
+from streamflow.dlq import (
+    DeadLetter,
+    Unpublished,
+    raw_headers_json,
+    storable_headers,
+    storable_text,
+)
 
 # In the order of _params.
 _WRITTEN = ("stage", "reason_code", "reason", "payload", "message_key", "headers", "raw_headers",
@@ -28,8 +35,11 @@ def _params(d: DeadLetter) -> tuple:
             d.source_topic_id, d.source_partition, d.source_offset, d.failures_json())
 
 
-def insert_dead_letters(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:
-    """Insert within the caller's transaction (so they commit with the rest of the batch)."""
+def insert_dead_letters(conn: psycopg.Connection, letters: list[DeadLetter],
+                        unpublished: list[Unpublished] = ()) -> None:
+    """Insert within the caller's transaction (so they commit with the rest of the batch),
+    and quarantine those whose topic copy Kafka refused for good (``dlq.publish``)."""
     if letters:
         with conn.cursor() as cur:
             cur.executemany(_INSERT_DEAD_LETTER, [_params(d) for d in letters])
+    quarantine.insert(conn, [quarantine.of_unpublished(u) for u in unpublished])

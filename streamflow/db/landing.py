@@ -13,7 +13,6 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from streamflow.db import quarantine
 from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
@@ -228,8 +227,7 @@ class LandingWriter:
                 rechecked = conn.execute(_RECHECK_CONTRACT_REJECTS).rowcount
             # Step 5
             letters = batch.dead_letters + refused
-            insert_dead_letters(conn, letters)
-            quarantine.insert(conn, [quarantine.of_unpublished(u) for u in unpublished])
+            insert_dead_letters(conn, letters, unpublished)
             # Step 6
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT_OFFSET, [

@@ -59,7 +59,7 @@ def _json_letter(d: sel.StoredDeadLetter, *, full: bool) -> dict:
     }
     if full:
         document.update(
-            headers=d.headers or {},
+            headers=d.headers or {}, headers_exact=d.raw_headers is None,
             key=display.safe_payload(d.message_key).__dict__,
             payload=display.safe_payload(d.payload, keep_newlines=True).__dict__,
             reasons=d.reasons, failures=d.failures)

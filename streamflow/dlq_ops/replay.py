@@ -44,7 +44,7 @@ from typing import NamedTuple, TypeVar
 import psycopg
 from confluent_kafka import Producer
 
-from streamflow.dlq import Reason
+from streamflow.dlq import Reason, original_headers
 from streamflow.dlq_ops import chunks
 from streamflow.dlq_ops.selection import Selection, StoredDeadLetter
 from streamflow.errors import KafkaUnavailable, ReplayRefused, ReplayTopicRefused
@@ -108,8 +108,8 @@ class Pacer:
 
 def message(letter: StoredDeadLetter) -> tuple[bytes | None, bytes | None, list]:
     """(key, value, headers): the original bytes and headers, plus the replay link."""
-    headers = [(k, str(v).encode()) for k, v in (letter.headers or {}).items()
-               if not k.startswith("dlq.") and k != REPLAY_HEADER]
+    headers = [(k, v) for k, v in original_headers(letter.original_headers)
+               if k != REPLAY_HEADER]
     headers.append((REPLAY_HEADER, str(letter.id).encode()))
     return letter.message_key, letter.payload, headers
 
@@ -191,7 +191,8 @@ def _send(conn: psycopg.Connection, producer: Producer, topic: str,
     chunks.mark(conn, acked)
     if remaining or errors:
         raise KafkaUnavailable(
-            f"replay to {topic}: {remaining} messages undelivered, errors {[str(e) for e in errors[:3]]}; of "
+            f"replay to {topic}: {remaining} messages undelivered, errors "
+            f"{[str(e) for e in errors[:3]]}; of "
             f"this chunk's {len(letters)}, the {len(acked)} Kafka acknowledged were marked "
             "replayed, the others were not (run the replay again for them)")
     return len(acked)

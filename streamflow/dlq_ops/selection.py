@@ -17,7 +17,7 @@ from psycopg.rows import class_row
 from streamflow.contract import Failure
 from streamflow.db.compose import columns, statement
 from streamflow.db.tables import dead_letters as dead_letter_table
-from streamflow.dlq import Stage
+from streamflow.dlq import Headers, Stage, stored_headers
 from streamflow.errors import DeadLetterNotFound, SettingsError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -97,7 +97,8 @@ class StoredDeadLetter:
     reason: str
     payload: bytes | None
     message_key: bytes | None
-    headers: dict | None
+    headers: dict | None      # as text (bytes that are not UTF-8 replaced)
+    raw_headers: list | None  # every byte, where the text cannot hold them (dlq.raw_headers_json)
     event_id: str | None
     source_topic: str
     source_partition: int
@@ -105,6 +106,11 @@ class StoredDeadLetter:
     replay_count: int
     last_replayed_at: datetime | None
     failures: list[dict] | None  # contract.Failure.as_json() of each (stage contract)
+
+    @property
+    def original_headers(self) -> Headers:
+        """The headers byte for byte, as the message arrived."""
+        return stored_headers(self.headers, self.raw_headers)
 
     @property
     def reasons(self) -> list[str]:

@@ -224,8 +224,7 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
             unpublished = publish_dead_letters(letters)
         # Step 5
         with phase("dead_letters"):
-            insert_dead_letters(conn, letters)
-            quarantine.insert(conn, [quarantine.of_unpublished(u) for u in unpublished])
+            insert_dead_letters(conn, letters, unpublished)
         conn.execute(_COUNT, {"checked": len(events), "rejected": len(rejected)})
         claims.mark_done(conn, claim)
         committing = time.perf_counter()

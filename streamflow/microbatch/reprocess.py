@@ -348,10 +348,10 @@ def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers
         # Step 4
         with phase("publish"):
             publish.notifications(messages)
-            publish.dead_letters(letters)
+            unpublished = publish.dead_letters(letters)
         # Step 5
         with phase("dead_letters"):
-            insert_dead_letters(conn, letters)
+            insert_dead_letters(conn, letters, unpublished)
         # Step 6
         with phase("lock"):
             batches.lock(conn, windows.STEP)

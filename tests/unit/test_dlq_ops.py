@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from streamflow.dlq import Stage
@@ -105,8 +106,26 @@ def test_a_replayed_message_keeps_its_bytes_and_headers_and_links_its_dead_lette
         id=42, created_at=None, stage="ingest", reason_code="not_json", reason="x",
         payload=b"{broken", message_key=b"user-1",
         headers={"schema_version": "1", "dlq.reason": "old", REPLAY_HEADER: "7"},
-        event_id=None, source_topic="user-events", source_partition=0, source_offset=9,
-        replay_count=0, last_replayed_at=None, failures=None)
+        raw_headers=None, event_id=None, source_topic="user-events", source_partition=0,
+        source_offset=9, replay_count=0, last_replayed_at=None, failures=None)
     key, value, headers = message(letter)
     assert (key, value) == (b"user-1", b"{broken")
     assert headers == [("schema_version", b"1"), (REPLAY_HEADER, b"42")]
+
+
+def test_a_replay_sends_headers_that_are_not_text_byte_for_byte():
+    """The text column replaced the bytes; raw_headers kept them, and the replay sends them."""
+    from dataclasses import replace
+
+    from streamflow.dlq import raw_headers_json
+
+    sent = (("blob", b"\xff\xfe"), ("blob", b"again"), ("dlq.reason", b"forged"))
+    letter = StoredDeadLetter(
+        id=42, created_at=None, stage="ingest", reason_code="not_json", reason="x",
+        payload=b"{broken", message_key=None, headers={"blob": "again"},
+        raw_headers=orjson.loads(raw_headers_json(sent)), event_id=None,
+        source_topic="user-events", source_partition=0, source_offset=9, replay_count=0,
+        last_replayed_at=None, failures=None)
+    assert message(letter)[2] == [*sent[:2], (REPLAY_HEADER, b"42")]
+    assert message(replace(letter, raw_headers=None))[2] == [("blob", b"again"),
+                                                              (REPLAY_HEADER, b"42")]
