@@ -114,6 +114,10 @@ class Feed:
             log.warning("live view skipped %d message(s) it cannot show; the newest, on %s: %s",
                         count, topic, why[:300])
 
+    def skipped_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.skipped)
+
     def frame(self) -> dict:
         """A snapshot for the page. Frames are whole: a client that misses one loses nothing."""
         now = int(time.time())

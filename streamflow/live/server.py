@@ -270,7 +270,7 @@ class Live:
                              "kafka_reachable": self.monitor.snapshot.kafka.reachable,
                              "clients": len(self.hub.clients), "frames": self.hub.frames,
                              "frame_errors": self.frame_errors,
-                             "skipped_messages": dict(self.feed.skipped)},
+                             "skipped_messages": self.feed.skipped_counts()},
                             status_code=200 if broadcasting else 503)
 
     async def websocket(self, websocket: WebSocket):
