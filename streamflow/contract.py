@@ -75,11 +75,12 @@ def parse_time(value: object) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:  # the contract says UTC; a naive time is read as UTC
+            moment = moment.replace(tzinfo=UTC)
+        # OverflowError: an offset that carries the time past year 1 or 9999 in UTC.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:  # the contract says UTC; a naive time is read as UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 # -- why an event fails the contract ------------------------------------------------------------

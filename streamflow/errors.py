@@ -112,3 +112,7 @@ class DbtParseFailed(StreamFlowError):
 
 class DbtManifestMissing(StreamFlowError):
     """The dbt manifest was not prepared before the Dagster definitions were loaded."""
+
+
+class NotAWindow(StreamFlowError):
+    """An `analytics` message the live view cannot show as a window (the text says why)."""

@@ -175,3 +175,27 @@ def librdkafka_logger() -> logging.Logger:
     logger = logging.getLogger(LIBRDKAFKA_LOGGER)
     logger.addFilter(RepeatFilter())
     return logger
+
+
+class Occasional:
+    """When a recurring event is due for a log line: at most once per ``interval_s``, so a
+    flood of them (bad messages, a frame that keeps failing) is one line per interval with
+    their count, not one line each. Thread-safe."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    def count(self) -> int:
+        """Record one occurrence: how many there were since the last line (this one
+        included) if a line is due now, else 0."""
+        now = self.clock()
+        with self._lock:
+            self._unlogged += 1
+            if now - self._logged_at < self.interval_s:
+                return 0
+            count, self._unlogged, self._logged_at = self._unlogged, 0, now
+            return count

@@ -5,6 +5,10 @@ a health thread refreshes the stack's health once a second (health.Monitor); a c
 refreshes the Cluster view every CLUSTER_REFRESH_S while a page shows it; a broadcaster
 publishes a frame FRAMES_PER_S times a second to every connected page, and each new cluster
 document to the pages that subscribed to it (hub). No work is done per client.
+
+No message may stop the page: a frame that cannot be built is logged and skipped, the
+broadcaster is started again if it dies, and /health answers 503 while no frame has gone out
+for BROADCAST_STALE_S (docs/ARCHITECTURE.md, "the live view").
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from streamflow.kafka_connection import KafkaConnection
 from streamflow.live import access, health
 from streamflow.live.feed import TOPICS, Feed
 from streamflow.live.hub import Hub
+from streamflow.logs import Occasional
 
 log = logging.getLogger("streamflow.live")
 STATIC = Path(__file__).with_name("static")
@@ -47,6 +52,15 @@ CLUSTER_REFRESH_S = 3.0
 CLUSTER_TIMEOUT_S = 5.0  # for one refresh; a broker that is down shows as an error meanwhile
 CLUSTER = "cluster"  # the hub channel
 POLICY_VIOLATION = 1008  # WebSocket close code for a refused Origin or token
+# Seconds without a finished broadcast round (its frame built and handed to the hub) before
+# /health says the broadcaster is down: 20 frame periods, far above a busy box's scheduling
+# delays, short enough for a health probe to notice within one check.
+BROADCAST_STALE_S = 5.0
+# Seconds before a broadcaster that died is started again: no tight crash loop in the log.
+BROADCAST_RESTART_S = 1.0
+# Seconds between two log lines about frames that could not be built: a frame that keeps
+# failing would otherwise log FRAMES_PER_S tracebacks a second.
+FRAME_ERROR_LOG_INTERVAL_S = 10.0
 # A WebSocket's kernel send buffer, in bytes (Linux books twice this). Left to autotuning it
 # grows to 4 MiB (tcp_wmem): a page that stops reading would soak up MiBs of frames, often
 # until the keepalive gave up (40 s), before the hub's send blocked and SEND_TIMEOUT_S started.
@@ -88,6 +102,10 @@ class Live:
         self.hub = Hub(on_subscribe=lambda _channel: self._cluster_wanted.set())
         self._cluster: tuple[int, str] = (0, "")  # (version, message), replaced whole
         self._threads: list[threading.Thread] = []
+        self._broadcaster: asyncio.Task | None = None
+        self._broadcast_at = float("-inf")  # time.monotonic() of the last finished round
+        self._frame_error_log = Occasional(FRAME_ERROR_LOG_INTERVAL_S)
+        self.frame_errors = 0
 
     # -- Kafka -----------------------------------------------------------------------------
     def _consume(self) -> None:
@@ -137,6 +155,19 @@ class Live:
                     type(exc).__name__}
         return {**document, **overview.as_dict()}
 
+    async def _supervise_broadcast(self) -> None:
+        """Run the broadcaster; start it again BROADCAST_RESTART_S after it dies. It skips a
+        frame it cannot build, so only a fault outside the frames ends up here."""
+        while True:
+            self._broadcaster = asyncio.create_task(self._broadcast(), name="live-broadcast")
+            try:
+                await self._broadcaster
+                log.error("the live view's broadcaster returned; starting it again")
+            except Exception:
+                log.exception("the live view's broadcaster died; starting it again in %.0f s",
+                              BROADCAST_RESTART_S)
+            await asyncio.sleep(BROADCAST_RESTART_S)
+
     async def _broadcast(self) -> None:
         published = 0
         while True:
@@ -145,8 +176,28 @@ class Live:
                 self.hub.publish_to(CLUSTER, message)
                 published = version
             if self.hub.clients:
-                self.hub.publish(self._frame())
+                frame = self._frame_or_none()
+                if frame is not None:
+                    self.hub.publish(frame)
+                    self._broadcast_at = time.monotonic()
+            else:
+                self._broadcast_at = time.monotonic()
             await asyncio.sleep(1 / FRAMES_PER_S)
+
+    def broadcasting(self) -> bool:
+        """The broadcaster runs and finished a round within BROADCAST_STALE_S."""
+        return (self._broadcaster is not None and not self._broadcaster.done()
+                and time.monotonic() - self._broadcast_at <= BROADCAST_STALE_S)
+
+    def _frame_or_none(self) -> str | None:
+        """The frame, or None (logged) when it cannot be built: the next one may be."""
+        try:
+            return self._frame()
+        except Exception:
+            self.frame_errors += 1
+            if count := self._frame_error_log.count():
+                log.exception("live view skipped %d frame(s) it could not build", count)
+            return None
 
     def _frame(self) -> str:
         frame = self.feed.frame()
@@ -172,7 +223,8 @@ class Live:
                                               (self._watch_cluster, "live-cluster"))]
         for thread in self._threads:
             thread.start()
-        broadcaster = asyncio.create_task(self._broadcast())
+        self._broadcast_at = time.monotonic()
+        broadcaster = asyncio.create_task(self._supervise_broadcast())
         try:
             yield
         finally:
@@ -211,9 +263,15 @@ class Live:
         return FileResponse(STATIC / "index.html")
 
     async def health(self, _request: Request):
-        return JSONResponse({"status": "ok", "kafka_assigned": self.feed.connected,
+        broadcasting = self.broadcasting()
+        return JSONResponse({"status": "ok" if broadcasting else "broadcast down",
+                             "broadcasting": broadcasting,
+                             "kafka_assigned": self.feed.connected,
                              "kafka_reachable": self.monitor.snapshot.kafka.reachable,
-                             "clients": len(self.hub.clients), "frames": self.hub.frames})
+                             "clients": len(self.hub.clients), "frames": self.hub.frames,
+                             "frame_errors": self.frame_errors,
+                             "skipped_messages": self.feed.skipped_counts()},
+                            status_code=200 if broadcasting else 503)
 
     async def websocket(self, websocket: WebSocket):
         refusal = self._refusal(websocket)
@@ -224,7 +282,8 @@ class Live:
             # "server down" (it would show "reconnecting…" forever).
             await websocket.close(code=POLICY_VIOLATION, reason=refusal)
             return
-        await self.hub.serve(websocket, self._frame())
+        # No first frame when it cannot be built: the broadcaster's next one may be.
+        await self.hub.serve(websocket, self._frame_or_none())
 
     def app(self) -> Starlette:
         return Starlette(routes=[

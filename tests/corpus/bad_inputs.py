@@ -302,6 +302,9 @@ def corpus(now: datetime | None = None) -> list[BadInput]:
                  expect=rejected_by_contract("occurred_at: expected an ISO-8601 time")),
         BadInput("occurred_at in year 1600", enc(ev(occurred_at="1600-01-01T00:00:00.000Z")),
                  expect=rejected_by_contract("occurred_at: expected an ISO-8601 time")),
+        BadInput("occurred_at past year 9999 in UTC (its offset)",
+                 enc(ev(occurred_at="9999-12-31T23:59:59-05:00")),
+                 expect=rejected_by_contract("occurred_at: expected an ISO-8601 time")),
         BadInput("schema_version 2**63",
                  enc(ev(schema_version=...))[:-1] + b',"schema_version":' + str(2**63).encode()
                  + b"}", expect=rejected_by_contract("schema_version: expected int (64-bit)")),

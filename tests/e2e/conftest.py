@@ -1,22 +1,15 @@
 """Browser fixtures: Debian's Chromium (/usr/bin/chromium, never a downloaded browser) driven
-by Playwright, one browser per test module and a fresh context per test; and a live server
-run in this process, for configurations the CLI does not make (a run directory, a closed
-Kafka port)."""
+by Playwright, one browser per test module and a fresh context per test. (A live server run
+in this process, for configurations the CLI does not make: tests.helpers.live.)"""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
-from streamflow.infra.processes import free_port
-from streamflow.live.server import Live, LiveConfig, WebSocketProtocol
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -52,21 +45,3 @@ def screenshot(page, name: str, selector: str | None = None) -> Path:
     else:
         page.locator(selector).screenshot(path=str(path))
     return path
-
-
-@contextlib.contextmanager
-def live_in_process(config: LiveConfig) -> Iterator[tuple[Live, int]]:
-    """The live server on a free port in a thread of this process; stopped on exit."""
-    live, port = Live(config), free_port()
-    server = uvicorn.Server(uvicorn.Config(live.app(), host="127.0.0.1", port=port,
-                                           log_level="warning", ws=WebSocketProtocol))
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=30,
-                 message="the live server listening")
-        assert thread.is_alive(), "the live server did not start"
-        yield live, port
-    finally:
-        server.should_exit = True
-        thread.join(30)

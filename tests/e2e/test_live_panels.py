@@ -26,7 +26,8 @@ from streamflow.kafka_connection import KafkaConnection
 from streamflow.live import health
 from streamflow.live.server import LiveConfig
 from tests.conftest import create_topic, wait_for, worker_env
-from tests.e2e.conftest import live_in_process, screenshot
+from tests.e2e.conftest import screenshot
+from tests.helpers.live import live_in_process
 
 WAIT_MS = 30_000
 

@@ -7,6 +7,7 @@ import pytest
 from resources import KafkaResource, PostgresResource
 from streamflow.db.engine import make_engine
 from tests.conftest import create_topic
+from tests.helpers.live import start_live
 from tests.integration.lanes import SinkProcess
 
 
@@ -32,3 +33,12 @@ def engine(platform):
 def resources(platform):
     return {"postgres": PostgresResource(database_url=platform.database_url),
             "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
+
+
+@pytest.fixture
+def live(platform, tmp_path):
+    """A `streamflow live` process on the session's broker, healthy and assigned: its port."""
+    proc, port = start_live(platform, tmp_path)
+    yield port
+    proc.terminate()
+    proc.wait(30)

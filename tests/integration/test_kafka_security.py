@@ -4,23 +4,26 @@ password or an untrusted CA ends a command at once, in one line, without the sec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
-import urllib.request
+import uuid
 
+import orjson
 import pytest
+import websockets
 from sqlalchemy import create_engine, text
 
 from resources import KafkaResource, PostgresResource
-from streamflow import topics
+from streamflow import kafka_clients, topics
 from streamflow.db import migrate
 from streamflow.errors import KafkaUnavailable
 from streamflow.infra import kafka_server
-from streamflow.infra.processes import free_port
 from streamflow.kafka_clients import broker_problem
-from tests.conftest import isolated_settings, wait_for, worker_env
+from tests.conftest import isolated_settings, worker_env
+from tests.helpers.live import start_live
 from tests.integration.microbatch_helpers import materialize
 from tests.integration.secure_kafka import make_ca, start_secure_broker
 
@@ -88,24 +91,37 @@ def test_the_pipeline_runs_through_a_sasl_ssl_listener(platform, secure, fresh_d
         assert secure.password not in result.stdout + result.stderr
 
 
-def test_the_live_view_reads_through_a_sasl_ssl_listener(platform, secure):
-    port = free_port()
-    env = worker_env(platform, **secure.env())
-    live = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "live", "--port",  # noqa: S603
-                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def assigned() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return json.load(r)["kafka_assigned"]
-        except OSError:
-            return False
-
+def test_the_live_view_reads_through_a_sasl_ssl_listener(platform, secure, tmp_path):
+    """A page gets frames showing what was produced through the secured listener, and the
+    health probe reaches the broker through it too (assigned partitions alone would not say
+    that a single message was read)."""
+    created = _cli(platform, secure.env(), "topics", "create")
+    assert created.returncode == 0, created.stderr
+    proc, port = start_live(platform, tmp_path, **secure.env())
     try:
-        wait_for(assigned, timeout_s=60, message="the live view's consumer assigned")
+        marker = f"sasl-{uuid.uuid4().hex}"
+        prod = kafka_clients.producer(secure.connection())
+        prod.produce(topics.USER_EVENTS, orjson.dumps({"marker": marker}), b"k")
+        assert prod.flush(30) == 0
+
+        def shows_marker(frame: dict) -> bool:
+            return any(marker in e["payload"] for e in frame["events"])
+
+        async def frames_until_marker_and_probe() -> dict:
+            """The first frame showing the marker with the broker reachable, else the last."""
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=2**24) as ws:
+                for _ in range(240):  # a minute of frames
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if shows_marker(frame) and frame["kafka"]["reachable"] is True:
+                        break
+            return frame
+
+        frame = asyncio.run(frames_until_marker_and_probe())
+        assert shows_marker(frame), "no frame showed the event produced through SASL_SSL"
+        assert frame["kafka"]["reachable"] is True, frame["kafka"]
     finally:
-        live.terminate()
-        live.wait(10)
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.mark.parametrize("command", [("topics", "list"), ("produce", "--count", "1"),

@@ -27,14 +27,6 @@ from tests.conftest import wait_for
 from tests.helpers.live import start_live
 
 
-@pytest.fixture
-def live(platform, tmp_path):
-    proc, port = start_live(platform, tmp_path)
-    yield port
-    proc.terminate()
-    proc.wait(30)
-
-
 async def frames(url: str, count: int, timeout_s: float = 30) -> list[dict]:
     async with websockets.connect(url, max_size=2**22) as ws:
         return [json.loads(await asyncio.wait_for(ws.recv(), timeout_s)) for _ in range(count)]

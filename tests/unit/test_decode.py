@@ -47,6 +47,16 @@ def test_huge_integers_do_not_overflow_bigint():
     assert row.amount_cents is None
 
 
+@pytest.mark.parametrize("occurred_at", ["9999-12-31T23:59:59-05:00",
+                                         "0001-01-01T00:00:00+05:00"])
+def test_a_time_its_offset_carries_past_the_calendar_lands_untyped(occurred_at):
+    """Its own calendar has the date, UTC does not: the row lands with no typed time (the
+    contract then rejects it), not as a decoder error."""
+    assert contract.parse_time(occurred_at) is None
+    row = _decode(orjson.dumps({"event_id": EID, "occurred_at": occurred_at}))
+    assert not isinstance(row, DeadLetter) and row.occurred_at is None
+
+
 @pytest.mark.parametrize(("value", "reason"), [
     (None, Reason.EMPTY),
     (b"", Reason.EMPTY),

@@ -91,6 +91,16 @@ def test_the_memory_of_messages_is_bounded():
     assert len(repeats._seen) <= 10
 
 
+def test_an_occasional_event_is_due_once_per_interval_with_its_count():
+    clock = Clock()
+    occasional = logs.Occasional(10, clock=clock)
+    assert occasional.count() == 1  # the first is logged at once
+    assert [occasional.count() for _ in range(5)] == [0] * 5
+    clock.now += 10
+    assert occasional.count() == 6  # the five held back, and this one
+    assert occasional.count() == 0
+
+
 def test_librdkafka_lines_arrive_in_python_logging(caplog):
     """A consumer of a closed port: librdkafka's "Connection refused" comes through the
     ``streamflow.librdkafka`` logger when the client is polled (stderr: the integration
