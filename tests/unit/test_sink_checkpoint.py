@@ -202,15 +202,30 @@ def test_a_stop_during_an_outage_ends_it_with_nothing_committed(log):
 
 
 def test_a_revoke_waits_for_the_landing_in_flight_and_commits_what_it_wrote(log):
-    gate = threading.Event()
+    gate, revoke_waits = threading.Event(), threading.Event()
     writer = FakeWriter(log, gate=gate)
     cp = make(writer, log)
+    await_in_flight = cp.await_in_flight
+
+    def observed() -> None:
+        """on_revoke starts waiting for the landing: only now may the landing go on."""
+        revoke_waits.set()
+        await_in_flight()
+
+    cp.await_in_flight = observed
     cp.submit(batch((0, 0), (0, 1), (1, 0)))
     assert writer.entered.wait(10)
     revoke = threading.Thread(target=cp.on_revoke, args=(cp.consumer, [TopicPartition(T, 0)]))
     revoke.start()
-    gate.set()
-    revoke.join()
+    try:
+        # The landing is held until on_revoke waits for it: a revoke that did not wait would
+        # commit (or forget) before the landing wrote anything, and the log below would differ.
+        assert revoke_waits.wait(10), "on_revoke never waited for the landing in flight"
+        assert revoke.is_alive() and log == []
+    finally:
+        gate.set()  # a failed test must not leave the landing thread held
+    revoke.join(10)
+    assert not revoke.is_alive()
     assert log == [("landed", {(T, 0): 2, (T, 1): 1}), ("commit", [(0, 2)], "sync")]
     assert cp.assigned == {(T, 1)} and (T, 0) not in cp.landed and (T, 0) not in cp.expected
     assert cp.finish().outcome is Outcome.LANDED
