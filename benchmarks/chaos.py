@@ -51,6 +51,7 @@ from streamflow.dlq import Reason
 from streamflow.infra import kafka_server, postgres_server
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings
+from streamflow.sink import incarnation
 
 PARTITIONS = 3  # of the chaos topic (and of its new incarnation)
 # Seconds without a new record in PostgreSQL after which settling stops waiting: the sink is
@@ -280,8 +281,8 @@ class ChaosRun:
         old incarnation's rows and dead letters must all still be there. (fault, result)"""
         at = time.monotonic()
         admin = kafka_clients.admin_client(self.kafka)
-        old_id = topics.topic_ids(admin, [self.topic]).get(self.topic)
-        new_id = topics.recreate_topic(self.kafka, self.topic, PARTITIONS)
+        old_id = incarnation.topic_ids(admin, [self.topic]).get(self.topic)
+        new_id = incarnation.recreate_topic(self.kafka, self.topic, PARTITIONS)
         took = time.monotonic() - at
         producer = ChaosProducer(self.topic, replace(self.plan, events=self.plan.recreated_events),
                                  self.env, self.settings.logs_dir, label="chaos-recreated")

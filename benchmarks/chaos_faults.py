@@ -1,6 +1,6 @@
 """The edge faults `make chaos` injects besides kills and restarts: a message near Kafka's
 1 MB limit, and offsets deleted (delete_records) while the sink is down. (The third, the topic
-deleted and created again, is `topics.recreate_topic`, after the main run: see chaos.py.)
+deleted and created again, is `sink.incarnation.recreate_topic`, after the main run: see chaos.py.)
 """
 
 from __future__ import annotations

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from streamflow.errors import TopicMismatch
@@ -22,12 +20,11 @@ DEAD_LETTER = "dead-letter-topic"
 PIPELINE_TOPICS = (USER_EVENTS, ANALYTICS, NOTIFICATIONS, DEAD_LETTER)
 # The sink's consumer group: its lag is the pipeline's lag.
 SINK_GROUP = "db-sink"
-# Stored where a topic's id (Kafka 4 tells incarnations of a name apart by it) is not known:
-# rows from before ids were recorded. Never a real topic's id.
+# Stored where a topic's id (Kafka 4 tells incarnations of a name apart by it, see
+# sink/incarnation.py) is not known: rows from before ids were recorded. Never a real id.
 UNKNOWN_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 
 HOUR_MS = 3_600_000
-_UINT64 = (1 << 64) - 1
 
 
 def _setting(field_name: str) -> str:
@@ -281,78 +278,3 @@ def create_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
                                   config=config or {})],
                         request_timeout=timeout_s)[name].result(timeout_s)
     return name
-
-
-def recreate_topic(kafka: KafkaConnection, name: str, partitions: int = 3, *,
-                   timeout_s: float = 60.0) -> str:
-    """Delete ``name``, wait until the broker has forgotten it, create it again: the new
-    incarnation's topic id. For the tests and benchmarks of a replaced topic. Raises
-    TimeoutError when a step takes longer than ``timeout_s``."""
-    from streamflow.infra.processes import wait_until
-    from streamflow.kafka_clients import admin_client
-
-    admin = admin_client(kafka)
-    admin.delete_topics([name])[name].result(timeout_s)
-
-    def created() -> bool:
-        if name in topic_ids(admin, [name]):
-            return False  # not forgotten yet
-        try:
-            create_topic(kafka, name, partitions, timeout_s=timeout_s)
-        except KafkaException:  # still being deleted in the background
-            return False
-        return True
-
-    def new_id() -> str | None:
-        return topic_ids(admin, [name]).get(name)
-
-    for step, what in ((created, "created again"), (new_id, "given its new id")):
-        if not wait_until(step, timeout_s=timeout_s, interval_s=0.5):
-            raise TimeoutError(f"topic {name} not {what} within {timeout_s:.0f} s")
-    return new_id()
-
-
-def topic_ids(admin: AdminClient, names: list[str], *, timeout_s: float = 10.0) -> dict[str, str]:
-    """Topic name -> topic id (a UUID's text), for those of ``names`` that exist.
-
-    Kafka 4 gives every topic an id at creation: a topic deleted and created again under the
-    same name has a new one, which is how readers tell the incarnations apart. Raises
-    ``KafkaException`` when the broker does not answer."""
-    if not names:
-        return {}
-    futures = request_topic_ids(admin, names, timeout_s=timeout_s)
-    answers = {name: topic_id_answer(future, timeout_s=timeout_s)
-               for name, future in futures.items()}
-    return {name: topic_id for name, topic_id in answers.items() if topic_id is not None}
-
-
-def request_topic_ids(admin: AdminClient, names: list[str], *,
-                      timeout_s: float = 10.0) -> dict[str, Future]:
-    """Ask for the ids of ``names`` without waiting: name -> future (``topic_id_answer``)."""
-    return admin.describe_topics(TopicCollection(list(names)), request_timeout=timeout_s)
-
-
-def topic_id_answer(future: Future, *, timeout_s: float | None = None) -> str | None:
-    """The id a ``request_topic_ids`` future holds; None: the topic does not exist (deleted,
-    and not created again yet). Raises ``KafkaException`` for any other failure."""
-    try:
-        description = future.result(timeout=timeout_s)
-    except KafkaException as exc:
-        if _unknown_topic(exc):
-            return None
-        raise
-    return uuid_text(description.topic_id)
-
-
-def uuid_text(topic_id) -> str:
-    """A confluent_kafka ``Uuid`` (its ``str`` is Kafka's base64 form) as UUID text."""
-    high = topic_id.get_most_significant_bits() & _UINT64  # Java longs: may come signed
-    low = topic_id.get_least_significant_bits() & _UINT64
-    return str(uuid.UUID(int=(high << 64) | low))
-
-
-def is_old_incarnation(stored_id: str | None, live_id: str | None) -> bool:
-    """True when offsets stored under ``stored_id`` belong to a topic since deleted and created
-    again as ``live_id``. Not known on either side (None, or the nil id): trusted as stored."""
-    known = stored_id not in (None, UNKNOWN_TOPIC_ID) and live_id not in (None, UNKNOWN_TOPIC_ID)
-    return known and stored_id != live_id

@@ -26,10 +26,11 @@ from typing import NamedTuple, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamflow import metrics, topics
+from streamflow import metrics
 from streamflow.db.landing import CONNECTION_ERRORS, Landing, LandResult, StoredOffset
 from streamflow.dlq import DeadLetter, Unpublished
 from streamflow.sink.batch import Batch, keep_partitions
+from streamflow.sink.incarnation import TopicIdentity
 from streamflow.workers.runtime import Backoff, StopFlag
 
 log = logging.getLogger("streamflow.sink")
@@ -92,14 +93,14 @@ class Checkpoint:
     sink once subscribed with ``on_assign``, ``on_revoke`` and ``on_lost``."""
 
     def __init__(self, writer: Writer, topic: str, stop: StopFlag, *, publish: Publish,
-                 live_topic_id: Callable[[], str | None], idle_batch: int,
+                 identity: TopicIdentity, idle_batch: int,
                  backoff: Callable[[], Backoff] = Backoff) -> None:
         self.writer = writer
         self.topic = topic
         self.stop = stop
         self.publish = publish
-        # Asks the broker for the topic's id (None: it did not say; stored offsets are trusted).
-        self.live_topic_id = live_topic_id
+        # Says which stored offsets are a deleted incarnation's (sink/incarnation.py).
+        self.identity = identity
         self.idle_batch = idle_batch  # most messages one consume() takes while waiting
         self.backoff = backoff
         self.consumer: Consumer | None = None
@@ -261,20 +262,18 @@ class Checkpoint:
         """Set each partition's ``offset`` to where reading starts: its stored offset; the
         beginning where none is stored, or where the stored one belongs to a deleted
         incarnation of the topic (another topic id)."""
-        live = self.live_topic_id()
-        old: dict[int, str] = {}
+        live, old = self.identity.assigned(stored, [tp.partition for tp in partitions])
         for tp in partitions:
             at = stored.get(tp.partition)
-            if at is not None and topics.is_old_incarnation(at.topic_id, live):
-                old[tp.partition] = at.topic_id
-                at = StoredOffset(0, live)  # a new topic's offsets start at 0
             where = (tp.topic, tp.partition)
             if at is None:
                 tp.offset = OFFSET_BEGINNING
                 self.expected.pop(where, None)  # never read: no hole can be ours
+            elif tp.partition in old:
+                tp.offset = OFFSET_BEGINNING
+                self.expected[where] = 0  # a new topic's offsets start at 0
             else:
-                tp.offset = OFFSET_BEGINNING if tp.partition in old else at.next_offset
-                self.expected[where] = at.next_offset
+                tp.offset = self.expected[where] = at.next_offset
         if old:
             self.restart_topic(set(old.values()), live, list(old), serve_group=serve_group)
 

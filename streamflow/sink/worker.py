@@ -3,9 +3,9 @@ while it lands.
 
 The write path is ``db.landing`` (one transaction per batch: rows, dead letters, offsets);
 ``sink.checkpoint`` owns the order around it: positions, landing in flight, commits to Kafka,
-rebalances and outages. This module owns the Kafka clients, decoding, and the topic's
-identity: offsets are stored with the topic's id, offsets of another id are a deleted topic's,
-and the topic now under that name is read from its beginning. Offsets gone before the sink
+rebalances and outages. This module owns the Kafka clients and decoding; it asks
+``sink.incarnation`` whether the topic being read is still the one whose offsets are stored
+(a topic deleted and created again is read from its beginning). Offsets gone before the sink
 read them are a hole, recorded as an ``offset_gap`` dead letter (sink.gaps), never jumped over
 silently.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from confluent_kafka import (
@@ -36,6 +35,7 @@ from streamflow.kafka_connection import KafkaConnection
 from streamflow.sink.batch import Batch, build_batch
 from streamflow.sink.checkpoint import Checkpoint, Finished, Outcome
 from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, lost_range
+from streamflow.sink.incarnation import TopicIdentity
 from streamflow.workers.runtime import Progress, StopFlag
 
 log = logging.getLogger("streamflow.sink")
@@ -44,11 +44,6 @@ GIL_SWITCH_INTERVAL_S = 0.001
 # Seconds to wait for the broker's answer about a topic's id or a partition's log start:
 # asked only on assignment and when something looks wrong, never per batch.
 BROKER_QUERY_TIMEOUT_S = 10.0
-# Seconds between probes of the topic's id while running (one small metadata request, never
-# waited for). librdkafka follows a topic created again without a word when the new one
-# already holds more than the old position: the probe notices within this time, and the new
-# topic is read again from its beginning (nothing lost; rows landed meanwhile keep the old id).
-TOPIC_ID_CHECK_S = 1.0
 # Messages of a batch whose produce->row latency is observed, evenly spaced: all of them at
 # the usual rates (a batch holds what arrived during one ~0.1 s poll), a sample of a full
 # backlog batch, which would otherwise spend ~10 ms per 10k messages in Histogram.observe.
@@ -80,16 +75,14 @@ class Sink:
     def __init__(self, config: SinkConfig, stop: StopFlag) -> None:
         self.config = config
         self.stop = stop
+        self.identity = TopicIdentity(config.topic, timeout_s=BROKER_QUERY_TIMEOUT_S)
         self.checkpoint = Checkpoint(
             LandingWriter(config.database_url, config.group_id,
                           synchronous_commit=config.synchronous_commit),
             config.topic, stop, publish=self._publish_dead_letters,
-            live_topic_id=self._learn_topic_id, idle_batch=config.batch_size)
+            identity=self.identity, idle_batch=config.batch_size)
         self.dlq_producer = None
-        self.admin = None  # asks the broker for topic ids
-        self.topic_ids: dict[str, str] = {}  # topic -> id of the incarnation being read
-        self._id_probe: Future | None = None  # a question about the topic's id, in flight
-        self._id_probed_at = 0.0
+        self.admin = None  # asks the broker for topic ids (sink.incarnation)
         self.progress = Progress("sink")
         self.consumed = self.inserted = self.dead_lettered = 0
 
@@ -109,7 +102,7 @@ class Sink:
         # rows/s under decode load at 1 ms).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.checkpoint.setup()
-        self.admin = kafka_clients.admin_client(self.config.kafka)
+        self.admin = self.identity.admin = kafka_clients.admin_client(self.config.kafka)
         # Reports for failures only: dlq.publish() collects nothing else.
         self.dlq_producer = kafka_clients.producer(self.config.kafka,
                                                    **{"delivery.report.only.error": True})
@@ -218,17 +211,18 @@ class Sink:
         return usable
 
     def _decode(self, messages: list) -> Batch | None:
-        """Decode a batch and check its offsets. A jump back, or another id in the probe, may
-        mean the topic was created again: if its id changed, read the new topic from its
-        beginning (this batch is dropped). A jump forward past the log start is a hole: it
-        lands in the batch as an ``offset_gap`` dead letter, never skipped silently."""
+        """Decode a batch and check its offsets. A jump back, or the probe's answer about the
+        topic's id, may mean the topic was created again: if so, the partitions concerned
+        read the new topic from its beginning (this batch is dropped). A jump forward past the
+        log start is a hole: it lands in the batch as an ``offset_gap`` dead letter, never
+        skipped silently."""
         expected = self.checkpoint.expected
-        decoded = (build_batch(messages, self.config.max_event_bytes, self.topic_ids, expected)
+        decoded = (build_batch(messages, self.config.max_event_bytes, self.identity.ids,
+                               expected)
                    if messages else None)
         backwards = decoded is not None and any(not j.forward for j in decoded.jumps)
-        probed = topics.is_old_incarnation(self.topic_ids.get(self.config.topic),
-                                           self._probed_topic_id())
-        if (backwards or probed) and self._follow_recreation():
+        questioned = self.identity.questioned()
+        if (backwards or questioned) and self._follow_recreation():
             return None
         if decoded is None:
             return None
@@ -295,54 +289,16 @@ class Sink:
     def _detail(self) -> str:
         return f"(landed {self.inserted:,}, dead-lettered {self.dead_lettered:,})"
 
-    # -- the topic's identity ---------------------------------------------------------------
-    def _learn_topic_id(self) -> str | None:
-        """Ask the broker for the id of the topic read (None: it did not say; the stored
-        offsets are then trusted as they are, as before topic ids were recorded)."""
-        topic = self.config.topic
-        try:
-            live = topics.topic_ids(self.admin, [topic],
-                                    timeout_s=BROKER_QUERY_TIMEOUT_S).get(topic)
-        except KafkaException as exc:
-            log.warning("could not learn the id of topic %s (%s): its stored offsets are "
-                        "trusted", topic, exc)
-            return None
-        if live is not None:
-            self.topic_ids[topic] = live
-        return live
-
-    def _probed_topic_id(self) -> str | None:
-        """The topic's id, never waited for: a probe goes out every TOPIC_ID_CHECK_S and is
-        read once answered (None meanwhile, when the topic is missing, or on failure)."""
-        topic, probe = self.config.topic, self._id_probe
-        if probe is None:
-            if time.monotonic() - self._id_probed_at >= TOPIC_ID_CHECK_S:
-                self._id_probed_at = time.monotonic()
-                self._id_probe = topics.request_topic_ids(
-                    self.admin, [topic], timeout_s=BROKER_QUERY_TIMEOUT_S)[topic]
-            return None
-        if not probe.done():
-            return None
-        self._id_probe = None
-        try:
-            return topics.topic_id_answer(probe)
-        except KafkaException:
-            return None  # the broker did not answer: the next probe asks again
-
     def _follow_recreation(self) -> bool:
-        """While running: if the topic now has another id than the one being read, it was
-        deleted and created again; every assigned partition restarts at its beginning."""
+        """If the topic was deleted and created again (sink.incarnation says which assigned
+        partitions), those partitions restart at the new topic's beginning."""
         topic = self.config.topic
-        known = self.topic_ids.get(topic)
-        live = self._learn_topic_id()
-        partitions = sorted(p for t, p in self.checkpoint.assigned if t == topic)
-        # None assigned (revoked while the topic was gone): the next assignment compares the
-        # stored offsets' id with the live one, and acts there.
-        if not partitions or not topics.is_old_incarnation(known, live):
+        restart = self.identity.follow(p for t, p in self.checkpoint.assigned if t == topic)
+        if restart is None:
             return False
-        # Offset 0 of the new id is stored for every assigned partition; the replacement
-        # consumer (see Checkpoint.restart_topic) starts there.
-        self.checkpoint.restart_topic({known}, live, partitions)
+        # Offset 0 of the new id is stored for those partitions; the replacement consumer
+        # (see Checkpoint.restart_topic) starts there.
+        self.checkpoint.restart_topic(restart.old_ids, restart.live, restart.partitions)
         return True
 
 

@@ -85,6 +85,7 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert {c["component"]: c["pid"] for c in _status(env)[1]["components"]} == pids
 
         cluster_id = (tmp_path / "home" / "kafka" / "cluster.id").read_text()
+        kept = _landed_rows(doc["database_url"])  # to be found again after the restart
         down = _run("down", env=env)
         assert down.returncode == 0, down.stderr
         for component in ("supervisor", "kafka", "postgres"):
@@ -97,6 +98,10 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert "user-events (exists)" in restart.stdout
         assert (tmp_path / "home" / "kafka" / "cluster.id").read_text() == cluster_id
         assert (tmp_path / "home" / "logs" / "kafka.log").stat().st_size > 0
+        # PostgreSQL's data too: every row landed before `down` is there after `up`, as it
+        # was landed (its sequence and landing time): not landed again from Kafka into an
+        # empty database, which the sink would do as well.
+        assert kept and _landed_rows(_status(env)[1]["database_url"], kept) == kept
     finally:
         _run("down", env=env)
 
@@ -123,10 +128,18 @@ def _component(env, name: str) -> dict:
 
 
 def _landed(url: str) -> int:
-    from streamflow.db.engine import connect_admin
-
     with connect_admin(url) as conn:
         return conn.execute("SELECT count(*) FROM raw.events").fetchone()[0]
+
+
+def _landed_rows(url: str, like: set[tuple] | None = None) -> set[tuple[str, int, str]]:
+    """(event id, ingest sequence, landing time) of the rows in raw.events (of those with
+    the event ids in ``like``, when given)."""
+    with connect_admin(url) as conn:
+        return set(conn.execute(
+            "SELECT event_id::text, ingest_seq, ingested_at::text FROM raw.events "
+            "WHERE %s::uuid[] IS NULL OR event_id = ANY(%s::uuid[])",
+            [None if like is None else [row[0] for row in like]] * 2).fetchall())
 
 
 def test_missing_java_says_what_to_do(tmp_path):

@@ -116,9 +116,8 @@ def test_the_sensor_asks_once_for_a_run_when_only_idle_windows_wait(
 
     monkeypatch.setattr(sensor_module, "IDLE", IDLE)
     time.sleep(IDLE.total_seconds() + 0.2)
-    started = time.perf_counter()
+    # Its speed (the idle rule's query included) is `make bench`'s: benchmarks/history.py.
     request = evaluate_sensor(instance, resources)
-    assert time.perf_counter() - started < 5  # generous; the sensor's own queries take ms
     with engine.connect() as conn:
         processed = conn.execute(text("SELECT min(last_seq) FROM streamflow.watermarks WHERE "
                                       "name IN ('notifications', 'event_windows')")).scalar_one()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import dagster as dg
@@ -114,14 +113,20 @@ def test_sensor_requests_one_stable_run_then_skips(platform, resources, engine, 
     assert first.run_config["ops"]["notifications"]["config"]["upto_seq"] == landed
 
     catch_up(resources, engine)
-    started = time.perf_counter()
+    # How fast it skips or asks is `make bench`'s (benchmarks/history.py: sensor_skip and
+    # sensor_request at 0 to 10M rows of history), not a test's: here only what it decides.
     skipped = evaluate_sensor(instance, resources)
-    assert time.perf_counter() - started < 5  # generous; the target (<1 s) is benchmarked
     assert isinstance(skipped, dg.SkipReason)
     assert "no new events" in skipped.skip_message
 
 
-def test_checks_evaluate(platform, resources, engine):
+def test_checks_evaluate(platform, resources, engine, unique_name):
+    # Its own rows, landed now and in event time: run alone, on an empty database, the
+    # freshness and window checks have something to judge (not what other tests left).
+    s = Scenario()
+    events = [s.event("signup", 1, s.w0), s.event("login", 2, s.w0, success=True),
+              s.event("page_view", 2, s.w1)]
+    land(platform, create_topic(platform, unique_name), events)
     catch_up(resources, engine)
     result = dg.materialize(
         [*MICROBATCH_ASSETS, *(c for c in CHECKS if c is not raw_events_fresh)],
@@ -132,9 +137,13 @@ def test_checks_evaluate(platform, resources, engine):
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {"contract_pass_rate", "dlq_rate", "no_missing_windows"} <= set(evaluations)
+    # The pass rate judged at least this test's events (the last hour's counters).
+    assert evaluations["contract_pass_rate"].metadata["checked"].value >= len(events)
     assert evaluations["no_missing_windows"].passed
+    assert set(windows_of(engine, s.w0, s.w1)) == {
+        (s.w0, "signup"), (s.w0, "login"), (s.w1, "page_view")}
     fresh = raw_events_fresh(PostgresResource(database_url=platform.database_url))
-    assert fresh.passed  # rows landed moments ago
+    assert fresh.passed  # this test's rows landed moments ago
 
 
 def test_no_missing_windows_finds_a_missing_window(platform, resources, engine, unique_name):

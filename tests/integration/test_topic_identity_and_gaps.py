@@ -9,19 +9,21 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from concurrent.futures import Future
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from streamflow import kafka_clients
 from streamflow.infra import kafka_server
 from streamflow.kafka_clients import admin_client, producer
 from streamflow.producer.worker import ProducerConfig, run_producer
-from streamflow.sink.incarnation import stored_incarnation
+from streamflow.sink.incarnation import recreate_topic, stored_incarnation, topic_ids
 from streamflow.sink.worker import SinkConfig, run_sink
-from streamflow.topics import recreate_topic, topic_ids
 from streamflow.workers.runtime import StopFlag
 from tests.conftest import TEST_PII_KEY, create_topic, wait_for, worker_env
 from tests.integration.lanes import dead_letters as letters
@@ -112,6 +114,70 @@ def test_a_topic_created_again_is_read_from_its_beginning(platform, engine, uniq
     now = stored_incarnation(platform.database_url, platform.kafka, topic=topic,
                              group=f"g-{topic}")
     assert not now.outdated and now.stored == {new: 3}
+
+
+class BusyBroker:
+    """The sink's admin client, but the broker does not say a topic's id (a timeout, as when
+    it is busy or a leader moves) until ``answers`` is set."""
+
+    def __init__(self, admin) -> None:
+        self.admin, self.answers = admin, threading.Event()
+
+    def describe_topics(self, topics, **kwargs):
+        if self.answers.is_set():
+            return self.admin.describe_topics(topics, **kwargs)
+        failed = Future()
+        failed.set_exception(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
+        return {name: failed for name in topics.topic_names}
+
+    def __getattr__(self, name: str):
+        return getattr(self.admin, name)
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __bool__(self) -> bool:
+        return self.raised
+
+
+def test_a_failed_topic_id_lookup_is_asked_again_and_the_re_creation_still_followed(
+        platform, engine, unique_name, monkeypatch):
+    """Re-created while the sink was away, and the broker cannot say the id at assignment:
+    the sink reads from the stored offsets for now (the new topic holds more than them), and
+    once the id comes, the new topic is read from its beginning all the same."""
+    topic = create_topic(platform, unique_name)
+    produce(platform, topic, 300)  # ~100 a partition
+    sink_until_idle(platform, topic)
+    old = live_id(platform, topic)
+    new = recreate(platform, topic)
+    produce(platform, topic, 1_500)  # ~500 a partition: past every stored offset
+    busy: list[BusyBroker] = []
+    real_admin_client = kafka_clients.admin_client
+
+    def busy_admin_client(kafka, **kwargs) -> BusyBroker:
+        busy.append(BusyBroker(real_admin_client(kafka, **kwargs)))
+        return busy[-1]
+
+    monkeypatch.setattr(kafka_clients, "admin_client", busy_admin_client)
+    stop = Stop()
+    sink = threading.Thread(target=run_sink, args=(SinkConfig(
+        platform.kafka, platform.database_url, topic=topic, group_id=f"g-{topic}",
+        batch_size=500), stop))
+    sink.start()
+    try:
+        # Rows of the new topic from the old positions: assigned while the id was unknown.
+        wait_for(lambda: rows(engine, topic)[0] > 300, message="rows read from the old offsets")
+        busy[0].answers.set()
+        wait_for(lambda: rows(engine, topic)[1] >= 1_800, timeout_s=60,
+                 message="every event of both incarnations")
+        wait_for(lambda: stored_ids(engine, topic) == {new}, message="offsets of the new id")
+    finally:
+        stop.raised = True
+        sink.join(60)
+    assert rows(engine, topic)[:2] == (1_800, 1_800)  # once each, none lost
+    assert by_topic_id(engine, topic).get(old) == 300
 
 
 def test_a_running_sink_follows_its_topic_through_deletion_and_re_creation(

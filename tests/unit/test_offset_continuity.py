@@ -16,8 +16,8 @@ from streamflow.sink.gaps import (
     gap_dead_letter,
     lost_range,
 )
-from streamflow.sink.incarnation import StoredIncarnation
-from streamflow.topics import UNKNOWN_TOPIC_ID, is_old_incarnation, uuid_text
+from streamflow.sink.incarnation import StoredIncarnation, is_old_incarnation, uuid_text
+from streamflow.topics import UNKNOWN_TOPIC_ID
 
 A = "0b5e1c57-8a43-4cb4-9f83-9f2b8f6fe0a1"
 B = "7d0e3f1a-52c9-4e0a-b0a4-2f1f0d6b9e44"

@@ -1,22 +1,28 @@
 """The sink's checkpoint layer without services: a fake writer plays PostgreSQL (offsets in a
-dict, a connection that can be lost), a fake consumer records what Kafka is told. What is
-checked is the order: land, then commit; after an outage, seek where PostgreSQL says."""
+dict, a connection that can be lost), a fake consumer records what Kafka is told, a fake admin
+answers (or not) which topic id the topic has. What is checked is the order: land, then
+commit; after an outage, seek where PostgreSQL says; offsets of a deleted topic are never
+trusted, also when the broker did not say its id at first."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
+from concurrent.futures import Future
+from types import SimpleNamespace
 
 import orjson
 import psycopg
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import REGISTRY
 
 from streamflow.db.landing import LandResult, StoredOffset
 from streamflow.sink import checkpoint as checkpoint_module
 from streamflow.sink.batch import Batch, build_batch
 from streamflow.sink.checkpoint import Checkpoint, Outcome
+from streamflow.sink.incarnation import TopicIdentity
 from streamflow.workers.runtime import Backoff
 
 T = "user-events"
@@ -123,11 +129,42 @@ class FakeConsumer:
         self.log.append(("close",))
 
 
+BUSY = KafkaException(KafkaError(KafkaError._TIMED_OUT, "the broker did not answer"))
+
+
+class FakeAdmin:
+    """Answers each question about a topic's id with the next of ``answers`` (the last one
+    repeats): an id, or an exception (the broker did not say)."""
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    def describe_topics(self, collection, request_timeout: float) -> dict[str, Future]:
+        self.asked += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        future: Future = Future()
+        if isinstance(answer, Exception):
+            future.set_exception(answer)
+        else:
+            bits = uuid.UUID(answer).int
+            future.set_result(SimpleNamespace(topic_id=SimpleNamespace(
+                get_most_significant_bits=lambda: bits >> 64,
+                get_least_significant_bits=lambda: bits & ((1 << 64) - 1))))
+        return {name: future for name in collection.topic_names}
+
+
+def identity(*answers: str | Exception) -> TopicIdentity:
+    found = TopicIdentity(T, timeout_s=1.0)
+    found.admin = FakeAdmin(*answers)
+    return found
+
+
 def make(writer: FakeWriter, log: list, *, partitions=(0, 1), stop=None,
-         live: str | None = None) -> Checkpoint:
+         live: str | Exception = BUSY) -> Checkpoint:
     """A checkpoint whose consumer was assigned ``partitions`` (at their stored offsets)."""
     cp = Checkpoint(writer, T, stop if stop is not None else Stop(), publish=lambda _: None,
-                    live_topic_id=lambda: live, idle_batch=100,
+                    identity=identity(live), idle_batch=100,
                     backoff=lambda: Backoff(0.01, 0.01))
     cp.consumer = FakeConsumer(log)
     cp.on_assign(cp.consumer, [TopicPartition(T, p) for p in partitions])
@@ -202,15 +239,30 @@ def test_a_stop_during_an_outage_ends_it_with_nothing_committed(log):
 
 
 def test_a_revoke_waits_for_the_landing_in_flight_and_commits_what_it_wrote(log):
-    gate = threading.Event()
+    gate, revoke_waits = threading.Event(), threading.Event()
     writer = FakeWriter(log, gate=gate)
     cp = make(writer, log)
+    await_in_flight = cp.await_in_flight
+
+    def observed() -> None:
+        """on_revoke starts waiting for the landing: only now may the landing go on."""
+        revoke_waits.set()
+        await_in_flight()
+
+    cp.await_in_flight = observed
     cp.submit(batch((0, 0), (0, 1), (1, 0)))
     assert writer.entered.wait(10)
     revoke = threading.Thread(target=cp.on_revoke, args=(cp.consumer, [TopicPartition(T, 0)]))
     revoke.start()
-    gate.set()
-    revoke.join()
+    try:
+        # The landing is held until on_revoke waits for it: a revoke that did not wait would
+        # commit (or forget) before the landing wrote anything, and the log below would differ.
+        assert revoke_waits.wait(10), "on_revoke never waited for the landing in flight"
+        assert revoke.is_alive() and log == []
+    finally:
+        gate.set()  # a failed test must not leave the landing thread held
+    revoke.join(10)
+    assert not revoke.is_alive()
     assert log == [("landed", {(T, 0): 2, (T, 1): 1}), ("commit", [(0, 2)], "sync")]
     assert cp.assigned == {(T, 1)} and (T, 0) not in cp.landed and (T, 0) not in cp.expected
     assert cp.finish().outcome is Outcome.LANDED
@@ -280,7 +332,7 @@ def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land(log
 
 def test_an_assignment_starts_at_the_stored_offsets_or_the_beginning(log):
     writer = FakeWriter(log, stored={0: StoredOffset(10, A), 1: StoredOffset(5, None)})
-    cp = Checkpoint(writer, T, Stop(), publish=lambda _: None, live_topic_id=lambda: A,
+    cp = Checkpoint(writer, T, Stop(), publish=lambda _: None, identity=identity(A),
                     idle_batch=100)
     cp.consumer = FakeConsumer(log)
     partitions = [TopicPartition(T, p) for p in (0, 1, 2)]
@@ -300,3 +352,49 @@ def test_offsets_of_a_deleted_topic_restart_the_new_one_at_its_beginning(log):
     assert cp.expected == {(T, 0): 0, (T, 1): 0}
     assert writer.restarted == [(T, [0, 1], B)]
     assert cp.consumer_outdated
+
+
+def test_a_failed_topic_id_lookup_is_asked_again_and_then_protects_as_at_assignment(log):
+    """The broker did not say the topic's id at assignment (busy, a leader moving): the
+    stored offsets are read from for now, the id is asked again, and once it comes the
+    offsets of the deleted incarnation restart exactly as they would have at assignment."""
+    writer = FakeWriter(log, stored={0: StoredOffset(10, A), 1: StoredOffset(5, A),
+                                     2: StoredOffset(7, None)})
+    ids = identity(BUSY, BUSY, B)  # two failed lookups, then the answer
+    cp = Checkpoint(writer, T, Stop(), publish=lambda _: None, identity=ids, idle_batch=100)
+    cp.consumer = FakeConsumer(log)
+    partitions = [TopicPartition(T, p) for p in (0, 1, 2)]
+    cp.on_assign(cp.consumer, partitions)
+    assert [tp.offset for tp in partitions] == [10, 5, 7]  # nothing to compare with yet
+    assert writer.restarted == [] and ids.known is None
+    assert ids.unverified == {0: A, 1: A}  # kept for the answer, never trusted for good
+
+    assert ids.follow([0, 1, 2]) is None  # asked again: still no answer, still waiting
+    assert ids.unverified == {0: A, 1: A}
+    restart = ids.follow([0, 1, 2])  # answered: the topic is another incarnation now
+    assert (restart.old_ids, restart.live, restart.partitions) == ({A}, B, [0, 1])
+    assert ids.known == B and ids.ids == {T: B} and ids.unverified == {}
+    assert ids.admin.asked == 3
+
+
+def test_a_probe_answer_after_a_failed_lookup_calls_for_a_comparison(monkeypatch):
+    from streamflow.sink import incarnation
+
+    monkeypatch.setattr(incarnation, "TOPIC_ID_CHECK_S", 0.0)
+    ids = identity(BUSY, BUSY, A)
+    live, old = ids.assigned({0: StoredOffset(10, A)}, [0])
+    assert (live, old) == (None, {})
+    assert ids.questioned() is False  # the probe goes out ...
+    assert ids.questioned() is False  # ... and fails: asked again
+    assert ids.questioned() is False
+    assert ids.questioned() is True  # an answer while offsets wait to be compared
+    assert ids.follow([0]) is None and ids.known == A  # the same incarnation: read on
+    assert ids.questioned() is False and ids.questioned() is False  # nothing waits now
+
+
+def test_a_topic_re_created_while_read_restarts_every_assigned_partition():
+    ids = identity(A, B)
+    assert ids.assigned({0: StoredOffset(10, A)}, [0, 1]) == (A, {})
+    restart = ids.follow([1, 0])
+    assert (restart.old_ids, restart.live, restart.partitions) == ({A}, B, [0, 1])
+    assert ids.follow([]) is None  # B is known now: nothing more
