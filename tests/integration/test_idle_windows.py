@@ -1,6 +1,7 @@
 """When the stream stops, its last windows close after the idle time (processing time) and are
 published; a late event after that amends its window, which is published again. Real Kafka
-and PostgreSQL."""
+and PostgreSQL; each test in a database of its own, so its events are the newest in event
+time there and nothing but the idle rule can close its last window."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS
 from assets.microbatch import run_config
+from resources import KafkaResource, PostgresResource
 from sensors import microbatch as sensor_module
-from streamflow import contract, topics, validation
+from streamflow import contract, topics
+from streamflow.db import migrate
+from streamflow.db.engine import make_engine
 from streamflow.microbatch import windows
 from tests.conftest import create_topic
 from tests.integration.microbatch_helpers import (
@@ -30,22 +34,24 @@ IDLE = timedelta(seconds=1)
 QUIET = {"grace_seconds": 0.5, "idle_seconds": IDLE.total_seconds()}
 
 
-@pytest.fixture(autouse=True)
-def _far_future_is_valid(monkeypatch):
-    """Other tests may leave a valid event minutes in the future (a replay with a wider clock
-    skew, test_dlq_operations): this test's events must be newer still to be the newest."""
-    monkeypatch.setattr(validation, "FUTURE_SKEW", timedelta(days=1))
+@pytest.fixture
+def database(fresh_database) -> str:
+    """The test's own migrated database (the session's holds other tests' newer events)."""
+    migrate.upgrade(fresh_database)
+    return fresh_database
 
 
-def newest_slot(engine) -> datetime:
-    """A window start past every validated event and now: this test's windows are the newest
-    in event time (the session's database is shared), so nothing but the idle rule can close
-    the last of them."""
-    with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT to_timestamp(floor(extract(epoch FROM greatest(max(occurred_at), now())) "
-            "/ :w) * :w + :w) FROM streamflow.notifications"),
-            {"w": windows.WINDOW_SECONDS}).scalar_one()
+@pytest.fixture
+def resources(platform, database):
+    return {"postgres": PostgresResource(database_url=database),
+            "kafka": KafkaResource(bootstrap_servers=platform.bootstrap)}
+
+
+@pytest.fixture
+def engine(database):
+    eng = make_engine(database)
+    yield eng
+    eng.dispose()
 
 
 def states(engine, *starts) -> dict:
@@ -74,14 +80,15 @@ def published(platform, start: datetime, event_type: str, revision: int) -> list
 
 
 def test_an_idle_stream_publishes_its_last_window_and_a_late_event_amends_it(
-        platform, resources, engine, unique_name):
+        platform, resources, engine, database, unique_name):
     s = Scenario()
-    w0 = newest_slot(engine)
+    w0 = s.w0
     w2 = w0 + 2 * windows.WINDOW
     topic = create_topic(platform, unique_name)
     land(platform, topic, [s.event("login", 1, w0 + timedelta(seconds=1), success=True),
                            s.event("signup", 2, w2 + timedelta(seconds=1)),
-                           s.event("signup", 3, w2 + timedelta(seconds=2))])
+                           s.event("signup", 3, w2 + timedelta(seconds=2))],
+         database_url=database)
     catch_up(resources, engine)
     # Event time (last event - 10 s grace) closed w0; w2 waits, the stream is not quiet yet.
     assert states(engine, w0, w2) == {(w0, "login"): (1, 1, 1), (w2, "signup"): (2, 1, 0)}
@@ -92,7 +99,8 @@ def test_an_idle_stream_publishes_its_last_window_and_a_late_event_amends_it(
 
     # A late event (earlier than the last one) for that window: revision 2, held while the
     # stream is active again, published once it is quiet again.
-    land(platform, topic, [s.event("signup", 4, w2 + timedelta(milliseconds=500))])
+    land(platform, topic, [s.event("signup", 4, w2 + timedelta(milliseconds=500))],
+         database_url=database)
     catch_up(resources, engine)
     assert states(engine, w2) == {(w2, "signup"): (3, 2, 1)}
     run_when_quiet(resources)
@@ -101,11 +109,11 @@ def test_an_idle_stream_publishes_its_last_window_and_a_late_event_amends_it(
 
 
 def test_the_sensor_asks_once_for_a_run_when_only_idle_windows_wait(
-        platform, resources, engine, unique_name, monkeypatch):
+        platform, resources, engine, database, unique_name, monkeypatch):
     s = Scenario()
-    w0 = newest_slot(engine)
+    w0 = s.w0
     land(platform, create_topic(platform, unique_name),
-         [s.event("page_view", 1, w0 + timedelta(seconds=1))])
+         [s.event("page_view", 1, w0 + timedelta(seconds=1))], database_url=database)
     catch_up(resources, engine)
     assert states(engine, w0) == {(w0, "page_view"): (1, 1, 0)}
     instance = dg.DagsterInstance.ephemeral()
