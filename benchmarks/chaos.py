@@ -1,20 +1,23 @@
 """`make chaos`: events flow while the sink is SIGKILLed, PostgreSQL and the broker are
-restarted, a message near Kafka's 1 MB limit arrives and offsets are deleted under the stopped
-sink; then the topic is deleted and created again and more events follow. Every Kafka offset
-of both incarnations is accounted for.
+restarted, a message near Kafka's 1 MB limit and one under 340 KB of headers that are not
+UTF-8 arrive, and offsets are deleted under the stopped sink; then the topic is deleted and
+created again and more events follow. Every Kafka offset of both incarnations is accounted
+for.
 
     python -m benchmarks.chaos            # 1M events, 5 sink kills, 1 Postgres + 1 broker restart
     python -m benchmarks.chaos --quick    # 50k events, 2 kills, 1 Postgres restart
-    (both: one oversized message, one offset gap, then a re-creation; ChaosPlan)
+    (both: one oversized message, one poison-header message, one offset gap, then a
+    re-creation; ChaosPlan)
 
 Accounting (benchmarks.chaos_ledger): every message of the chaos topic has one (partition,
 offset). It must end as exactly one row in raw.events, one ingest dead letter, or inside the
 range of exactly one ``offset_gap`` dead letter. ``lost`` = offsets with none of these;
 ``duplicates`` = anything beyond one per offset. Both must be 0. The messages in Kafka must be
 ``produced`` (the events the broker acknowledged, as the producer's delivery reports counted
-them, not the planned count) plus the oversized message chaos sent itself; the offsets
+them, not the planned count) plus the messages chaos sent itself; the offsets
 delete_records removed unread must be exactly those the offset_gap dead letters cover; the
-oversized message must be one ``too_large`` dead letter holding every byte. The producer
+oversized message must be one ``too_large`` dead letter holding every byte, the poison-header
+one a ``not_json`` dead letter holding every header byte. The producer
 sends 1 % invalid events so the dead-letter path is under fault too.
 
 The re-creation comes last, on purpose: the accounting compares with each partition's end
@@ -43,7 +46,14 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.chaos_faults import DeletedRange, Sent, delete_unread, send_oversized
+from benchmarks.chaos_faults import (
+    POISON_HEADERS,
+    DeletedRange,
+    Sent,
+    delete_unread,
+    send_oversized,
+    send_poison_headers,
+)
 from benchmarks.chaos_ledger import Ledger, account, covered_now, message_outcome
 from benchmarks.harness import isolated_stack, worker_env, write_results
 from streamflow import kafka_clients, topics
@@ -68,6 +78,7 @@ class ChaosPlan:
     postgres_restarts: int = 1
     broker_restarts: int = 1
     oversized_messages: int = 1
+    poison_header_messages: int = 1  # not JSON, under 340 KB of headers that are not UTF-8
     offset_gaps: int = 1  # each: a sink SIGKILL with delete_records before its restart
     # Offsets each gap deletes past the stopped sink's stored offset: about 0.75 s of the gap
     # partition's third of the rate, so the producer has written them by then.
@@ -81,10 +92,12 @@ class ChaosPlan:
     settle_timeout_s: float = 600.0
 
     def faults(self) -> list[str]:
-        """Kills spread around the other faults: kill, oversized, kill, offset_gap, kill,
-        postgres, kill, broker, kill, ... The gap comes early, while the producer still fills
-        the partition past the stopped sink."""
-        others = (["oversized"] * self.oversized_messages + ["offset_gap"] * self.offset_gaps
+        """Kills spread around the other faults: kill, oversized, kill, poison_headers, kill,
+        offset_gap, kill, postgres, kill, broker, ... The gap comes early, while the producer
+        still fills the partition past the stopped sink."""
+        others = (["oversized"] * self.oversized_messages
+                  + ["poison_headers"] * self.poison_header_messages
+                  + ["offset_gap"] * self.offset_gaps
                   + ["postgres"] * self.postgres_restarts + ["broker"] * self.broker_restarts)
         order: list[str] = []
         kills = self.sink_kills
@@ -166,6 +179,7 @@ class ChaosRun:
                             "0"], self.env, settings.logs_dir / "chaos-sink.log")
         self.workers: list[Worker] = [self.producer, self.sink]
         self.sent: list[Sent] = []              # the oversized messages
+        self.poisoned: list[Sent] = []          # the poison-header messages
         self.deleted: list[DeletedRange] = []   # offsets deleted before the sink read them
         self.started = time.monotonic()
 
@@ -221,6 +235,10 @@ class ChaosRun:
             sent = send_oversized(self.kafka, self.topic)
             self.sent.append(sent)
             return asdict(sent)
+        if fault == "poison_headers":
+            sent = send_poison_headers(self.kafka, self.topic)
+            self.poisoned.append(sent)
+            return asdict(sent)
         server = postgres_server if fault == "postgres" else kafka_server
         server.stop(self.settings)
         time.sleep(2.0)
@@ -261,7 +279,8 @@ class ChaosRun:
         return {
             "produced": self.producer.acknowledged(),
             "producer_exit_code": producer_rc,
-            "injected": len(self.sent),  # messages chaos sent itself (the oversized ones)
+            # Messages chaos sent itself (the oversized and poison-header ones).
+            "injected": len(self.sent) + len(self.poisoned),
             "kafka_messages": kafka_messages,
             "landed": ledger.rows,
             "dead_lettered": ledger.dead_letters,
@@ -271,6 +290,10 @@ class ChaosRun:
             "offset_gaps_as_deleted": deleted == recorded,
             "oversized": [asdict(message_outcome(self.database_url, self.topic, s.partition,
                                                  s.offset, s.size)) for s in self.sent],
+            "poison_headers": [asdict(message_outcome(self.database_url, self.topic,
+                                                      s.partition, s.offset, s.size,
+                                                      POISON_HEADERS))
+                               for s in self.poisoned],
             "duplicates": ledger.duplicates,
             "lost": kafka_messages - ledger.covered,
         }
@@ -327,7 +350,7 @@ def problems(result: dict) -> list[str]:
         (result["producer_exit_code"] == 0,
          f"the producer exited with {result['producer_exit_code']}"),
         ((result["produced"] or 0) + result["injected"] == result["kafka_messages"],
-         "messages in Kafka are not the acknowledged events plus the oversized ones"),
+         "messages in Kafka are not the acknowledged events plus chaos's own"),
         (result["landed"] + result["dead_lettered"] + result["recorded_as_offset_gap"]
          == result["kafka_messages"],
          "rows + dead letters + offsets in offset_gap ranges are not the messages in Kafka"),
@@ -337,6 +360,8 @@ def problems(result: dict) -> list[str]:
         (result["gone_by_delete_records"] > 0 or not plan["offset_gaps"],
          "the offset gap fault deleted nothing"),
         (len(result["oversized"]) == plan["oversized_messages"], "oversized messages missing"),
+        (len(result.get("poison_headers", [])) == plan.get("poison_header_messages", 0),
+         "poison-header messages missing"),
         (result["sink_exit_code_on_sigterm"] == 0,
          f"the sink exited with {result['sink_exit_code_on_sigterm']} on SIGTERM"),
     ]
@@ -345,6 +370,11 @@ def problems(result: dict) -> list[str]:
                 and o["stored_bytes"] == o["size"],
                 f"the oversized message is not one too_large dead letter with every byte: {o}")
                for o in result["oversized"]]
+    checks += [(o["rows"] == 0 and o["dead_letters"] == 1
+                and o["reason_codes"] == [Reason.NOT_JSON.value] and o["headers_kept"],
+                f"the poison-header message is not one not_json dead letter with every header "
+                f"byte: {({k: v for k, v in o.items() if k != 'headers'})}")
+               for o in result.get("poison_headers", [])]
     if plan["recreated_events"]:
         checks += [(r is not None and r["topic_id"] not in (None, r["old_topic_id"]),
                     "the topic was not created again under a new id")]
@@ -363,7 +393,7 @@ def problems(result: dict) -> list[str]:
 
 def summary(result: dict) -> str:
     line = (f"chaos: produced {result['produced'] or 0:,} (acknowledged) + "
-            f"{result['injected']} oversized, landed {result['landed']:,}, dead-lettered "
+            f"{result['injected']} of chaos's own, landed {result['landed']:,}, dead-lettered "
             f"{result['dead_lettered']:,}, gone by delete_records "
             f"{result['gone_by_delete_records']:,} (recorded as offset_gap "
             f"{result['recorded_as_offset_gap']:,}), duplicates {result['duplicates']}, "

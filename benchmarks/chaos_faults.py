@@ -1,5 +1,6 @@
 """The edge faults `make chaos` injects besides kills and restarts: a message near Kafka's
-1 MB limit, and offsets deleted (delete_records) while the sink is down. (The third, the topic
+1 MB limit, a message whose headers are 340 KB of bytes that are not UTF-8, and offsets
+deleted (delete_records) while the sink is down. (The third, the topic
 deleted and created again, is `sink.incarnation.recreate_topic`, after the main run: see chaos.py.)
 """
 
@@ -24,6 +25,11 @@ OVERSIZED_PARTITION = 1
 # Bytes of the oversized value: the broker accepts it (its limit is 1 MB with framing); the
 # sink's dead letter for it, with its headers, is over librdkafka's 1,000,000 bytes.
 OVERSIZED_BYTES = 999_900
+# A value that is not JSON under a header of 340 KB of \xff: as replaced text (U+FFFD, 3 bytes
+# each) its dead letter's copy was over librdkafka's 1,000,000 bytes, and the sink stopped
+# for good (issue 21); its dead letter must keep every header byte.
+POISON_VALUE = b"chaos: not JSON, under a header of raw bytes"
+POISON_HEADERS = (("chaos-blob", b"\xff" * 340_000), ("chaos-trace", b"poison"))
 # Seconds to wait for a SIGKILLed sink's PostgreSQL session to end: a COMMIT it sent just
 # before the kill may still be applied until then, moving its stored offsets.
 SESSION_END_TIMEOUT_S = 30.0
@@ -37,7 +43,7 @@ class Sent:
 
     partition: int
     offset: int
-    size: int
+    size: int  # of the value
 
 
 @dataclass(frozen=True)
@@ -55,15 +61,28 @@ class DeletedRange:
 
 def send_oversized(kafka: KafkaConnection, topic: str, size: int = OVERSIZED_BYTES,
                    partition: int = OVERSIZED_PARTITION) -> Sent:
-    """Produce one ``size``-byte value; where it landed, from its delivery report."""
+    """Produce one ``size``-byte value; where it landed."""
+    return _send_one(kafka, topic, b"x" * size, b"chaos-oversized", None, partition)
+
+
+def send_poison_headers(kafka: KafkaConnection, topic: str,
+                        partition: int = OVERSIZED_PARTITION) -> Sent:
+    """Produce POISON_VALUE under POISON_HEADERS; where it landed."""
+    return _send_one(kafka, topic, POISON_VALUE, b"chaos-poison", list(POISON_HEADERS),
+                     partition)
+
+
+def _send_one(kafka: KafkaConnection, topic: str, value: bytes, key: bytes,
+              headers: list | None, partition: int) -> Sent:
+    """Produce one message; where it landed, from its delivery report."""
     reports = []
     producer = kafka_clients.producer(kafka)
-    producer.produce(topic, b"x" * size, b"chaos-oversized", partition=partition,
+    producer.produce(topic, value, key, headers=headers, partition=partition,
                      on_delivery=lambda err, msg: reports.append((err, msg)))
     producer.flush(30)
     if len(reports) != 1 or reports[0][0] is not None:
-        raise RuntimeError(f"the oversized message was not delivered: {reports}")
-    return Sent(partition, reports[0][1].offset(), size)
+        raise RuntimeError(f"chaos's own message ({key.decode()}) was not delivered: {reports}")
+    return Sent(partition, reports[0][1].offset(), len(value))
 
 
 def delete_unread(kafka: KafkaConnection, database_url: str, topic: str, group: str, messages: int,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from streamflow.db.engine import libpq_url
-from streamflow.dlq import Reason, Stage
+from streamflow.dlq import Headers, Reason, Stage, stored_headers
 from streamflow.sink.gaps import OffsetGap, described_gap
 
 # %(id)s NULL: every incarnation of the topic (before a re-creation there is only one).
@@ -57,6 +57,9 @@ _AT_OFFSET = """
               AND source_offset = %(o)s),
            (SELECT max(length(payload)) FROM raw.dead_letters
             WHERE source_topic = %(t)s AND stage = %(stage)s AND source_partition = %(p)s
+              AND source_offset = %(o)s),
+           (SELECT array_agg(ARRAY[headers, raw_headers]) FROM raw.dead_letters
+            WHERE source_topic = %(t)s AND stage = %(stage)s AND source_partition = %(p)s
               AND source_offset = %(o)s)
 """
 
@@ -91,6 +94,9 @@ class MessageOutcome:
     dead_letters: int
     reason_codes: list[str]
     stored_bytes: int | None  # the payload's length in raw.dead_letters
+    # Whether the dead letter holds the headers ``message_outcome`` was given, byte for byte
+    # (None: none were given).
+    headers_kept: bool | None = None
 
 
 def _connect(database_url: str) -> psycopg.Connection:
@@ -133,9 +139,12 @@ def covered_now(database_url: str, topic: str) -> int:
 
 
 def message_outcome(database_url: str, topic: str, partition: int, offset: int,
-                    size: int) -> MessageOutcome:
-    """Rows and ingest dead letters at one (partition, offset) of ``topic``."""
+                    size: int, headers: Headers | None = None) -> MessageOutcome:
+    """Rows and ingest dead letters at one (partition, offset) of ``topic``, and whether they
+    kept ``headers`` (when given) byte for byte."""
     params = {"t": topic, "p": partition, "o": offset, "stage": Stage.INGEST.value}
     with _connect(database_url) as conn:
-        rows, letters, codes, stored = conn.execute(_AT_OFFSET, params).fetchone()
-    return MessageOutcome(partition, offset, size, rows, letters, codes or [], stored)
+        rows, letters, codes, stored, kept = conn.execute(_AT_OFFSET, params).fetchone()
+    exact = None if headers is None else bool(kept) and all(
+        stored_headers(text, raw) == tuple(headers) for text, raw in kept)
+    return MessageOutcome(partition, offset, size, rows, letters, codes or [], stored, exact)

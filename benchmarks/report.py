@@ -27,9 +27,14 @@ def chaos_table(result: dict) -> str:
     oversized = "; ".join(
         f"{o['size']:,} bytes: {o['dead_letters']} `{', '.join(o['reason_codes'])}` dead letter "
         f"keeping {o['stored_bytes'] or 0:,} bytes, {o['rows']} rows" for o in result["oversized"])
+    poisoned = "; ".join(
+        f"{o['dead_letters']} `{', '.join(o['reason_codes'])}` dead letter, headers "
+        f"{'kept byte for byte' if o['headers_kept'] else 'NOT kept'}, {o['rows']} rows"
+        for o in result.get("poison_headers", []))
     rows = [
         ("events produced (delivery reports)", f"{result['produced'] or 0:,}"),
         ("oversized messages sent", oversized or "-"),
+        ("poison-header messages sent (340 KB of \\xff)", poisoned or "-"),
         ("messages in Kafka", f"{result['kafka_messages']:,}"),
         ("landed in raw.events", f"{result['landed']:,}"),
         ("dead-lettered (ingest)", f"{result['dead_lettered']:,}"),

@@ -1,7 +1,8 @@
 """The reduced chaos run of `make chaos`, inside `make test`: 50k events while the sink is
-SIGKILLed twice (once with offsets deleted before its restart), PostgreSQL restarted once and
-a 999,900-byte message sent; then the topic is deleted, created again and 5k more events
-follow. Every Kafka offset of both incarnations is accounted for."""
+SIGKILLed twice (once with offsets deleted before its restart), PostgreSQL restarted once, a
+999,900-byte message and one under 340 KB of headers that are not UTF-8 sent; then the topic
+is deleted, created again and 5k more events follow. Every Kafka offset of both incarnations
+is accounted for."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ def test_faults_mid_stream_lose_and_duplicate_nothing(platform):
     result = run_chaos(platform.settings, platform.kafka, platform.database_url, QUICK)
     faults = {f["fault"]: f for f in result["faults"]}
     assert [f["fault"] for f in result["faults"]] == [
-        "sink_kill", "oversized", "sink_kill", "offset_gap", "postgres", "topic_recreation"]
+        "sink_kill", "oversized", "sink_kill", "poison_headers", "offset_gap", "postgres",
+        "topic_recreation"]
     assert problems(result) == [], result
     assert result["producer_exit_code"] == 0
-    # Kafka holds what the producer's delivery reports acknowledged, and the oversized message.
+    # Kafka holds what the producer's delivery reports acknowledged, and chaos's own two.
     assert result["produced"] == QUICK.events
-    assert result["kafka_messages"] == QUICK.events + 1
+    assert result["kafka_messages"] == QUICK.events + 2
     assert result["lost"] == 0, result
     assert result["duplicates"] == 0, result
     assert (result["landed"] + result["dead_lettered"] + result["recorded_as_offset_gap"]
@@ -39,6 +41,12 @@ def test_faults_mid_stream_lose_and_duplicate_nothing(platform):
     (big,) = result["oversized"]
     assert (big["size"], big["rows"], big["dead_letters"], big["reason_codes"],
             big["stored_bytes"]) == (OVERSIZED_BYTES, 0, 1, ["too_large"], OVERSIZED_BYTES)
+
+    # The poison-header message: one not_json dead letter keeping every header byte; the sink
+    # carried on (it used to stop for good: the copy's replaced text was over 1 MB).
+    (poison,) = result["poison_headers"]
+    assert (poison["rows"], poison["dead_letters"], poison["reason_codes"],
+            poison["headers_kept"]) == (0, 1, ["not_json"], True)
 
     # The re-creation: the new incarnation accounted by its topic id, the old one kept.
     new = result["recreation"]

@@ -13,9 +13,10 @@ from benchmarks.report import chaos_table
 
 def test_kills_are_spread_around_the_other_faults():
     assert ChaosPlan().faults() == [
-        "sink_kill", "oversized", "sink_kill", "offset_gap", "sink_kill", "postgres",
-        "sink_kill", "broker", "sink_kill"]
-    assert QUICK.faults() == ["sink_kill", "oversized", "sink_kill", "offset_gap", "postgres"]
+        "sink_kill", "oversized", "sink_kill", "poison_headers", "sink_kill", "offset_gap",
+        "sink_kill", "postgres", "sink_kill", "broker"]
+    assert QUICK.faults() == ["sink_kill", "oversized", "sink_kill", "poison_headers",
+                              "offset_gap", "postgres"]
 
 
 def clean(**changes) -> dict:
@@ -26,12 +27,15 @@ def clean(**changes) -> dict:
             {"fault": "offset_gap", "at_s": 6.7, "took_s": 0.4, "covered_after": 20_000,
              "partition": 0, "deleted_from": 16_000, "deleted_to": 17_000,
              "deleted_unread": 1_000}],
-        "produced": 50_000, "producer_exit_code": 0, "injected": 1, "kafka_messages": 50_001,
-        "landed": 48_500, "dead_lettered": 501, "gone_by_delete_records": 1_000,
+        "produced": 50_000, "producer_exit_code": 0, "injected": 2, "kafka_messages": 50_002,
+        "landed": 48_500, "dead_lettered": 502, "gone_by_delete_records": 1_000,
         "recorded_as_offset_gap": 1_000, "offset_gap_letters": 1, "offset_gaps_as_deleted": True,
         "oversized": [{"partition": 1, "offset": 9_000, "size": 999_900, "rows": 0,
                        "dead_letters": 1, "reason_codes": ["too_large"],
-                       "stored_bytes": 999_900}],
+                       "stored_bytes": 999_900, "headers_kept": None}],
+        "poison_headers": [{"partition": 1, "offset": 9_500, "size": 44, "rows": 0,
+                            "dead_letters": 1, "reason_codes": ["not_json"],
+                            "stored_bytes": 44, "headers_kept": True}],
         "duplicates": 0, "lost": 0,
         "recreation": {"old_topic_id": "a", "topic_id": "b", "produced": 5_000,
                        "producer_exit_code": 0, "kafka_messages": 5_000, "landed": 4_950,
@@ -54,11 +58,16 @@ def test_a_clean_run_has_no_problems():
       "landed": 49_500}, "the offset gap fault deleted nothing"),
     ({"offset_gaps_as_deleted": False},
      "the offset_gap dead letters do not cover exactly the offsets deleted unread"),
-    ({"produced": 50_001}, "messages in Kafka are not the acknowledged events plus the "
-                           "oversized ones"),
+    ({"produced": 50_001}, "messages in Kafka are not the acknowledged events plus chaos's "
+                           "own"),
     ({"oversized": [{"partition": 1, "offset": 9_000, "size": 999_900, "rows": 0,
                      "dead_letters": 2, "reason_codes": ["too_large"],
                      "stored_bytes": 999_900}]}, "the oversized message is not one"),
+    # The poison-header message landed without every header byte (or stopped the sink).
+    ({"poison_headers": [{"partition": 1, "offset": 9_500, "size": 44, "rows": 0,
+                          "dead_letters": 1, "reason_codes": ["not_json"], "stored_bytes": 44,
+                          "headers_kept": False}]}, "the poison-header message is not one"),
+    ({"poison_headers": []}, "poison-header messages missing"),
 ])
 def test_each_broken_promise_is_named(changes, problem):
     assert any(p.startswith(problem) for p in problems(clean(**changes))), problems(
