@@ -14,6 +14,7 @@ The webserver and the daemon both use this one server (workspace.yaml, written b
 """
 
 import multiprocessing
+import signal
 import sys
 
 from dagster._cli.api import grpc_command
@@ -37,5 +38,9 @@ def warm_run_workers() -> None:
 
 
 if __name__ == "__main__":
+    # Dagster maps SIGTERM to whatever SIGINT does. Started from a shell's background job,
+    # SIGINT is ignored (inherited), and so the server then ignored SIGTERM too: `docker
+    # compose stop` and `streamflow down` had to kill it after their grace period.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     warm_run_workers()
     sys.exit(grpc_command.main(args=sys.argv[1:], prog_name="streamflow-code-server"))

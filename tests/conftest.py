@@ -23,6 +23,15 @@ from streamflow.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """A test run started from a shell's background job inherits SIGINT ignored, and so would
+    every worker a test starts (a Ctrl-C test of `tail` then waits forever): default it."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts

@@ -56,7 +56,8 @@ _EVENTS_IN = statement("SELECT count(*) FROM {e} WHERE {e.ingest_seq} > %s "
 _NTH_SEQ = statement("SELECT {e.ingest_seq} FROM {e} WHERE {e.ingest_seq} > %s "
                      "AND {e.ingest_seq} <= %s ORDER BY {e.ingest_seq} OFFSET %s LIMIT 1",
                      e=events)
-_SHRINK = statement("UPDATE {c} SET {c.upto_seq} = %s "
+# The first half is a range of its own from here: this take is its first attempt.
+_SHRINK = statement("UPDATE {c} SET {c.upto_seq} = %s, {c.attempts} = 1 "
                     "WHERE {c.step} = %s AND {c.after_seq} = %s", c=step_claims)
 _MARK_DONE = statement("UPDATE {c} SET {c.done} = true "
                        "WHERE {c.step} = %s AND {c.after_seq} = %s AND NOT {c.done}",
@@ -125,7 +126,7 @@ def split(conn: psycopg.Connection, claim: Claim) -> Claim | None:
         middle = conn.execute(_NTH_SEQ, (claim.after, claim.upto, count // 2 - 1)).fetchone()[0]
         conn.execute(_SHRINK, (middle, claim.step, claim.after))
         conn.execute(_INSERT, (claim.step, middle, claim.upto, 0))
-    return Claim(claim.step, claim.after, middle, claim.tried, claim.last_error)
+    return Claim(claim.step, claim.after, middle, 0, claim.last_error)
 
 
 def failed(conn: psycopg.Connection, claim: Claim, error: BaseException) -> None:

@@ -166,7 +166,7 @@ class Publishers:
     dead_letters: PublishDeadLetters
 
 
-_DRY_RUN = Publishers(lambda _: None, lambda _: None, lambda _: None)
+_DRY_RUN = Publishers(lambda _: None, lambda _: None, lambda _: [])
 # The reprocesses' own advisory lock (``batches.lock``): two take turns, while the windows
 # step is held only for a chunk's windows.
 STEP = "reprocess"

@@ -135,8 +135,10 @@ class Stack:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             code = proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = proc.wait()
+        except subprocess.TimeoutExpired:  # as `docker compose stop` does after its grace
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait(STOP_TIMEOUT_S)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # what the group leader left behind
         return code

@@ -188,7 +188,12 @@ def test_a_range_is_recomputed_exactly_where_its_rows_changed(platform, resource
         conn.execute(text("DELETE FROM raw.events WHERE event_id = CAST(:id AS uuid)"),
                      {"id": viewed["event_id"]})
     sent: list = []
-    publishers = reprocess.Publishers(sent.extend, sent.extend, sent.extend)
+
+    def send_dead_letters(letters) -> list:
+        sent.extend(letters)
+        return []  # none refused
+
+    publishers = reprocess.Publishers(sent.extend, sent.extend, send_dead_letters)
     with connect_admin(platform.database_url) as conn:
         deleted = reprocess.run(conn, reprocess.SeqRange(first, last), publishers, limit=3)
         assert deleted.chunks >= 3 and deleted.counts.rechecked == 9  # 4: the deleted row was last
@@ -286,9 +291,9 @@ def test_a_reprocess_publishes_with_the_windows_lock_released(platform, resource
     lock_free: dict[str, list[bool]] = {"notifications": [], "dead_letters": [], "windows": []}
 
     def probed(name: str, publish):
-        def probe_then_publish(messages) -> None:
+        def probe_then_publish(messages):
             lock_free[name].append(_windows_lock_free(platform))
-            publish(messages)
+            return publish(messages)
         return probe_then_publish
 
     publishers = reprocess.Publishers(
