@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -414,15 +415,22 @@ def main(argv: list[str] | None = None) -> int:
     with isolated_stack() as st:
         result = run_chaos(st.settings, st.kafka, st.database_url, plan,
                            echo=lambda m: print(m, file=sys.stderr))
-    path = write_results("chaos", {"quick": args.quick, "chaos": result})
-    from benchmarks import report
-
-    report.refresh_reliability(result)
+        path = write_results("chaos", {"quick": args.quick, "chaos": result})
+        found = problems(result)
+        if found:  # the workers' logs go with the temporary stack: keep them beside the result
+            kept = path.with_name(path.stem + "-logs")
+            shutil.copytree(st.settings.logs_dir, kept)
+            print(f"logs of the unclean run: {kept}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     print(f"results: {path}", file=sys.stderr)
-    for problem in problems(result):
+    for problem in found:
         print(f"chaos: NOT CLEAN: {problem}", file=sys.stderr)
-    return 1 if problems(result) else 0
+    if found:
+        return 1
+    from benchmarks import report
+
+    report.refresh_reliability(result)  # docs state clean runs only; every run has its file
+    return 0
 
 
 if __name__ == "__main__":
