@@ -140,6 +140,14 @@ class Worker:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
 
+    def restart_if_exited(self) -> int | None:
+        """As the supervisor does: start the process again if it exited by itself (a fatal
+        consumer error exits the sink with 1); the exit code, or None while it runs."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is not None:
+            self.start()
+        return code
+
 
 class ChaosProducer(Worker):
     """`streamflow produce` of the plan, leaving its delivery counts in a stats file."""
@@ -182,6 +190,7 @@ class ChaosRun:
         self.sent: list[Sent] = []              # the oversized messages
         self.poisoned: list[Sent] = []          # the poison-header messages
         self.deleted: list[DeletedRange] = []   # offsets deleted before the sink read them
+        self.sink_exits: list[int] = []         # exit codes of a sink that stopped by itself
         self.started = time.monotonic()
 
     def run(self) -> dict:
@@ -201,12 +210,12 @@ class ChaosRun:
         self.sink.start()
         injected = []
         for i, fault in enumerate(faults, 1):
-            time.sleep(max(0.0, self.started + i * spacing - time.monotonic()))
+            self._supervise(until=self.started + i * spacing)
             at = time.monotonic()
             detail = self._inject(fault)
             injected.append(self._fault_record(fault, at, covered_now(self.database_url,
                                                                        self.topic), detail))
-        producer_rc = self.producer.proc.wait(plan.settle_timeout_s)
+        producer_rc = self._wait_for(self.producer)
         kafka_messages, ledger = self._settle(None)
         result = {"plan": asdict(plan), "faults": injected,
                   **self._main_tally(producer_rc, kafka_messages, ledger)}
@@ -214,9 +223,31 @@ class ChaosRun:
             fault, result["recreation"] = self._recreate(ledger)
             injected.append(fault)
         result["sink_exit_code_on_sigterm"] = self.sink.stop()
+        result["sink_exits"] = self.sink_exits
         result["seconds"] = round(time.monotonic() - self.started, 1)
         self.echo(summary(result))
         return result
+
+    def _supervise(self, until: float) -> None:
+        """Wait until ``until`` (monotonic), starting the sink again whenever it exits by
+        itself, as `streamflow up`'s supervisor would."""
+        while True:
+            code = self.sink.restart_if_exited()
+            if code is not None:
+                self.sink_exits.append(code)
+                self.echo(f"  the sink exited with {code}: started again (as the supervisor "
+                          "does)")
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.5, left))
+
+    def _wait_for(self, producer: Worker) -> int:
+        """The producer's exit code, supervising the sink meanwhile."""
+        deadline = time.monotonic() + self.plan.settle_timeout_s
+        while producer.proc.poll() is None and time.monotonic() < deadline:
+            self._supervise(until=time.monotonic() + 1.0)
+        return producer.proc.wait(max(deadline - time.monotonic(), 1.0))
 
     def _inject(self, fault: str) -> dict:
         """Inject one fault; what it did, for the result's fault list."""
@@ -269,7 +300,7 @@ class ChaosRun:
             if ((ledger is not None and ledger.covered >= kafka_messages) or now > deadline
                     or now - seen_at > STALL_S):
                 break
-            time.sleep(1.0)
+            self._supervise(until=time.monotonic() + 1.0)
         time.sleep(2.0)  # anything still in flight (a duplicate would show now)
         return (topics.message_count(self.kafka, self.topic),
                 account(self.database_url, self.topic, topic_id))
@@ -312,7 +343,7 @@ class ChaosRun:
                                  self.env, self.settings.logs_dir, label="chaos-recreated")
         self.workers.append(producer)
         producer.start()
-        producer_rc = producer.proc.wait(self.plan.settle_timeout_s)
+        producer_rc = self._wait_for(producer)
         kafka_messages, new = self._settle(new_id)
         every = account(self.database_url, self.topic)
         old = (every.rows - new.rows, every.dead_letters - new.dead_letters,

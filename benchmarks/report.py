@@ -36,6 +36,8 @@ def chaos_table(result: dict) -> str:
         ("oversized messages sent", oversized or "-"),
         ("poison-header messages sent (340 KB of \\xff)", poisoned or "-"),
         ("messages in Kafka", f"{result['kafka_messages']:,}"),
+        ("sink exits by itself (started again, as the supervisor does)",
+         ", ".join(f"exit {code}" for code in result.get("sink_exits", [])) or "none"),
         ("landed in raw.events", f"{result['landed']:,}"),
         ("dead-lettered (ingest)", f"{result['dead_lettered']:,}"),
         ("gone by delete_records, recorded as offset_gap",

@@ -201,10 +201,12 @@ class Sink:
             if error is None:
                 if (msg.topic(), msg.partition()) in assigned:
                     usable.append(msg)
-            elif error.fatal():
+            elif error.fatal() or error.code() == KafkaError._FATAL:
                 # A fatal consumer never consumes again: exit non-zero, so the supervisor
                 # starts a fresh sink (it resumes from the offsets in PostgreSQL), instead of
-                # polling a dead client while the lag grows.
+                # polling a dead client while the lag grows. librdkafka reports it to
+                # consume() as code _FATAL with the fatal flag unset (a static member fenced
+                # after a broker restart, `make chaos`).
                 raise ConsumerFailed(f"Kafka consumer failed fatally: {error}")
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)
