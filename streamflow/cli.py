@@ -252,6 +252,28 @@ app.command("groups")(browser.groups_command)
 app.command("tail")(browser.tail_command)
 
 
+NODE = typer.Option(None, "--node", min=1, help="Only this node (1 to STREAMFLOW_KAFKA_BROKERS).")
+
+
+@kafka_app.command("start")
+def kafka_start(node: int | None = NODE) -> None:
+    """Start the embedded Kafka nodes that are not running (all, or --node N)."""
+    from streamflow.infra import kafka_server
+
+    settings = _settings()
+    kafka_server.fetch(settings, echo=_echo)
+    kafka_server.start(settings, echo=_echo, node_id=node)
+    _echo(f"kafka: answering on {settings.bootstrap_servers}")
+
+
+@kafka_app.command("stop")
+def kafka_stop(node: int | None = NODE) -> None:
+    """Stop the embedded Kafka nodes (all, or --node N): a controlled shutdown each."""
+    from streamflow.infra import kafka_server
+
+    _echo(f"kafka: {kafka_server.stop(_settings(), node_id=node)}")
+
+
 @kafka_app.command("fetch")
 def kafka_fetch() -> None:
     """Copy the Kafka jars under STREAMFLOW_HOME with Maven (once; offline afterwards)."""
@@ -274,6 +296,7 @@ def topics_create(add_partitions: bool = typer.Option(
     for s in topics.ensure_topics(admin_client(settings.kafka),
                                   topics.topic_specs(settings),
                                   replication_factor=settings.topic_replication_factor,
+                                  min_insync_replicas=settings.topic_min_insync_replicas,
                                   add_partitions=add_partitions):
         _echo(f"{s.name}: {s.outcome}" + (f" ({s.detail})" if s.detail else ""))
 

@@ -146,6 +146,55 @@ class ClusterOverview:
         }
 
 
+@dataclass(frozen=True)
+class PartitionReplicas:
+    """Where one partition lives: its leader (-1: none, the partition is offline), its
+    replicas and those in sync with the leader."""
+
+    topic: str
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Every partition's replicas (internal topics too: a consumer group needs
+    __consumer_offsets) and the brokers the metadata lists."""
+
+    brokers: tuple[int, ...]
+    partitions: tuple[PartitionReplicas, ...]
+
+    @property
+    def under_replicated(self) -> list[PartitionReplicas]:
+        return [p for p in self.partitions if p.under_replicated]
+
+    @property
+    def offline(self) -> list[PartitionReplicas]:
+        return [p for p in self.partitions if p.offline]
+
+
+def replication(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> Replication:
+    """The cluster's replicas as its metadata says; ``KafkaUnavailable`` if it does not
+    answer within ``timeout_s``."""
+    with _answers(kafka):
+        metadata = admin_client(kafka).list_topics(timeout=timeout_s)
+    return Replication(
+        tuple(sorted(metadata.brokers)),
+        tuple(PartitionReplicas(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+              for name, topic in sorted(metadata.topics.items())
+              for p in sorted(topic.partitions.values(), key=lambda p: p.id)))
+
+
 class Header(NamedTuple):
     name: str
     value: bytes | None

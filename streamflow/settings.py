@@ -19,6 +19,8 @@ from streamflow.kafka_connection import KafkaConnection, security_properties
 
 Port = int  # validated by _valid_port below
 
+# Ports between one embedded Kafka node and the next (its listener, its controller).
+KAFKA_PORT_STRIDE = 2
 LOCALHOST = "127.0.0.1"
 
 
@@ -43,8 +45,13 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_port: Port = Field(9092, alias="STREAMFLOW_KAFKA_PORT")
     kafka_controller_port: Port = Field(9093, alias="STREAMFLOW_KAFKA_CONTROLLER_PORT")
-    # 512 MB suits a 2-core, single-broker development machine (Kafka's default is 1 GB).
-    kafka_heap_mb: int = Field(512, ge=128, le=65536, alias="STREAMFLOW_KAFKA_HEAP_MB")
+    # Nodes of the embedded KRaft cluster (each broker and controller). Node i listens on
+    # STREAMFLOW_KAFKA_PORT + 2 (i - 1), its controller on STREAMFLOW_KAFKA_CONTROLLER_PORT +
+    # 2 (i - 1): 9092/9093, 9094/9095, 9096/9097 by default.
+    kafka_brokers: int = Field(1, ge=1, le=9, alias="STREAMFLOW_KAFKA_BROKERS")
+    # Heap of each embedded broker. 512 MB suits one broker on a 2-core development machine
+    # (Kafka's default is 1 GB); three get 384 MB each unless this is set (~390 MB RSS each).
+    kafka_heap_mb: int | None = Field(None, ge=128, le=65536, alias="STREAMFLOW_KAFKA_HEAP_MB")
     # Seconds to wait for the broker to answer metadata after start.
     kafka_start_timeout_s: float = Field(90.0, gt=0, alias="STREAMFLOW_KAFKA_START_TIMEOUT")
     java: str = Field("java", alias="STREAMFLOW_JAVA")
@@ -73,8 +80,13 @@ class Settings(BaseSettings):
         168, ge=1, alias="STREAMFLOW_USER_EVENTS_RETENTION_HOURS")
     # analytics, notifications and dead-letter-topic (the reference gave every topic 3).
     topic_partitions: int = Field(3, ge=1, le=1000, alias="STREAMFLOW_TOPIC_PARTITIONS")
-    topic_replication_factor: int = Field(
-        1, ge=1, le=32, alias="STREAMFLOW_TOPIC_REPLICATION_FACTOR")
+    # Replicas of each pipeline topic, and how many must hold a write before it is
+    # acknowledged (acks=all). Unset: 3 and 2 on a cluster of three or more brokers, else
+    # the brokers' count and 1 (a cluster's size is read from the cluster itself).
+    topic_replication_factor: int | None = Field(
+        None, ge=1, le=32, alias="STREAMFLOW_TOPIC_REPLICATION_FACTOR")
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=32, alias="STREAMFLOW_TOPIC_MIN_INSYNC_REPLICAS")
     # Comma-separated topics `dlq replay` may send to (unset: user-events alone). A replay
     # sends unvalidated bytes, so the pipeline's output topics are refused here.
     replay_topics: str | None = Field(None, alias="STREAMFLOW_REPLAY_TOPICS")
@@ -163,6 +175,29 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _kafka_nodes_fit(self) -> Settings:
+        top = max(max(pair) for pair in self.kafka_node_ports)
+        if top > 65535:
+            raise ValueError(f"STREAMFLOW_KAFKA_BROKERS={self.kafka_brokers} needs ports up to "
+                             f"{top}: lower STREAMFLOW_KAFKA_PORT / _CONTROLLER_PORT")
+        listeners = {p for p, _ in self.kafka_node_ports}
+        if listeners & {c for _, c in self.kafka_node_ports}:
+            raise ValueError("STREAMFLOW_KAFKA_PORT and STREAMFLOW_KAFKA_CONTROLLER_PORT give "
+                             "two nodes the same port (node i uses each + 2 (i - 1))")
+        return self
+
+    @model_validator(mode="after")
+    def _replication_consistent(self) -> Settings:
+        rf, isr = self.topic_replication_factor, self.topic_min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"STREAMFLOW_TOPIC_MIN_INSYNC_REPLICAS={isr} exceeds "
+                             f"STREAMFLOW_TOPIC_REPLICATION_FACTOR={rf}: no write could succeed")
+        if self.embedded_kafka and rf is not None and rf > self.kafka_brokers:
+            raise ValueError(f"STREAMFLOW_TOPIC_REPLICATION_FACTOR={rf} exceeds the embedded "
+                             f"cluster's STREAMFLOW_KAFKA_BROKERS={self.kafka_brokers}")
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:
         self.kafka  # noqa: B018 - raises ValueError naming what is inconsistent
         return self
@@ -181,8 +216,22 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     @property
+    def kafka_node_ports(self) -> list[tuple[int, int]]:
+        """(listener, controller) port of each embedded node, node 1 first."""
+        return [(self.kafka_port + KAFKA_PORT_STRIDE * i,
+                 self.kafka_controller_port + KAFKA_PORT_STRIDE * i)
+                for i in range(self.kafka_brokers)]
+
+    @property
+    def embedded_kafka_heap_mb(self) -> int:
+        if self.kafka_heap_mb is not None:
+            return self.kafka_heap_mb
+        return 512 if self.kafka_brokers == 1 else 384
+
+    @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap_servers or f"{LOCALHOST}:{self.kafka_port}"
+        return self.kafka_bootstrap_servers or ",".join(
+            f"{LOCALHOST}:{port}" for port, _ in self.kafka_node_ports)
 
     @cached_property
     def kafka(self) -> KafkaConnection:

@@ -30,8 +30,13 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
     with contextlib.ExitStack() as started:
         if settings.embedded_kafka:
             kafka_server.fetch(settings, echo=echo)
-            if kafka_server.running(settings) is None:
+            states = kafka_server.node_states(settings)
+            stopped = [n.node_id for n, state in states if state is None]
+            if len(stopped) == len(states):
                 started.callback(_undo, lambda: {"kafka": kafka_server.stop(settings)}, echo)
+            elif stopped:  # a cluster with nodes down: only those are this call's
+                started.callback(_undo, lambda: {f"kafka node {i}": kafka_server.stop(
+                    settings, node_id=i) for i in stopped}, echo)
             kafka_server.start(settings, echo=echo)
         else:
             require_broker(settings.kafka)
@@ -50,7 +55,8 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
         # reported with its fix, not fatal: the workers read any partition count.
         statuses = topics.ensure_topics(
             admin_client(settings.kafka), topics.topic_specs(settings),
-            replication_factor=settings.topic_replication_factor, strict=False,
+            replication_factor=settings.topic_replication_factor,
+            min_insync_replicas=settings.topic_min_insync_replicas, strict=False,
         )
         echo("topics: " + ", ".join(f"{s.name} ({s.outcome})" for s in statuses))
         if problem := topics.mismatch_message(statuses):
@@ -183,16 +189,81 @@ class ComponentStatus:
     detail: str = ""
 
 
-def _kafka_status(settings: Settings) -> ComponentStatus:
-    state = kafka_server.running(settings) if settings.embedded_kafka else None
+@dataclass(frozen=True)
+class BrokerStatus:
+    node_id: int
+    pid: int | None      # None: not an embedded node, or not running
+    address: str
+    up: bool             # listed in the cluster's metadata
+    controller: bool     # the KRaft quorum's leader (the active controller)
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """What `status` says of Kafka: every broker, and how its partitions are replicated."""
+
+    brokers: tuple[BrokerStatus, ...]
+    under_replicated: int | None  # partitions with fewer in-sync replicas than replicas
+    offline: int | None           # partitions without a leader (None: no answer)
+    problem: str | None           # why the cluster did not answer
+
+    def describe(self) -> str:
+        up = sum(b.up for b in self.brokers)
+        controller = next((b.node_id for b in self.brokers if b.controller), None)
+        parts = [f"{up} of {len(self.brokers)} brokers up"]
+        if controller is not None:
+            parts.append(f"controller {controller}")
+        if self.under_replicated is not None:
+            parts.append(f"{self.under_replicated} under-replicated partition"
+                         f"{'s' * (self.under_replicated != 1)}")
+        if self.offline:
+            parts.append(f"{self.offline} offline")
+        return ", ".join(parts)
+
+
+def kafka_cluster(settings: Settings) -> KafkaCluster:
+    """Brokers (each embedded node, up or not; or those an external cluster lists) and the
+    replication of every partition. Never raises: what fails is reported."""
+    from streamflow import cluster
+
     problem = broker_problem(settings.kafka, timeout_s=2.0)
+    found = None
+    if problem is None:
+        try:
+            found = cluster.replication(settings.kafka, timeout_s=3.0)
+        except Exception as exc:  # status reports every failure, it never raises
+            problem = str(exc).splitlines()[0]
+    listed = set(found.brokers) if found else set()
+    if settings.embedded_kafka:
+        leader = kafka_server.quorum_leader(settings)
+        brokers = tuple(BrokerStatus(n.node_id, state.pid if state else None, n.address,
+                                     state is not None and n.node_id in listed,
+                                     state is not None and n.node_id == leader)
+                        for n, state in kafka_server.node_states(settings))
+    else:
+        brokers = tuple(BrokerStatus(i, None, "", True, False) for i in sorted(listed))
+    return KafkaCluster(brokers, len(found.under_replicated) if found else None,
+                        len(found.offline) if found else None, problem)
+
+
+def _kafka_status(settings: Settings, kafka: KafkaCluster) -> list[ComponentStatus]:
     detail = "embedded" if settings.embedded_kafka else f"external, {settings.kafka.protocol}"
-    if settings.embedded_kafka and state is None:
+    if settings.embedded_kafka and not any(b.pid for b in kafka.brokers):
         detail = "not running"
-    elif problem is not None:
-        detail = problem
-    return ComponentStatus("kafka", state.pid if state else None, settings.bootstrap_servers,
-                           problem is None, detail)
+    elif kafka.problem is not None:
+        detail = kafka.problem
+    elif len(kafka.brokers) > 1 or kafka.under_replicated:
+        detail += f": {kafka.describe()}"
+    healthy = (kafka.problem is None and all(b.up for b in kafka.brokers)
+               and not kafka.under_replicated and not kafka.offline)
+    first = next((b.pid for b in kafka.brokers if b.pid), None)
+    rows = [ComponentStatus("kafka", first, settings.bootstrap_servers, healthy, detail)]
+    if settings.embedded_kafka and len(kafka.brokers) > 1:
+        rows += [ComponentStatus(f"kafka node {b.node_id}", b.pid, b.address, b.up,
+                                 ("controller" if b.controller else "broker") if b.up else
+                                 ("not running" if b.pid is None else "not in the cluster yet"))
+                 for b in kafka.brokers]
+    return rows
 
 
 def _postgres_status(settings: Settings) -> ComponentStatus:
@@ -276,16 +347,17 @@ def _quarantine_status(settings: Settings, postgres: ComponentStatus) -> list[Co
                             "`streamflow quarantine list`")]
 
 
-def status(settings: Settings) -> list[ComponentStatus]:
+def status(settings: Settings, kafka: KafkaCluster | None = None) -> list[ComponentStatus]:
     postgres = _postgres_status(settings)
-    return [_kafka_status(settings), postgres, *_quarantine_status(settings, postgres),
-            *_worker_statuses(settings)]
+    return [*_kafka_status(settings, kafka or kafka_cluster(settings)), postgres,
+            *_quarantine_status(settings, postgres), *_worker_statuses(settings)]
 
 
 def status_document(settings: Settings) -> dict:
     """``status --json``: the same table plus the addresses scripts need (a database URL's
     password shown as ``***``)."""
-    components = status(settings)
+    kafka = kafka_cluster(settings)
+    components = status(settings, kafka)
     by_name = {c.component: c for c in components}
     return {
         "home": str(settings.home_dir),
@@ -293,4 +365,7 @@ def status_document(settings: Settings) -> dict:
         "database_url": by_name["postgres"].address,
         "healthy": all(c.healthy for c in components),
         "components": [asdict(c) for c in components],
+        "kafka": {"brokers": [asdict(b) for b in kafka.brokers],
+                  "under_replicated_partitions": kafka.under_replicated,
+                  "offline_partitions": kafka.offline},
     }

@@ -121,9 +121,29 @@ def _grow(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> list[
     return statuses
 
 
+def replication_for(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``: three copies
+    where there are three brokers, a write held by two of them (one broker may be lost
+    without a stop or a loss); with fewer, as many copies as brokers and one in sync."""
+    factor = min(3, brokers)
+    return factor, 2 if factor >= 3 else 1
+
+
+def replication(admin: AdminClient, settings_factor: int | None, settings_in_sync: int | None,
+                *, timeout_s: float = 30.0) -> tuple[int, int]:
+    """The replication the pipeline's topics get: the settings' where set, else what the
+    cluster's size allows (``replication_for``)."""
+    if settings_factor is not None and settings_in_sync is not None:
+        return settings_factor, settings_in_sync
+    brokers = len(admin.list_topics(timeout=timeout_s).brokers)
+    factor = settings_factor or replication_for(brokers)[0]
+    return factor, settings_in_sync or replication_for(factor)[1]
+
+
 def ensure_topics(
-    admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int = 1,
-    timeout_s: float = 30.0, add_partitions: bool = False, strict: bool = True,
+    admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int | None = None,
+    min_insync_replicas: int | None = None, timeout_s: float = 30.0,
+    add_partitions: bool = False, strict: bool = True,
 ) -> list[TopicStatus]:
     """Create missing topics; report (never silently accept) existing ones laid out otherwise.
 
@@ -133,6 +153,8 @@ def ensure_topics(
     only returned (``streamflow up`` reports them and keeps going: the workers read any
     partition count).
     """
+    factor, in_sync = replication(admin, replication_factor, min_insync_replicas,
+                                  timeout_s=timeout_s)
     existing = admin.list_topics(timeout=timeout_s).topics
     statuses: list[TopicStatus] = []
     to_create = []
@@ -147,8 +169,9 @@ def ensure_topics(
                 statuses.append(_layout(spec, have))
         else:
             to_create.append(NewTopic(
-                spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
-                config={"retention.ms": str(spec.retention_ms), **spec.config},
+                spec.name, num_partitions=spec.partitions, replication_factor=factor,
+                config={"retention.ms": str(spec.retention_ms),
+                        "min.insync.replicas": str(in_sync), **spec.config},
             ))
     if to_create:
         for name, future in admin.create_topics(to_create, request_timeout=timeout_s).items():

@@ -17,6 +17,7 @@ from streamflow import endpoints, stack, topics
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
+from streamflow.kafka_clients import admin_client
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, load_settings
 
@@ -101,6 +102,49 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
 
         gc.collect()
         stack.down(settings, echo=echo)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A three-node KRaft cluster from the embedded Kafka's jars, beside the session's single
+    broker; the session's PostgreSQL serves it."""
+
+    settings: Settings
+    database_url: str
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        return self.settings.kafka
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
+
+
+CLUSTER_BROKERS = 3
+
+
+@pytest.fixture(scope="session")
+def cluster(platform, tmp_path_factory, request) -> Iterator[Cluster]:
+    """Started once, by the first test that asks for it (~10 s); its tests share it and must
+    leave every node running (`kafka_server.start` brings back one they stopped)."""
+    from streamflow.infra.processes import free_port_run
+
+    first = free_port_run(2 * CLUSTER_BROKERS)
+    settings = load_settings(
+        STREAMFLOW_HOME=str(tmp_path_factory.mktemp("streamflow-cluster")),
+        STREAMFLOW_KAFKA_BROKERS=CLUSTER_BROKERS, STREAMFLOW_KAFKA_PORT=first,
+        STREAMFLOW_KAFKA_CONTROLLER_PORT=first + 1, KAFKA_BOOTSTRAP_SERVERS=None,
+        DATABASE_URL=platform.database_url)
+    kafka_server.share_jars(settings, kafka_server.libs_dir(platform.settings))
+    echo = _uncaptured_echo(request.config)
+    kafka_server.start(settings, echo=echo)
+    topics.ensure_topics(admin_client(settings.kafka), topics.topic_specs(settings))
+    echo(f"integration cluster: {CLUSTER_BROKERS} Kafka nodes at {settings.bootstrap_servers}")
+    try:
+        yield Cluster(settings, platform.database_url)
+    finally:
+        echo(f"cluster: {kafka_server.stop(settings)}")
 
 
 @pytest.fixture

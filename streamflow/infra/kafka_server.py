@@ -1,19 +1,26 @@
-"""A real Apache Kafka 4.x broker (KRaft combined mode) run from its Maven Central jars.
+"""A real Apache Kafka 4.x cluster (KRaft, each node a broker and a controller) run from its
+Maven Central jars: one node by default, three with STREAMFLOW_KAFKA_BROKERS=3.
 
-``fetch`` copies the jars named by ``pom.xml`` under STREAMFLOW_HOME once; after that the broker
-starts offline. ``start`` formats the storage on first use (the cluster id is kept, so a restart
-keeps the data) and returns only when the broker answers a metadata request.
+``fetch`` copies the jars named by ``pom.xml`` under STREAMFLOW_HOME once; after that the nodes
+start offline. ``start`` formats each node's storage on first use (the cluster id is kept, so a
+restart keeps the data) and returns only when the cluster answers a metadata request listing
+every running node. docs/ARCHITECTURE.md, "The embedded Kafka cluster".
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka import KafkaException
 
 from streamflow.errors import (
     BrokerStartFailed,
@@ -22,8 +29,9 @@ from streamflow.errors import (
     MavenNotFound,
 )
 from streamflow.infra import log_rotation, processes
-from streamflow.kafka_clients import broker_answers
+from streamflow.kafka_clients import admin_client, broker_answers
 from streamflow.settings import LOCALHOST, Settings
+from streamflow.topics import replication_for
 
 COMPONENT = "kafka"
 POM = Path(__file__).with_name("pom.xml")
@@ -119,29 +127,75 @@ def java_major(java: str) -> int:
     return major
 
 
-def server_properties(settings: Settings, extra: Mapping[str, str] | None = None) -> str:
-    """The broker's configuration; ``extra`` adds or replaces properties (a test broker
-    with a SASL_SSL listener, say)."""
-    data = settings.kafka_dir / "data"
+@dataclass(frozen=True)
+class Node:
+    """One node of the embedded KRaft cluster (a broker and a controller in one process)."""
+
+    node_id: int
+    port: int             # PLAINTEXT listener
+    controller_port: int  # CONTROLLER listener
+    dir: Path             # server.properties and data/
+    component: str        # its run-state name (processes.read_state)
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+
+def nodes(settings: Settings) -> list[Node]:
+    """The cluster's nodes. One node keeps the layout of a single broker (kafka/data, the
+    `kafka` run state, kafka.log), so a home made before clusters existed starts as it was."""
+    ports = settings.kafka_node_ports
+    if len(ports) == 1:
+        return [Node(1, *ports[0], settings.kafka_dir, COMPONENT,
+                     settings.logs_dir / "kafka.log")]
+    return [Node(i, port, controller, settings.kafka_dir / f"node-{i}", f"{COMPONENT}-{i}",
+                 settings.logs_dir / f"kafka-{i}.log")
+            for i, (port, controller) in enumerate(ports, 1)]
+
+
+def node(settings: Settings, node_id: int) -> Node:
+    found = [n for n in nodes(settings) if n.node_id == node_id]
+    if not found:
+        raise BrokerStartFailed(f"no Kafka node {node_id}: the embedded cluster has nodes "
+                                f"1-{settings.kafka_brokers} (STREAMFLOW_KAFKA_BROKERS)")
+    return found[0]
+
+
+def server_properties(settings: Settings, at: Node | None = None,
+                      extra: Mapping[str, str] | None = None) -> str:
+    """A node's configuration (node 1 by default); ``extra`` adds or replaces properties (a
+    test broker with a SASL_SSL listener, say)."""
+    cluster = nodes(settings)
+    at = at or cluster[0]
+    factor, in_sync = replication_for(len(cluster))
     properties = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{LOCALHOST}:{settings.kafka_controller_port}",
-        "listeners": f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port},"
-                     f"CONTROLLER://{LOCALHOST}:{settings.kafka_controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}",
+        "node.id": str(at.node_id),
+        "controller.quorum.voters": ",".join(f"{n.node_id}@{LOCALHOST}:{n.controller_port}"
+                                             for n in cluster),
+        "listeners": f"PLAINTEXT://{at.address},CONTROLLER://{LOCALHOST}:{at.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{at.address}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(data),
-        # A single broker: every internal topic has one replica.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "log.dirs": str(at.data),
+        # Internal topics and topics created without a factor: as many copies as the cluster
+        # allows (up to 3), a write held by two where there are three (topics.replication_for).
+        "offsets.topic.replication.factor": str(factor),
+        "transaction.state.log.replication.factor": str(factor),
+        "transaction.state.log.min.isr": str(in_sync),
+        "share.coordinator.state.topic.replication.factor": str(factor),
+        "share.coordinator.state.topic.min.isr": str(in_sync),
+        "default.replication.factor": str(factor),
+        "min.insync.replicas": str(in_sync),
         # 10 instead of 50 __consumer_offsets partitions: the first group join is faster on
-        # 2 cores, and one broker gains nothing from more.
+        # 2 cores, and a small cluster gains nothing from more.
         "offsets.topic.num.partitions": "10",
         # Topics are created on purpose (`streamflow topics create`); a typo must not make one.
         "auto.create.topics.enable": "false",
@@ -174,12 +228,31 @@ def _classpath(settings: Settings) -> str:
     return str(libs_dir(settings) / "*")
 
 
-def prepare(settings: Settings, extra: Mapping[str, str] | None = None) -> Path:
-    """Write the config and format the storage once (the cluster id survives restarts)."""
-    config = settings.kafka_dir / "server.properties"
+def _formatted_size(settings: Settings) -> int | None:
+    """The number of nodes the storage under STREAMFLOW_HOME was formatted for (None: none)."""
+    layout = settings.kafka_dir / "cluster.json"
+    if layout.exists():
+        return json.loads(layout.read_text())["brokers"]
+    return 1 if (settings.kafka_dir / "data" / "meta.properties").exists() else None
+
+
+def prepare(settings: Settings, at: Node | None = None,
+            extra: Mapping[str, str] | None = None) -> Path:
+    """Write a node's config and format its storage once (the cluster id survives restarts).
+    A home formatted for another number of nodes is refused: its quorum cannot change."""
+    at = at or nodes(settings)[0]
+    formatted = _formatted_size(settings)
+    if formatted not in (None, settings.kafka_brokers):
+        raise BrokerStartFailed(
+            f"the embedded Kafka under {settings.kafka_dir} was formatted for {formatted} "
+            f"node(s), not STREAMFLOW_KAFKA_BROKERS={settings.kafka_brokers}: its quorum cannot "
+            f"change in place. Keep STREAMFLOW_KAFKA_BROKERS={formatted}, or use another "
+            "STREAMFLOW_HOME (or `streamflow down` and delete its kafka/ directory: its "
+            "messages go with it)")
+    config = at.dir / "server.properties"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(server_properties(settings, extra))
-    if not (settings.kafka_dir / "data" / "meta.properties").exists():
+    config.write_text(server_properties(settings, at, extra))
+    if not (at.data / "meta.properties").exists():
         cmd = [shutil.which(settings.java) or settings.java, "-cp", _classpath(settings),
                "kafka.tools.StorageTool", "format",
                # `=`: a random id may start with "-", which would read as an option.
@@ -189,64 +262,140 @@ def prepare(settings: Settings, extra: Mapping[str, str] | None = None) -> Path:
             raise BrokerStartFailed(
                 f"formatting Kafka storage failed: {(result.stdout + result.stderr).strip()[-800:]}"
             )
+        (settings.kafka_dir / "cluster.json").write_text(
+            json.dumps({"brokers": settings.kafka_brokers}))
     return config
 
 
+def node_states(settings: Settings) -> list[tuple[Node, processes.ProcessState | None]]:
+    """Each node with its running process (None: not running)."""
+    found = []
+    for n in nodes(settings):
+        state = processes.read_state(settings.run_dir, n.component)
+        found.append((n, state if state and state.is_alive() else None))
+    return found
+
+
+def quorum_leader(settings: Settings) -> int | None:
+    """The KRaft quorum's leader (the active controller) as the nodes last recorded it: the
+    newest epoch in their quorum-state files; None when no node has recorded one."""
+    newest: tuple[int, int] | None = None
+    for n in nodes(settings):
+        try:
+            state = json.loads((n.data / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("leaderId", -1) >= 0 and (newest is None
+                                              or state["leaderEpoch"] > newest[0]):
+            newest = (state["leaderEpoch"], state["leaderId"])
+    return newest[1] if newest else None
+
+
 def running(settings: Settings) -> processes.ProcessState | None:
-    state = processes.read_state(settings.run_dir, COMPONENT)
-    return state if state and state.is_alive() else None
+    """A running node's process (node 1's first), or None when no node runs."""
+    return next((state for _, state in node_states(settings) if state is not None), None)
 
 
-def start(settings: Settings, *, echo=print,
-          extra: Mapping[str, str] | None = None) -> processes.ProcessState:
-    """Start the broker (or find it running) and return once it answers metadata requests
-    on its PLAINTEXT listener; ``extra``: more server properties (see server_properties)."""
-    if state := running(settings):
-        echo(f"kafka already running (pid {state.pid}) on {state.address}")
-        return state
+def start(settings: Settings, *, echo=print, extra: Mapping[str, str] | None = None,
+          node_id: int | None = None) -> processes.ProcessState:
+    """Start the cluster's nodes that do not run (or only ``node_id``) and return once the
+    cluster answers metadata requests with every running node in it; ``extra``: more server
+    properties (see server_properties). The nodes start together: a quorum of three elects
+    its leader once two run."""
     if not jars_present(settings):
         raise KafkaJarsMissing("the Kafka jars are not fetched yet: run `streamflow kafka fetch`")
     java = java_major(settings.java) and (shutil.which(settings.java) or settings.java)
-    for port, setting in ((settings.kafka_port, "STREAMFLOW_KAFKA_PORT"),
-                          (settings.kafka_controller_port, "STREAMFLOW_KAFKA_CONTROLLER_PORT")):
-        processes.require_free_port(port, "the Kafka broker", setting, ALTERNATIVES)
-    config = prepare(settings, extra)
-    log = settings.logs_dir / "kafka.log"
-    cmd = [java, f"-Xms{settings.kafka_heap_mb}m", f"-Xmx{settings.kafka_heap_mb}m", *JVM_FLAGS,
-           "-cp", _classpath(settings), "kafka.Kafka", str(config)]
-    echo(f"starting Kafka {kafka_version()} (KRaft) on {settings.bootstrap_servers} ...")
-    state, _ = processes.spawn(COMPONENT, cmd, run_dir=settings.run_dir, log_path=log,
-                               address=settings.bootstrap_servers)
+    states = node_states(settings)
+    wanted = [(n, s) for n, s in states if node_id in (None, n.node_id)]
+    if node_id is not None and not wanted:
+        node(settings, node_id)  # raises naming the nodes there are
+    for n, state in wanted:
+        if state is not None:
+            echo(f"kafka node {n.node_id} already running (pid {state.pid}) on {n.address}")
+    starting = [n for n, state in wanted if state is None]
+    for n in starting:
+        for port, setting in ((n.port, "STREAMFLOW_KAFKA_PORT"),
+                              (n.controller_port, "STREAMFLOW_KAFKA_CONTROLLER_PORT")):
+            processes.require_free_port(port, f"Kafka node {n.node_id}", setting, ALTERNATIVES)
+    spawned = []
+    heap = settings.embedded_kafka_heap_mb
+    for n in starting:
+        config = prepare(settings, n, extra)
+        cmd = [java, f"-Xms{heap}m", f"-Xmx{heap}m", *JVM_FLAGS, "-cp", _classpath(settings),
+               "kafka.Kafka", str(config)]
+        echo(f"starting Kafka {kafka_version()} (KRaft) node {n.node_id} on {n.address} ..."
+             if len(states) > 1 else
+             f"starting Kafka {kafka_version()} (KRaft) on {settings.bootstrap_servers} ...")
+        state, _ = processes.spawn(n.component, cmd, run_dir=settings.run_dir, log_path=n.log,
+                                   address=n.address)
+        spawned.append((n, state))
+    if spawned:
+        _wait_for(settings, spawned, {n.node_id for n, s in states if s is not None})
+    return running(settings)
+
+
+def _wait_for(settings: Settings, spawned: list[tuple[Node, processes.ProcessState]],
+              already: set[int]) -> None:
+    """Until the cluster's metadata lists every running node; a node that exits or does not
+    join in time is stopped and reported with its log."""
+    expected = already | {n.node_id for n, _ in spawned}
+
+    def listed() -> set[int]:
+        try:
+            return set(admin_client(settings.kafka, **{"log_level": 0}).list_topics(
+                timeout=1.0).brokers)
+        except KafkaException:
+            return set()
 
     def ready_or_dead() -> bool:
-        return not state.is_alive() or broker_answers(settings.kafka, timeout_s=1.0)
+        return (any(not s.is_alive() for _, s in spawned)
+                or (broker_answers(settings.kafka, timeout_s=1.0) and expected <= listed()))
 
     processes.wait_until(ready_or_dead, timeout_s=settings.kafka_start_timeout_s, interval_s=0.5)
-    if not state.is_alive():
-        processes.clear_state(settings.run_dir, COMPONENT)
+    for n, state in spawned:
+        if not state.is_alive():
+            _abandon(settings, spawned)
+            raise BrokerStartFailed(
+                f"Kafka node {n.node_id} exited during start-up; last lines of {n.log}:\n"
+                f"{processes.tail(n.log)}\nFix the cause above, or {ALTERNATIVES}")
+    missing = expected - listed()
+    if missing or not broker_answers(settings.kafka, timeout_s=2.0):
+        _abandon(settings, spawned)
+        logs = ", ".join(str(n.log) for n, _ in spawned)
         raise BrokerStartFailed(
-            f"the Kafka broker exited during start-up; last lines of {log}:\n"
-            f"{processes.tail(log)}\nFix the cause above, or {ALTERNATIVES}"
-        )
-    if not broker_answers(settings.kafka, timeout_s=2.0):
-        processes.terminate(state.pid, timeout_s=10)
-        processes.clear_state(settings.run_dir, COMPONENT)
-        raise BrokerStartFailed(
-            f"the Kafka broker did not answer within {settings.kafka_start_timeout_s:.0f}s "
-            f"(STREAMFLOW_KAFKA_START_TIMEOUT); see {log}, or {ALTERNATIVES}"
-        )
-    return state
+            f"the Kafka cluster did not answer with node(s) {sorted(missing) or '?'} within "
+            f"{settings.kafka_start_timeout_s:.0f}s (STREAMFLOW_KAFKA_START_TIMEOUT); see "
+            f"{logs}, or {ALTERNATIVES}")
 
 
-def stop(settings: Settings) -> str:
-    state = processes.read_state(settings.run_dir, COMPONENT)
-    if state is None or not state.is_alive():
-        processes.clear_state(settings.run_dir, COMPONENT)
+def _abandon(settings: Settings, spawned: list[tuple[Node, processes.ProcessState]]) -> None:
+    for n, state in spawned:
+        if state.is_alive():
+            processes.terminate(state.pid, timeout_s=10)
+        processes.clear_state(settings.run_dir, n.component)
+
+
+def stop(settings: Settings, *, node_id: int | None = None) -> str:
+    """Stop the cluster's nodes (or only ``node_id``), all at once: a controlled shutdown
+    moves leadership and flushes logs; each is given time before SIGKILL."""
+    chosen = [(n, s) for n, s in node_states(settings) if node_id in (None, n.node_id)]
+    if node_id is not None and not chosen:
+        node(settings, node_id)
+    live = [(n, s) for n, s in chosen if s is not None]
+    for n, state in chosen:
+        if state is None:
+            processes.clear_state(settings.run_dir, n.component)
+    if not live:
         return "not running"
-    # A controlled shutdown moves leadership and flushes logs; give it time before SIGKILL.
-    outcome = processes.terminate(state.pid, timeout_s=60)
-    processes.clear_state(settings.run_dir, COMPONENT)
-    return outcome
+    with ThreadPoolExecutor(max_workers=len(live)) as pool:
+        outcomes = list(pool.map(lambda pair: processes.terminate(pair[1].pid, timeout_s=60),
+                                 live))
+    for n, _ in live:
+        processes.clear_state(settings.run_dir, n.component)
+    if len(chosen) == 1:
+        return outcomes[0]
+    return "; ".join(f"node {n.node_id} {outcome}" for (n, _), outcome in zip(live, outcomes,
+                                                                             strict=True))
 
 
 def version_from_log(settings: Settings) -> str | None:

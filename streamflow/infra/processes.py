@@ -166,6 +166,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_run(count: int, *, attempts: int = 100) -> int:
+    """The first of ``count`` consecutive ports that are all free right now (an embedded
+    Kafka cluster's nodes take consecutive ports: settings.kafka_node_ports)."""
+    for _ in range(attempts):
+        first = free_port()
+        if first + count <= 65536 and all(port_is_free(p) for p in range(first, first + count)):
+            return first
+    raise OSError(f"no {count} consecutive free ports found in {attempts} tries")
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 import time
+import types
 
 import pytest
 
@@ -25,9 +26,12 @@ def settings(tmp_path):
 
 def _fake_embedded_kafka(monkeypatch, calls: list[str], *, running: bool) -> None:
     monkeypatch.setattr(stack.kafka_server, "fetch", lambda *_a, **_k: None)
-    monkeypatch.setattr(stack.kafka_server, "running", lambda _s: object() if running else None)
+    node = types.SimpleNamespace(node_id=1)
+    monkeypatch.setattr(stack.kafka_server, "node_states",
+                        lambda _s: [(node, object() if running else None)])
     monkeypatch.setattr(stack.kafka_server, "start", lambda *_a, **_k: calls.append("start"))
-    monkeypatch.setattr(stack.kafka_server, "stop", lambda _s: calls.append("stop") or "stopped")
+    monkeypatch.setattr(stack.kafka_server, "stop",
+                        lambda _s, **_k: calls.append("stop") or "stopped")
 
 
 def _refuse(_url):
