@@ -10,7 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,26 +19,13 @@ from streamflow import endpoints, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
-from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCH_PII_KEY = "bench-pii-key-0123456789abcdef"
 
 
-@dataclass(frozen=True)
-class Stack:
-    settings: Settings
-    database_url: str
-
-    @property
-    def kafka(self) -> KafkaConnection:
-        return self.settings.kafka
-
-    @property
-    def bootstrap(self) -> str:
-        return self.settings.bootstrap_servers
-
+class Stack(stack.Services):
     def worker_env(self, **extra: str) -> dict:
         return worker_env(self.settings, self.database_url, **extra)
 

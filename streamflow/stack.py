@@ -19,7 +19,24 @@ from streamflow.db.engine import redacted, server_version
 from streamflow.errors import WorkersFailed
 from streamflow.infra import kafka_server, postgres_server, processes
 from streamflow.kafka_clients import admin_client, broker_problem, require_broker
+from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, env_var_names, to_env
+
+
+@dataclass(frozen=True)
+class Services:
+    """A running Kafka and PostgreSQL as their clients reach them (tests, benchmarks)."""
+
+    settings: Settings
+    database_url: str
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        return self.settings.kafka
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
 
 
 def up(settings: Settings, *, echo=print, workers: bool = True) -> None:

@@ -18,7 +18,6 @@ from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port
 from streamflow.kafka_clients import admin_client
-from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,19 +67,9 @@ def _uncaptured_echo(config):
 
 
 @dataclass(frozen=True)
-class Platform:
-    settings: Settings
-    database_url: str
+class Platform(stack.Services):
     kafka_version: str
     postgres_version: str
-
-    @property
-    def kafka(self) -> KafkaConnection:
-        return self.settings.kafka
-
-    @property
-    def bootstrap(self) -> str:
-        return self.settings.bootstrap_servers
 
 
 @pytest.fixture(scope="session")
@@ -104,21 +93,9 @@ def platform(tmp_path_factory, request) -> Iterator[Platform]:
         stack.down(settings, echo=echo)
 
 
-@dataclass(frozen=True)
-class Cluster:
+class Cluster(stack.Services):
     """A three-node KRaft cluster from the embedded Kafka's jars, beside the session's single
     broker; the session's PostgreSQL serves it."""
-
-    settings: Settings
-    database_url: str
-
-    @property
-    def kafka(self) -> KafkaConnection:
-        return self.settings.kafka
-
-    @property
-    def bootstrap(self) -> str:
-        return self.settings.bootstrap_servers
 
 
 CLUSTER_BROKERS = 3
