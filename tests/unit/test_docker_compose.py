@@ -1,4 +1,8 @@
-"""docker-compose.yml cannot run here (no Docker engine): check its shape statically."""
+"""docker-compose.yml cannot run here (no Docker engine): check its shape statically.
+
+The rules every variant keeps are checked on docker-compose.yml alone and with the three-broker
+docker-compose.cluster.yml merged over it; the cluster's own rules are in
+test_docker_compose_cluster.py."""
 
 import inspect
 import json
@@ -15,9 +19,23 @@ from streamflow.settings import env_var_names
 from tests.conftest import ROOT
 from tests.helpers import compose
 
+
+def _ours(services: dict[str, dict]) -> set[str]:
+    return {name for name, svc in services.items() if "build" in svc}
+
+
 COMPOSE = compose.compose_file()
 SERVICES = COMPOSE["services"]
-OURS = {name for name, svc in SERVICES.items() if "build" in svc}
+OURS = _ours(SERVICES)
+# Each variant a user can start, as compose merges its files.
+VARIANTS = {"single": COMPOSE, "cluster": compose.compose_file(compose.CLUSTER_FILE)}
+
+
+def _each(pick) -> list:
+    """(variant, service) parameters: in every variant, each service ``pick`` chooses from its
+    services (a collection of names)."""
+    return [pytest.param(variant, name, id=f"{variant}-{name}")
+            for variant, model in VARIANTS.items() for name in sorted(pick(model["services"]))]
 
 
 def test_every_part_of_the_platform_is_a_service():
@@ -35,38 +53,51 @@ def test_kafka_is_a_4x_kraft_broker_with_a_health_check():
     assert "healthcheck" in kafka and "healthcheck" in SERVICES["postgres"]
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
-def test_images_are_pinned(name):
-    image = SERVICES[name]["image"]
+@pytest.mark.parametrize(("variant", "name"), _each(set))
+def test_images_are_pinned(variant, name):
+    image = VARIANTS[variant]["services"][name]["image"]
     repo, _, tag = image.rpartition(":")
     assert repo and tag and tag != "latest", image
 
 
-@pytest.mark.parametrize("name", sorted(OURS))
-def test_our_services_only_set_variables_the_settings_read(name):
-    assert set(SERVICES[name].get("environment", {})) <= env_var_names()
+@pytest.mark.parametrize(("variant", "name"), _each(_ours))
+def test_our_services_only_set_variables_the_settings_read(variant, name):
+    env = VARIANTS[variant]["services"][name].get("environment", {})
+    assert set(env) - env_var_names() == set()
 
 
-def _waits_for(name: str) -> dict[str, str]:
-    """Every service ``name`` waits for, transitively, with the condition it waits on."""
-    seen: dict[str, str] = {}
-    todo = [name]
-    while todo:
-        for dep, spec in SERVICES[todo.pop()].get("depends_on", {}).items():
-            if dep not in seen:
-                seen[dep] = spec["condition"]
-                todo.append(dep)
-    return seen
+WORKERS = ("producer", "sink", "live", "dagster-webserver", "dagster-daemon")
 
 
-@pytest.mark.parametrize("name", ["producer", "sink", "live", "dagster-webserver",
-                                  "dagster-daemon"])
-def test_nothing_starts_before_the_broker_is_healthy_and_topics_exist(name):
-    waits = _waits_for(name)
-    assert waits.get("kafka") == "service_healthy"
+@pytest.mark.parametrize(("variant", "name"), _each(lambda _: WORKERS))
+def test_nothing_starts_before_the_brokers_are_healthy_and_topics_exist(variant, name):
+    services = VARIANTS[variant]["services"]
+    waits = compose.waits_for(services, name)
+    for broker in compose.brokers(services):
+        assert waits.get(broker) == "service_healthy", broker
     assert waits.get("postgres") == "service_healthy"
     assert waits.get("topic-init") == "service_completed_successfully"
     assert waits.get("migrate") == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_more_sinks_than_partitions_of_user_events(variant):
+    """The sinks share one group: Kafka gives each partition to one sink, a sink beyond the
+    partitions sits idle."""
+    services = VARIANTS[variant]["services"]
+    assert 1 <= compose.replicas(services["sink"]) <= compose.user_events_partitions(services)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_scaled_sinks_never_share_a_static_group_member_id(variant):
+    """Every replica of the sink service (`--scale sink=N`, the cluster's `deploy.replicas`)
+    runs one command: a fixed --instance-id there is one static member id for them all, and
+    sinks sharing one fence each other out of the group in turn (docker-compose.yml, sink)."""
+    command = compose.command(VARIANTS[variant]["services"]["sink"])
+    words = shlex.split(command[2]) if command[:2] == ["sh", "-c"] else command
+    if "--instance-id" in words:
+        value = words[words.index("--instance-id") + 1]
+        assert "$" in value, f"every sink replica would join as {value!r}"
 
 
 # -- a compose stack fit for a server (issue 13): each rule below failed on the old file -------
@@ -84,17 +115,10 @@ PROMQL_WORDS = frozenset({"sum", "min", "max", "avg", "count", "rate", "irate", 
                           "histogram_quantile", "clamp_min", "and", "or", "unless", "offset"})
 
 
-def _published(service: dict) -> list[tuple[str, str, str]]:
-    """(host address, host port, container port) of each `ports` entry (short syntax)."""
-    entries = []
-    for entry in service.get("ports", []):
-        parts = str(entry).rsplit(":", 2)
-        entries.append(tuple(parts) if len(parts) == 3 else ("", *parts))
-    return entries
-
-
-def test_every_published_port_listens_on_loopback_unless_the_user_opts_in():
-    published = {name: _published(svc) for name, svc in SERVICES.items() if "ports" in svc}
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_published_port_listens_on_loopback_unless_the_user_opts_in(variant):
+    services = VARIANTS[variant]["services"]
+    published = {name: compose.published(svc) for name, svc in services.items() if "ports" in svc}
     assert published
     for name, entries in published.items():
         for address, host_port, _ in entries:
@@ -102,10 +126,14 @@ def test_every_published_port_listens_on_loopback_unless_the_user_opts_in():
                 f"{name} publishes {host_port} on {address or 'every interface'}")
 
 
-def test_the_kafka_external_listener_is_published_on_loopback_only():
-    kafka = SERVICES["kafka"]
-    assert [address for address, _, _ in _published(kafka)] == [LOOPBACK]
-    assert "EXTERNAL://localhost:" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+@pytest.mark.parametrize(("variant", "name"), _each(compose.brokers))
+def test_the_kafka_external_listener_is_published_on_loopback_only(variant, name):
+    kafka = VARIANTS[variant]["services"][name]
+    [(address, host_port, port)] = compose.published(kafka)
+    assert address == LOOPBACK
+    # Clients on this host are sent to the published port: the same number inside.
+    assert host_port == port
+    assert f"EXTERNAL://localhost:{port}" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
 
 
 def test_secrets_have_no_defaults():
@@ -123,21 +151,12 @@ def test_secrets_have_no_defaults():
         "${GRAFANA_ADMIN_PASSWORD:?")
 
 
-def _named_volume_mounts(service: dict) -> dict[str, str]:
-    """Mount path -> named volume (declared under top-level `volumes`) of a service."""
-    mounts = {}
-    for entry in service.get("volumes", []):
-        source, target = str(entry).split(":")[:2]
-        if source in (COMPOSE.get("volumes") or {}):
-            mounts[target] = source
-    return mounts
-
-
-def test_kafka_keeps_its_log_on_the_mounted_volume():
-    kafka = SERVICES["kafka"]
+@pytest.mark.parametrize(("variant", "name"), _each(compose.brokers))
+def test_kafka_keeps_its_log_on_the_mounted_volume(variant, name):
+    kafka = VARIANTS[variant]["services"][name]
     log_dirs = kafka["environment"].get("KAFKA_LOG_DIRS")
     assert log_dirs, "KAFKA_LOG_DIRS unset: the apache/kafka image writes to /tmp"
-    mounts = _named_volume_mounts(kafka)
+    mounts = compose.named_volume_mounts(VARIANTS[variant], kafka)
     for log_dir in log_dirs.split(","):
         assert any(PurePosixPath(log_dir).is_relative_to(target) for target in mounts), (
             f"{log_dir} is on none of kafka's volumes {sorted(mounts)}")
@@ -220,7 +239,7 @@ def test_grafana_reads_the_compose_prometheus():
         (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
-    assert "9090" in {port for _, _, port in _published(SERVICES["prometheus"])}
+    assert "9090" in {port for _, _, port in compose.published(SERVICES["prometheus"])}
     for dashboard in _dashboards().values():
         for panel in dashboard["panels"]:
             assert panel["datasource"]["uid"] == source["uid"], panel["title"]
@@ -280,7 +299,8 @@ def test_the_dagster_instance_config_is_not_a_second_hand_kept_copy():
               if line.startswith("COPY")]
     assert not [line for line in copied if "dagster" in line or "workspace" in line], copied
     home = SERVICES["migrate"]["environment"]["DAGSTER_HOME"]
-    shared = {name: _named_volume_mounts(SERVICES[name]).get(home) for name in DAGSTER_SERVICES}
+    shared = {name: compose.named_volume_mounts(COMPOSE, SERVICES[name]).get(home)
+              for name in DAGSTER_SERVICES}
     assert len(set(shared.values())) == 1 and None not in shared.values(), shared
     for name in ("dagster-webserver", "dagster-daemon"):
         command = SERVICES[name]["command"]
@@ -329,12 +349,12 @@ def test_migrate_writes_the_instance_config_streamflow_up_writes(tmp_path, monke
                                                               + 1]
 
 
-@pytest.mark.parametrize("name", sorted(OURS))
-def test_our_services_can_reach_a_managed_secured_kafka(name):
+@pytest.mark.parametrize(("variant", "name"), _each(_ours))
+def test_our_services_can_reach_a_managed_secured_kafka(variant, name):
     """Every Kafka connection setting (security included: SASL, the CA, the client certificate,
     key and key password for mutual TLS) passes through from .env, so compose's workers can use
     a managed cluster instead of the `kafka` service (README "Deploying")."""
-    env = SERVICES[name]["environment"]
+    env = VARIANTS[variant]["services"][name]["environment"]
     connection = {variable for variable in env_var_names() if variable.startswith("KAFKA_")}
     assert {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SSL_CERTIFICATE_LOCATION",
             "KAFKA_SSL_KEY_LOCATION", "KAFKA_SSL_KEY_PASSWORD"} <= connection
