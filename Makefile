@@ -65,10 +65,12 @@ bench: fetch-kafka
 
 # Fault injection: 1M events, 5 sink SIGKILLs, a PostgreSQL and a broker restart, an oversized
 # message, offsets deleted under the stopped sink, then the topic deleted and created again;
-# every offset of both incarnations accounted for. Results in benchmarks/results/ and
+# every offset of both incarnations accounted for. CLUSTER=1: three brokers and three sinks,
+# a leader SIGKILLed, a sink killed and one frozen past its session timeout, a rolling restart,
+# a reassignment, then the micro-batch's invariants. Results in benchmarks/results/ and
 # docs/RELIABILITY.md.
 chaos: fetch-kafka
-	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick,) $(if $(CLUSTER),--cluster,)
 
 # The whole local stack at 2,000 events/s for 30 minutes (QUICK=1: 4): RSS, disk, lag and
 # micro-batch timings must stay flat. Results in benchmarks/results/ and docs/BENCHMARKS.md.

@@ -441,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the reduced plan of make test")
+    parser.add_argument("--cluster", action="store_true",
+                        help="three brokers and three sinks (benchmarks.chaos_cluster)")
     args = parser.parse_args(argv)
+    if args.cluster:
+        return _cluster_main(args.quick)
     plan = QUICK if args.quick else ChaosPlan()
     with isolated_stack() as st:
         result = run_chaos(st.settings, st.kafka, st.database_url, plan,
@@ -462,6 +466,26 @@ def main(argv: list[str] | None = None) -> int:
 
     report.refresh_reliability(result)  # docs state clean runs only; every run has its file
     return 0
+
+
+def _cluster_main(quick: bool) -> int:
+    from benchmarks import chaos_cluster
+
+    plan = chaos_cluster.QUICK_CLUSTER if quick else chaos_cluster.ClusterPlan()
+    with isolated_stack(STREAMFLOW_KAFKA_BROKERS=3) as st:
+        result = chaos_cluster.run_cluster_chaos(st, plan,
+                                                 echo=lambda m: print(m, file=sys.stderr))
+        path = write_results("chaos-cluster", {"quick": quick, "chaos": result})
+        found = chaos_cluster.problems(result)
+        if found:
+            kept = path.with_name(path.stem + "-logs")
+            shutil.copytree(st.settings.logs_dir, kept)
+            print(f"logs of the unclean run: {kept}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    print(f"results: {path}", file=sys.stderr)
+    for problem in found:
+        print(f"chaos (cluster): NOT CLEAN: {problem}", file=sys.stderr)
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import psutil
 from streamflow import endpoints, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
-from streamflow.infra.processes import free_port
+from streamflow.infra.processes import free_port, free_port_run
 from streamflow.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,10 +43,12 @@ def isolated_stack(**overrides: object):
     ``overrides``: more settings by environment name (STREAMFLOW_DEMO_RATE=2000, say); the
     workers that `stack.start_workers` starts on it inherit them."""
     jars = kafka_server.fetch(load_settings())  # once, in the default home (make fetch-kafka)
+    # A cluster's nodes take consecutive ports from the first (settings.kafka_node_ports).
+    kafka_port = free_port_run(2 * int(overrides.get("STREAMFLOW_KAFKA_BROKERS", 1)))
     with tempfile.TemporaryDirectory(prefix="streamflow-bench-") as home:
         settings = load_settings(
-            STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=free_port(),
-            STREAMFLOW_KAFKA_CONTROLLER_PORT=free_port(), STREAMFLOW_DAGSTER_PORT=free_port(),
+            STREAMFLOW_HOME=home, STREAMFLOW_KAFKA_PORT=kafka_port,
+            STREAMFLOW_KAFKA_CONTROLLER_PORT=kafka_port + 1, STREAMFLOW_DAGSTER_PORT=free_port(),
             STREAMFLOW_DAGSTER_CODE_PORT=free_port(),
             STREAMFLOW_METRICS_PORT=free_port(), STREAMFLOW_LIVE_PORT=free_port(),
             KAFKA_BOOTSTRAP_SERVERS=None,
