@@ -224,11 +224,21 @@ class KafkaCluster:
     offline: int | None           # partitions without a leader (None: no answer)
     problem: str | None           # why the cluster did not answer
 
+    @property
+    def quorum(self) -> bool:
+        """A majority of the nodes runs (the KRaft controllers; every embedded node is one):
+        without it no leader moves and no metadata changes, so writes to a partition whose
+        in-sync replicas are short wait."""
+        return sum(b.pid is not None or b.up for b in self.brokers) > len(self.brokers) // 2
+
     def describe(self) -> str:
         up = sum(b.up for b in self.brokers)
         controller = next((b.node_id for b in self.brokers if b.controller), None)
         parts = [f"{up} of {len(self.brokers)} brokers up"]
-        if controller is not None:
+        if not self.quorum:
+            parts.append("NO controller quorum: writes wait (never dropped) until a majority "
+                         "runs again")
+        elif controller is not None:
             parts.append(f"controller {controller}")
         if self.under_replicated is not None:
             parts.append(f"{self.under_replicated} under-replicated partition"

@@ -5,6 +5,8 @@ each broker, one node lost without a lost write and started again with one comma
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 
 from confluent_kafka.admin import ConfigResource
@@ -67,3 +69,29 @@ def test_a_node_lost_loses_no_write_and_comes_back_with_one_command(cluster):
     wait_for(lambda: stack.kafka_cluster(cluster.settings).under_replicated == 0,
              timeout_s=120, message="node 2 to catch up (no under-replicated partition)")
     assert topics.message_count(cluster.kafka, topic) == 1_000
+
+
+def test_two_nodes_lost_writes_wait_and_none_is_dropped(cluster):
+    """Without a controller quorum (one node of three) a write needing two in-sync replicas
+    cannot be acknowledged: it waits in the producer (message.timeout.ms=0, as the producer
+    worker sets it), nothing fails or is dropped, and it lands once the nodes are back."""
+    topic = topics.create_topic(cluster.kafka, f"t-{uuid.uuid4().hex[:12]}", 3,
+                                replication_factor=3, config={"min.insync.replicas": "2"})
+    states = {n.node_id: state for n, state in kafka_server.node_states(cluster.settings)}
+    failed: list[str] = []
+    sender = producer(cluster.kafka, **{"message.timeout.ms": 0})
+    try:
+        kafka_server.stop(cluster.settings, node_id=2)
+        os.kill(states[3].pid, signal.SIGKILL)  # the last one cannot shut down in order
+        seen = stack.kafka_cluster(cluster.settings)
+        assert not seen.quorum and "NO controller quorum" in seen.describe()
+        for i in range(100):
+            sender.produce(topic, str(i).encode(),
+                           on_delivery=lambda err, _m: err and failed.append(str(err)))
+        assert sender.flush(5) == 100 and failed == []  # waiting, not failing
+    finally:
+        kafka_server.start(cluster.settings, echo=lambda _m: None)
+    assert sender.flush(60) == 0 and failed == []
+    assert topics.message_count(cluster.kafka, topic) == 100
+    wait_for(lambda: stack.kafka_cluster(cluster.settings).under_replicated == 0,
+             timeout_s=120, message="every node back in sync")

@@ -86,3 +86,17 @@ def test_the_quorum_leader_is_the_newest_epoch_any_node_recorded(tmp_path):
         state.parent.mkdir(parents=True)
         state.write_text(json.dumps({"leaderId": leader, "leaderEpoch": epoch}))
     assert kafka_server.quorum_leader(settings) == 2
+
+
+def test_status_says_when_the_controller_quorum_is_lost():
+    from streamflow.stack import BrokerStatus, KafkaCluster
+
+    def cluster(*up: bool) -> KafkaCluster:
+        return KafkaCluster(tuple(BrokerStatus(i, 100 + i if alive else None, "", alive,
+                                               i == 1) for i, alive in enumerate(up, 1)),
+                            1, 0, None)
+
+    assert cluster(True, False, True).quorum
+    assert "controller 1" in cluster(True, False, True).describe()
+    lost = cluster(True, False, False)
+    assert not lost.quorum and "NO controller quorum" in lost.describe()
