@@ -29,10 +29,11 @@ class Stack(stack.Services):
     def worker_env(self, **extra: str) -> dict:
         return worker_env(self.settings, self.database_url, **extra)
 
-    def start(self, *args: str) -> subprocess.Popen:
-        """A `streamflow` CLI worker on this stack (its output discarded)."""
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A `streamflow` CLI worker on this stack (its output discarded); ``env``: more
+        settings for it."""
         return subprocess.Popen([sys.executable, "-m", "streamflow.cli", *args],
-                                env=self.worker_env(), stdout=subprocess.DEVNULL,
+                                env=self.worker_env(**(env or {})), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
 
 

@@ -13,10 +13,20 @@ import shutil
 import sys
 from datetime import UTC, datetime
 
-from benchmarks import backbone, catchup, history, latency, live, pipeline, plots, report
+from benchmarks import (
+    backbone,
+    catchup,
+    cluster,
+    history,
+    latency,
+    live,
+    pipeline,
+    plots,
+    report,
+)
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
-GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history")
+GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster")
 # Sustained rates (events/s) at which window visibility is measured on the full stack, after
 # the demo rate; each on a fresh stack.
 LOADED_RATES = (1_000, 5_000, 20_000)
@@ -86,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             history.refresh_docs(document["history"] | {"environment": document["environment"]},
                                  f"{stamp}-all.json")
+    if "cluster" in wanted:
+        with isolated_stack(STREAMFLOW_KAFKA_BROKERS=3) as st:
+            document.setdefault("environment", environment(st))
+            _log("cluster: 3 brokers; replication, 1-3 sinks, rebalance pauses, leader kill ...")
+            document["cluster"] = cluster.bench_cluster(
+                st, events // 2, quick=args.quick)
     path = write_results(args.only or "all", document, stamp)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))

@@ -47,7 +47,8 @@ def test_three_nodes_each_with_its_ports_dir_and_the_whole_quorum(tmp_path):
     assert props["log.dirs"] == str(tmp_path / "kafka" / "node-2" / "data")
     for name, value in (("offsets.topic.replication.factor", "3"),
                         ("transaction.state.log.min.isr", "2"),
-                        ("default.replication.factor", "3"), ("min.insync.replicas", "2")):
+                        ("default.replication.factor", "3"), ("min.insync.replicas", "2"),
+                        ("broker.session.timeout.ms", "4000")):  # failover in ~4 s, not 9
         assert props[name] == value, name
 
 
