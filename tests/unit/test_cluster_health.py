@@ -139,3 +139,25 @@ def test_the_cluster_view_shows_the_pipelines_partitions_and_any_other_not_in_sy
         (topics.ANALYTICS, 0, None, "offline"),
         ("__consumer_offsets", 0, 1, "under-replicated")]  # "other" is in sync: not listed
     assert (document["under_replicated"], document["offline"]) == (1, 1)
+
+
+def test_streamflow_live_reads_the_embedded_nodes_from_the_settings(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from streamflow import cli
+    from streamflow.live import server
+    from streamflow.settings import load_settings, to_env
+
+    started = []
+    monkeypatch.setattr(server, "run_live", lambda config, *_: started.append(config))
+    settings = load_settings(STREAMFLOW_HOME=str(tmp_path), STREAMFLOW_KAFKA_BROKERS=3,
+                             KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
+    for bootstrap in (None, "kafka.example:9092"):
+        result = CliRunner().invoke(cli.app, ["live"], env={
+            **to_env(settings), "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": None})
+        assert result.exit_code == 0, result.output
+    embedded, external = started
+    # Nothing runs in this home: every configured node is there, and down.
+    assert [(n.node_id, n.running) for n in embedded.nodes().nodes] == [
+        (1, False), (2, False), (3, False)]
+    assert external.nodes is None  # an external cluster is known by its metadata alone
