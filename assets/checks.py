@@ -1,4 +1,5 @@
-"""Asset checks: contract pass rate, DLQ rate, source freshness, no missing windows."""
+"""Asset checks: contract pass rate, DLQ rate, source freshness, no missing windows, nothing
+quarantined, every partition of the pipeline's topics replicated."""
 
 from datetime import timedelta
 
@@ -6,12 +7,14 @@ import dagster as dg
 from psycopg import sql
 
 from assets.dbt import SOURCE_FRESHNESS, SourceFreshness
+from assets.lineage import topic_key
 from assets.microbatch import dlq_report, event_windows, notifications
-from resources import PostgresResource
+from resources import KafkaResource, PostgresResource
+from streamflow import cluster, cluster_health, topics
 from streamflow.db import quarantine, tables
 from streamflow.db.compose import statement
 from streamflow.dlq import Stage
-from streamflow.errors import StreamFlowError
+from streamflow.errors import KafkaUnavailable, StreamFlowError
 from streamflow.microbatch import windows
 from streamflow.microbatch.windows import WINDOW_SECONDS
 
@@ -149,8 +152,52 @@ def quarantine_empty(postgres: PostgresResource) -> dg.AssetCheckResult:
                   "see": "streamflow quarantine list / resolve / retry"})
 
 
+# Seconds the cluster may take to answer the replication check's metadata request.
+REPLICATION_TIMEOUT_S = 10.0
+
+
+def replication_result(health: cluster_health.ClusterHealth) -> dg.AssetCheckResult:
+    """Passed while every judged partition has all its replicas in sync and a leader. A
+    failure is an ERROR where the cluster is down (no quorum, a partition offline or refusing
+    acks=all writes), a WARN where it is degraded (writes still taken)."""
+    short, offline = health.under_replicated, health.offline
+    return dg.AssetCheckResult(
+        passed=not short and not offline,
+        severity=(dg.AssetCheckSeverity.ERROR if health.state == cluster_health.DOWN
+                  else dg.AssetCheckSeverity.WARN),
+        metadata={"state": health.state, "reasons": "; ".join(health.reasons()) or "none",
+                  "partitions": len(health.partitions),
+                  "under_replicated": len(short), "offline": len(offline),
+                  "brokers_down": ", ".join(map(str, health.down_brokers)) or "none",
+                  "not_in_sync": dg.MetadataValue.json([
+                      {"partition": f"{p.topic}[{p.partition}]",
+                       "leader": None if p.offline else p.leader,
+                       "replicas": list(p.replicas), "isr": list(p.isr)}
+                      for p in [*offline, *(p for p in short if not p.offline)]])})
+
+
+def replication_check(topic: str) -> dg.AssetChecksDefinition:
+    """The topic's partitions as the cluster's metadata says (cluster_health.judge)."""
+
+    @dg.asset_check(asset=topic_key(topic), name="replicated",
+                    description=f"Every partition of {topic} has a leader and all its replicas "
+                                "in sync (fails while one is under-replicated or offline).")
+    def _replicated(kafka: KafkaResource) -> dg.AssetCheckResult:
+        try:
+            replication = cluster.replication(kafka.connection, timeout_s=REPLICATION_TIMEOUT_S)
+        except KafkaUnavailable as exc:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                       metadata={"state": cluster_health.DOWN,
+                                                 "reasons": str(exc)})
+        return replication_result(cluster_health.judge(replication, topic_names=[topic]))
+
+    return _replicated
+
+
+REPLICATION_CHECKS = [replication_check(name) for name in topics.PIPELINE_TOPICS]
+
 CHECKS = [contract_pass_rate, dlq_rate, *SOURCE_FRESHNESS_CHECKS, no_missing_windows,
-          quarantine_empty]
+          quarantine_empty, *REPLICATION_CHECKS]
 
 checks_job = dg.define_asset_job(
     "checks", selection=dg.AssetSelection.checks(*CHECKS), executor_def=dg.in_process_executor,

@@ -222,7 +222,10 @@ def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFL
                                        "beyond loopback STREAMFLOW_LIVE_TOKEN is required).")
          ) -> None:
     """Serve the live WebSocket view of the stream (and /health)."""
+    from functools import partial
+
     from streamflow import logs
+    from streamflow.cluster_health import embedded_nodes
     from streamflow.live.access import parse_allowed_origins, require_token_off_loopback
     from streamflow.live.server import LiveConfig, run_live
 
@@ -234,9 +237,11 @@ def live(port: int | None = typer.Option(None, "--port", help="Default: STREAMFL
     origins = parse_allowed_origins(settings.live_allowed_origins)
     bound = port or settings.live_port
     logs.notice(f"live view on http://{host}:{bound}/", "streamflow.cli")
+    nodes = partial(embedded_nodes, settings) if settings.embedded_kafka else None
     run_live(LiveConfig(settings.kafka, token=token,
                         dagster_url=f"http://127.0.0.1:{settings.dagster_port}",
-                        allowed_origins=origins, run_dir=settings.run_dir), bound, host)
+                        allowed_origins=origins, run_dir=settings.run_dir, nodes=nodes),
+             bound, host)
 
 
 @app.command(hidden=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
@@ -28,7 +28,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
 from streamflow import topics
 from streamflow.errors import KafkaUnavailable, TopicMissing
@@ -131,10 +131,14 @@ def topic_dict(info: topics.TopicInfo) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ClusterOverview:
     cluster_id: str | None
+    # The metadata's controller id. A KRaft cluster names a random live broker there (its
+    # controllers are not reachable by clients): the quorum's leader is known to the embedded
+    # cluster only (infra/kafka_server.quorum_leader).
     controller_id: int | None
     brokers: tuple[BrokerInfo, ...]
     topics: tuple[topics.TopicInfo, ...]  # the pipeline's first, then by name; no internal
     groups: tuple[GroupInfo, ...]  # the sink's first, then by id
+    replication: Replication | None = None  # from the same metadata (not in as_dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +177,10 @@ class Replication:
 
     brokers: tuple[int, ...]
     partitions: tuple[PartitionReplicas, ...]
+    addresses: Mapping[int, str] = field(default_factory=dict)  # listed broker -> host:port
+    # min.insync.replicas of each topic with a partition under-replicated (the others take
+    # acks=all writes whatever it is); a topic whose configuration did not answer is absent.
+    min_insync: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def under_replicated(self) -> list[PartitionReplicas]:
@@ -187,12 +195,37 @@ def replication(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> Replicatio
     """The cluster's replicas as its metadata says; ``KafkaUnavailable`` if it does not
     answer within ``timeout_s``."""
     with _answers(kafka):
-        metadata = admin_client(kafka).list_topics(timeout=timeout_s)
-    return Replication(
-        tuple(sorted(metadata.brokers)),
-        tuple(PartitionReplicas(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
-              for name, topic in sorted(metadata.topics.items())
-              for p in sorted(topic.partitions.values(), key=lambda p: p.id)))
+        return read_replication(admin_client(kafka), timeout_s=timeout_s)
+
+
+def read_replication(admin: AdminClient, *, timeout_s: float) -> Replication:
+    """``replication`` through a client the caller keeps (the live view's health probe asks
+    every second); raises ``KafkaException`` when the cluster does not answer."""
+    return _replication(admin, admin.list_topics(timeout=timeout_s), timeout_s)
+
+
+def _replication(admin: AdminClient, metadata: ClusterMetadata, timeout_s: float) -> Replication:
+    partitions = tuple(PartitionReplicas(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+                       for name, topic in sorted(metadata.topics.items())
+                       for p in sorted(topic.partitions.values(), key=lambda p: p.id))
+    short = sorted({p.topic for p in partitions if p.under_replicated})
+    return Replication(tuple(sorted(metadata.brokers)), partitions,
+                       {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()},
+                       _min_insync(admin, short, timeout_s) if short else {})
+
+
+def _min_insync(admin: AdminClient, names: list[str], timeout_s: float) -> dict[str, int]:
+    """Each topic's min.insync.replicas (its own or the broker default); a topic whose
+    configuration does not answer is left out rather than failing the whole reading."""
+    asked = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name)
+                                    for name in names], request_timeout=timeout_s)
+    found = {}
+    for resource, future in asked.items():
+        try:
+            found[resource.name] = int(future.result(timeout_s)["min.insync.replicas"].value)
+        except (KafkaException, FutureTimeout, KeyError, ValueError):
+            continue
+    return found
 
 
 class Header(NamedTuple):
@@ -252,6 +285,7 @@ def overview(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> ClusterOvervi
     request)."""
     with _clients(kafka) as (admin, probe):
         metadata = admin.list_topics(timeout=timeout_s)
+        replicas = _replication(admin, metadata, timeout_s)
         controller = metadata.controller_id if metadata.controller_id >= 0 else None
         brokers = tuple(BrokerInfo(b.id, b.host, b.port, b.id == controller)
                         for b in sorted(metadata.brokers.values(), key=lambda b: b.id))
@@ -259,7 +293,8 @@ def overview(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> ClusterOvervi
                                        timeout_s=timeout_s)
         ends = {info.name: info.end_offsets for info in infos}
         found = _groups(admin, probe, ends, timeout_s)
-    return ClusterOverview(metadata.cluster_id, controller, brokers, tuple(infos), tuple(found))
+    return ClusterOverview(metadata.cluster_id, controller, brokers, tuple(infos), tuple(found),
+                           replicas)
 
 
 def topic_infos(kafka: KafkaConnection, names: list[str] | None = None, *,

@@ -2,10 +2,12 @@
 lag and the produce->row latency (p50/p95 over the last LATENCY_WINDOW_S).
 
 The live server's health thread calls `Monitor.refresh()` once a second, whatever the number
-of pages open: one metadata request to Kafka, the workers' run-state files (written by the
-supervisor, naming each worker's /metrics address) and one scrape of the producer's and the
-sink's /metrics. `document()` turns the newest `Snapshot` and the rates the live view counts
-on the stream itself into the frame's `health` (pure, so unit tests call it).
+of pages open: one metadata request to Kafka (judged by cluster_health: brokers down,
+partitions under-replicated or offline; the embedded nodes from their run files), the workers'
+run-state files (written by the supervisor, naming each worker's /metrics address) and one
+scrape of the producer's and the sink's /metrics. `document()` turns the newest `Snapshot`
+and the rates the live view counts on the stream itself into the frame's `health` (pure, so
+unit tests call it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import NamedTuple
 
 from confluent_kafka import KafkaException
 
-from streamflow import kafka_clients, metrics, topics
+from streamflow import cluster, cluster_health, kafka_clients, metrics, topics
 from streamflow.infra import processes
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.metrics import Samples, total
@@ -37,7 +39,9 @@ PROBE_TIMEOUT_S = 1.5
 LATENCY_WINDOW_S = 60.0
 LATENCY_METRIC = "streamflow_sink_produce_to_row_seconds_bucket"
 
-OK, DOWN, STARTING, DEGRADED, UNKNOWN = "ok", "down", "starting", "degraded", "unknown"
+# A component's state: ok, degraded (amber), down (red), as the cluster's health says them.
+OK, DEGRADED, DOWN = cluster_health.OK, cluster_health.DEGRADED, cluster_health.DOWN
+STARTING, UNKNOWN = "starting", "unknown"
 SUPERVISOR = "supervisor"  # its state file marks a run directory of `streamflow up`
 
 def scrape(address: str) -> Samples | None:
@@ -117,6 +121,7 @@ class KafkaState(NamedTuple):
     reachable: bool | None  # None: not probed yet
     detail: str
     since: float  # when it became so (epoch seconds)
+    cluster: cluster_health.ClusterHealth | None = None  # None: no answer
 
 
 class Worker(NamedTuple):
@@ -142,9 +147,11 @@ class Monitor:
     """Refreshed by one background thread; `snapshot` is replaced whole, never mutated, so
     the frame builder reads it without a lock."""
 
-    def __init__(self, kafka: KafkaConnection, run_dir: Path | None) -> None:
+    def __init__(self, kafka: KafkaConnection, run_dir: Path | None,
+                 nodes: cluster_health.NodesReader | None = None) -> None:
         self.kafka = kafka
         self.run_dir = run_dir
+        self.nodes = nodes
         self.snapshot = Snapshot(KafkaState(None, "checking…", time.time()))
         self._admin = None
         self._latency = LatencyWindow()
@@ -171,17 +178,18 @@ class Monitor:
             self._admin = kafka_clients.admin_client(
                 self.kafka, **{"log_level": 0, "socket.connection.setup.timeout.ms": 1000})
         try:
-            brokers = len(self._admin.list_topics(timeout=PROBE_TIMEOUT_S).brokers)
-            reachable = brokers > 0
+            replication = cluster.read_replication(self._admin, timeout_s=PROBE_TIMEOUT_S)
         except KafkaException:
-            brokers, reachable = 0, False
+            replication = None
         finally:
             self._admin.poll(0)
+        reachable = replication is not None and bool(replication.brokers)
+        judged = (cluster_health.judge(replication, self.nodes() if self.nodes else None)
+                  if reachable else None)
         where = self.kafka.describe()
-        detail = (f"{brokers} broker{'s' if brokers != 1 else ''} at {where}" if reachable
-                  else f"no answer from {where}")
+        detail = judged.summary(where) if judged else f"no answer from {where}"
         since = previous.since if previous.reachable == reachable else time.time()
-        return KafkaState(reachable, detail, since)
+        return KafkaState(reachable, detail, since, judged)
 
     def _workers(self) -> dict[str, Worker] | None:
         if self.run_dir is None or processes.read_state(self.run_dir, SUPERVISOR) is None:
@@ -220,10 +228,10 @@ def _component(name: str, state: str, rate: float | None, unit: str, detail: str
 def document(snapshot: Snapshot, topic_rates: dict[str, float], *, assigned: bool) -> dict:
     """The frame's `health`: a row per component, the sink's lag and the latency."""
     kafka = snapshot.kafka
-    kafka_state = {True: OK if assigned else STARTING, False: DOWN, None: UNKNOWN}
     waiting = kafka.reachable and not assigned
-    rows = [_component("Kafka", kafka_state[kafka.reachable], sum(topic_rates.values()),
-                       "msg/s", kafka.detail + ("; waiting for partitions" if waiting else ""))]
+    rows = [_component("Kafka", kafka_row_state(kafka, assigned=assigned),
+                       sum(topic_rates.values()), "msg/s",
+                       kafka.detail + ("; waiting for partitions" if waiting else ""))]
     workers = snapshot.workers
     if workers is None:
         unknown = "not known: no workers of `streamflow up` here"
@@ -256,6 +264,17 @@ def document(snapshot: Snapshot, topic_rates: dict[str, float], *, assigned: boo
         "published)" if not stopped
         else "not running: " + ", ".join(stopped)))
     return {"components": rows, "sink_lag": lag, "latency": snapshot.latency._asdict()}
+
+
+def kafka_row_state(kafka: KafkaState, *, assigned: bool) -> str:
+    """The Kafka row: the cluster's state (cluster_health: ok, degraded = amber, down = red),
+    down when it does not answer, starting while the live view waits for its partitions."""
+    if kafka.reachable is None:
+        return UNKNOWN
+    if not kafka.reachable:
+        return DOWN
+    state = kafka.cluster.state if kafka.cluster is not None else OK
+    return STARTING if state == OK and not assigned else state
 
 
 def _worker_row(name: str, worker: Worker, unit: str, detail: str) -> dict:

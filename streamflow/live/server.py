@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from streamflow import kafka_clients
+from streamflow import cluster, cluster_health, kafka_clients
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.live import access, health
 from streamflow.live.feed import TOPICS, Feed
@@ -80,6 +80,10 @@ class LiveConfig:
     # The supervisor's run-state files (settings.run_dir): where the health panel finds the
     # workers and their /metrics. None: the workers' health is not shown.
     run_dir: Path | None = None
+    # The embedded cluster's nodes (cluster_health.embedded_nodes with the stack's settings):
+    # a stopped node shows as down, not absent, and the controller is the quorum's leader.
+    # None: an external cluster, known by its metadata alone.
+    nodes: cluster_health.NodesReader | None = None
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -96,7 +100,7 @@ class Live:
     def __init__(self, config: LiveConfig) -> None:
         self.config = config
         self.feed = Feed()
-        self.monitor = health.Monitor(config.kafka, config.run_dir)
+        self.monitor = health.Monitor(config.kafka, config.run_dir, config.nodes)
         self._stop = threading.Event()
         self._cluster_wanted = threading.Event()  # a page opened the Cluster view: refresh now
         self.hub = Hub(on_subscribe=lambda _channel: self._cluster_wanted.set())
@@ -144,16 +148,16 @@ class Live:
             self._cluster_wanted.clear()
 
     def _cluster_document(self) -> dict:
-        from streamflow import cluster  # admin requests: only once a page shows the view
-
         document = {"kind": CLUSTER, "t": time.time()}
         try:
             overview = cluster.overview(self.config.kafka, timeout_s=CLUSTER_TIMEOUT_S)
+            nodes = self.config.nodes() if self.config.nodes else None
         except Exception as exc:  # noqa: BLE001 - shown on the page; the next refresh retries
             log.warning("cluster overview failed: %s", exc)
             return {**document, "error": str(exc).splitlines()[0] if str(exc) else
                     type(exc).__name__}
-        return {**document, **overview.as_dict()}
+        return {**document, **overview.as_dict(),
+                "replication": cluster_health.view_document(overview.replication, nodes)}
 
     async def _supervise_broadcast(self) -> None:
         """Run the broadcaster; start it again BROADCAST_RESTART_S after it dies. It skips a

@@ -1,5 +1,6 @@
 """The live page's panels in Debian's Chromium: chart, notifications, health and latency, the
-"Kafka unreachable" state, pause and filter, and the Cluster view.
+"Kafka unreachable" state, pause and filter, and the Cluster view (on the three-node cluster
+too: a node stopped shows as down, its partitions under-replicated, Kafka amber).
 
 One pipeline for the module, laid out as `streamflow up` lays it out: a producer and a sink
 (on a topic of their own, dead letters to the pipeline's dead-letter topic), each recorded
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import NamedTuple
 
 import orjson
@@ -19,7 +21,8 @@ import psutil
 import pytest
 
 from streamflow import topics
-from streamflow.infra import processes
+from streamflow.cluster_health import embedded_nodes
+from streamflow.infra import kafka_server, processes
 from streamflow.infra.processes import free_port
 from streamflow.kafka_clients import producer
 from streamflow.kafka_connection import KafkaConnection
@@ -254,3 +257,53 @@ def test_the_cluster_view_lists_topics_and_groups_with_lag(pipeline, browser_pag
     page.click("nav a[href='#stream']")
     page.wait_for_selector("#view-stream:not([hidden])", timeout=WAIT_MS)
     assert page.is_hidden("#view-cluster")
+
+
+def test_the_cluster_view_and_health_show_a_node_down_on_the_three_node_cluster(
+        cluster, browser_page):
+    """A live view on the three-node cluster, with its nodes as `streamflow live` reads them
+    from the settings: node 2 stopped shows as down, the partitions it held as
+    under-replicated (highlighted), and the health panel's Kafka as degraded (amber)."""
+    stopped = 2
+    page = browser_page
+    nodes = partial(embedded_nodes, cluster.settings)
+    with live_in_process(LiveConfig(cluster.kafka, nodes=nodes)) as (live, port):
+        wait_for(lambda: live.feed.connected, timeout_s=60,
+                 message="the live view assigned its partitions")
+        open_page(page, port, "#cluster")
+        page.wait_for_selector("#replication-state[data-state=ok]", timeout=60_000)
+        assert kafka_server.stop(cluster.settings, node_id=stopped) == "stopped"
+        try:
+            page.wait_for_selector(f"#brokers li[data-broker='{stopped}'][data-up=false]",
+                                   timeout=WAIT_MS)
+            page.wait_for_selector("#replication-state[data-state=degraded]", timeout=60_000)
+            partitions = cluster.settings.user_events_partitions
+            page.wait_for_function(
+                "n => document.querySelectorAll(\"#cluster-partitions "
+                "tr.under-replicated[data-partition^='user-events:']\").length === n",
+                arg=partitions, timeout=60_000)
+            replication = page.evaluate("() => window.__lastCluster.replication")
+            assert [(b["id"], b["up"]) for b in replication["brokers"]] == [
+                (1, True), (2, False), (3, True)]
+            events = [p for p in replication["partitions"] if p["topic"] == topics.USER_EVENTS]
+            assert len(events) == partitions and all(
+                p["state"] == "under-replicated" and stopped not in p["isr"] for p in events)
+            assert f"broker {stopped} down" in page.inner_text("#replication-state")
+            # The under-replicated rows are highlighted: another background than in-sync rows.
+            assert page.evaluate(
+                "() => getComputedStyle(document.querySelector("
+                "'#cluster-partitions tr.under-replicated td')).backgroundColor"
+            ) != "rgba(0, 0, 0, 0)"
+            screenshot(page, "live-cluster-node-down")
+
+            page.click("nav a[href='#stream']")
+            page.wait_for_selector("#health tr[data-component=Kafka][data-state=degraded]",
+                                   timeout=WAIT_MS)
+            kafka = health_rows(page)["Kafka"]
+            assert f"broker {stopped} down" in kafka["cells"][3]
+            assert "under-replicated" in kafka["cells"][3]
+            screenshot(page, "live-health-node-down", "#health >> xpath=..")
+        finally:
+            kafka_server.start(cluster.settings, node_id=stopped)
+        page.wait_for_selector("#health tr[data-component=Kafka][data-state=ok]",
+                               timeout=120_000)

@@ -9,7 +9,9 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streamflow import metrics, supervisor
+from streamflow import cluster_health, metrics, supervisor
+from streamflow.cluster import PartitionReplicas, Replication
+from streamflow.cluster_health import EmbeddedNodes, NodeState
 from streamflow.live import health
 from streamflow.live.health import DEGRADED, DOWN, OK, STARTING, UNKNOWN, KafkaState, Worker
 from streamflow.live.hub import subscription
@@ -113,6 +115,32 @@ def test_what_is_down_or_unknown_is_said():
     assert {by_name[n]["state"] for n in by_name if n != "Kafka"} == {UNKNOWN}
     not_probed = health.Snapshot(KafkaState(None, "checking…", 0.0), None)
     assert rows(health.document(not_probed, RATES, assigned=False))["Kafka"]["state"] == UNKNOWN
+
+
+def kafka_judged(listed: tuple[int, ...], isr: tuple[int, ...], leader: int = 1) -> KafkaState:
+    """Kafka answering, its one partition replicated on nodes 1-3 and in sync on ``isr``,
+    the nodes in ``listed`` running."""
+    replication = Replication(listed, (PartitionReplicas("t", 0, leader, (1, 2, 3), isr),))
+    nodes = EmbeddedNodes(tuple(NodeState(i, "", i in listed) for i in (1, 2, 3)), 1)
+    judged = cluster_health.judge(replication, nodes)
+    return KafkaState(True, judged.summary("b:9092"), 0.0, judged)
+
+
+def test_the_kafka_row_is_amber_with_a_broker_down_and_red_without_a_quorum():
+    def kafka_row(kafka: KafkaState, assigned: bool = True) -> dict:
+        return rows(health.document(health.Snapshot(kafka, None), RATES,
+                                    assigned=assigned))["Kafka"]
+
+    assert kafka_row(kafka_judged((1, 2, 3), (1, 2, 3)))["state"] == OK
+    amber = kafka_row(kafka_judged((1, 3), (1, 3)))
+    assert amber["state"] == DEGRADED
+    assert amber["detail"] == ("2 of 3 brokers up at b:9092; broker 2 down; "
+                               "1 partition under-replicated: t[0]")
+    # Degraded stays degraded while the live view waits for its partitions.
+    assert kafka_row(kafka_judged((1, 3), (1, 3)), assigned=False)["state"] == DEGRADED
+    red = kafka_row(kafka_judged((1,), (1,)))
+    assert red["state"] == DOWN and "no quorum: 1 of 3 brokers up" in red["detail"]
+    assert kafka_row(kafka_judged((1, 3), (2,), leader=-1))["state"] == DOWN  # offline
 
 
 def test_the_worker_names_are_the_supervisors(tmp_path):

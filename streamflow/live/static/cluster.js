@@ -1,6 +1,7 @@
-// The Cluster view: brokers, topics (partitions, retention, offsets) and consumer groups with
-// their lag, from the server's cluster documents (streamflow.cluster, refreshed every few
-// seconds while this view is shown). Names and ids are inserted as text, never as HTML.
+// The Cluster view: brokers (up or down), each partition's replicas, topics (partitions,
+// retention, offsets) and consumer groups with their lag, from the server's cluster documents
+// (streamflow.cluster, refreshed every few seconds while this view is shown). Names and ids
+// are inserted as text, never as HTML.
 "use strict";
 
 function retention(ms) {
@@ -29,6 +30,30 @@ function row(cells, data) {
   return tr;
 }
 
+// Brokers up or down and each partition's leader and in-sync replicas (streamflow.cluster_health):
+// a broker down, an under-replicated or an offline partition is marked by its class.
+function renderReplication(rep) {
+  const state = document.getElementById("replication-state");
+  state.textContent = "Kafka " + rep.state + (rep.reasons.length ? ": " + rep.reasons.join("; ") : "");
+  state.className = "note replication " + rep.state;
+  state.dataset.state = rep.state;
+  document.getElementById("brokers").replaceChildren(...rep.brokers.map(b => {
+    const li = document.createElement("li");
+    li.textContent = "broker " + b.id + (b.address ? " at " + b.address : "") + ": " +
+                     (b.up ? "up" : "down") + (b.controller ? " (controller)" : "");
+    li.className = b.up ? "up" : "down";
+    Object.assign(li.dataset, { broker: b.id, up: b.up });
+    return li;
+  }));
+  tableRows("#cluster-partitions", rep.partitions.map(p => {
+    const tr = row([p.topic, p.partition, p.leader == null ? "none" : p.leader,
+                    p.replicas.join(", "), p.isr.join(", "), p.state],
+                   { partition: p.topic + ":" + p.partition, state: p.state });
+    tr.className = p.state.replace(" ", "-");
+    return tr;
+  }));
+}
+
 function renderCluster(doc) {
   const status = document.getElementById("cluster-status");
   const when = new Date(doc.t * 1000).toLocaleTimeString();
@@ -40,13 +65,10 @@ function renderCluster(doc) {
   status.textContent = "as of " + when + " (refreshed every few seconds while shown)";
   status.className = "cluster-status";
 
-  document.getElementById("brokers").replaceChildren(...doc.brokers.map(b => {
-    const li = document.createElement("li");
-    li.textContent = "broker " + b.id + " at " + b.host + ":" + b.port +
-                     (b.controller ? " (controller)" : "");
-    return li;
-  }), ...(doc.cluster_id ? [Object.assign(document.createElement("li"),
-                                          { textContent: "cluster id " + doc.cluster_id })] : []));
+  renderReplication(doc.replication);
+  document.getElementById("brokers").append(
+    ...(doc.cluster_id ? [Object.assign(document.createElement("li"),
+                                        { textContent: "cluster id " + doc.cluster_id })] : []));
 
   tableRows("#cluster-topics", doc.topics.map(t => row(
     [t.name, t.partitions, retention(t.retention_ms), count(t.messages),
