@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from streamflow import dbt_env, endpoints, pii, supervisor, topics
+from streamflow.cluster_health import ClusterHealth
 from streamflow.db import migrate
 from streamflow.db.engine import redacted, server_version
 from streamflow.errors import WorkersFailed
@@ -211,81 +212,73 @@ class BrokerStatus:
     node_id: int
     pid: int | None      # None: not an embedded node, or not running
     address: str
-    up: bool             # listed in the cluster's metadata
-    controller: bool     # the KRaft quorum's leader (the active controller)
+    up: bool
+    controller: bool     # the KRaft quorum's leader (embedded nodes only)
 
 
 @dataclass(frozen=True)
 class KafkaCluster:
-    """What `status` says of Kafka: every broker, and how its partitions are replicated."""
+    """What `status` says of Kafka: the cluster's health (streamflow.cluster_health, as the
+    live view and the Dagster check judge it) with each embedded node's process."""
 
-    brokers: tuple[BrokerStatus, ...]
-    under_replicated: int | None  # partitions with fewer in-sync replicas than replicas
-    offline: int | None           # partitions without a leader (None: no answer)
-    problem: str | None           # why the cluster did not answer
+    health: ClusterHealth | None  # None: the cluster did not answer
+    pids: dict[int, int]          # embedded node id -> its running process
+    problem: str | None           # why it did not answer
+
+    @property
+    def brokers(self) -> tuple[BrokerStatus, ...]:
+        if self.health is None:
+            return tuple(BrokerStatus(i, pid, "", False, False)
+                         for i, pid in sorted(self.pids.items()))
+        return tuple(BrokerStatus(b.id, self.pids.get(b.id), b.address, b.up, b.controller)
+                     for b in self.health.brokers)
+
+    @property
+    def under_replicated(self) -> int | None:
+        return None if self.health is None else len(self.health.under_replicated)
+
+    @property
+    def offline(self) -> int | None:
+        return None if self.health is None else len(self.health.offline)
 
     @property
     def quorum(self) -> bool:
-        """A majority of the nodes runs (the KRaft controllers; every embedded node is one):
-        without it no leader moves and no metadata changes, so writes to a partition whose
-        in-sync replicas are short wait."""
-        return sum(b.pid is not None or b.up for b in self.brokers) > len(self.brokers) // 2
+        return self.health is not None and self.health.quorum
 
     def describe(self) -> str:
-        up = sum(b.up for b in self.brokers)
-        controller = next((b.node_id for b in self.brokers if b.controller), None)
-        parts = [f"{up} of {len(self.brokers)} brokers up"]
-        if not self.quorum:
-            parts.append("NO controller quorum: writes wait (never dropped) until a majority "
-                         "runs again")
-        elif controller is not None:
-            parts.append(f"controller {controller}")
-        if self.under_replicated is not None:
-            parts.append(f"{self.under_replicated} under-replicated partition"
-                         f"{'s' * (self.under_replicated != 1)}")
-        if self.offline:
-            parts.append(f"{self.offline} offline")
-        return ", ".join(parts)
+        return self.health.summary() if self.health is not None else (self.problem or "")
 
 
 def kafka_cluster(settings: Settings) -> KafkaCluster:
-    """Brokers (each embedded node, up or not; or those an external cluster lists) and the
-    replication of every partition. Never raises: what fails is reported."""
-    from streamflow import cluster
+    """The cluster's health and each embedded node's process. Never raises: what fails is
+    reported."""
+    from streamflow import cluster, cluster_health
 
+    pids = ({n.node_id: state.pid for n, state in kafka_server.node_states(settings)
+             if state is not None} if settings.embedded_kafka else {})
     problem = broker_problem(settings.kafka, timeout_s=2.0)
-    found = None
-    if problem is None:
-        try:
-            found = cluster.replication(settings.kafka, timeout_s=3.0)
-        except Exception as exc:  # status reports every failure, it never raises
-            problem = str(exc).splitlines()[0]
-    listed = set(found.brokers) if found else set()
-    if settings.embedded_kafka:
-        leader = kafka_server.quorum_leader(settings)
-        brokers = tuple(BrokerStatus(n.node_id, state.pid if state else None, n.address,
-                                     state is not None and n.node_id in listed,
-                                     state is not None and n.node_id == leader)
-                        for n, state in kafka_server.node_states(settings))
-    else:
-        brokers = tuple(BrokerStatus(i, None, "", True, False) for i in sorted(listed))
-    return KafkaCluster(brokers, len(found.under_replicated) if found else None,
-                        len(found.offline) if found else None, problem)
+    if problem is not None:
+        return KafkaCluster(None, pids, problem)
+    try:
+        replication = cluster.replication(settings.kafka, timeout_s=3.0)
+    except Exception as exc:  # status reports every failure, it never raises
+        return KafkaCluster(None, pids, str(exc).splitlines()[0])
+    nodes = cluster_health.embedded_nodes(settings) if settings.embedded_kafka else None
+    return KafkaCluster(cluster_health.judge(replication, nodes), pids, None)
 
 
 def _kafka_status(settings: Settings, kafka: KafkaCluster) -> list[ComponentStatus]:
     detail = "embedded" if settings.embedded_kafka else f"external, {settings.kafka.protocol}"
-    if settings.embedded_kafka and not any(b.pid for b in kafka.brokers):
+    if settings.embedded_kafka and not kafka.pids:
         detail = "not running"
     elif kafka.problem is not None:
         detail = kafka.problem
-    elif len(kafka.brokers) > 1 or kafka.under_replicated:
+    elif len(kafka.brokers) > 1 or kafka.health.state != "ok":
         detail += f": {kafka.describe()}"
-    healthy = (kafka.problem is None and all(b.up for b in kafka.brokers)
-               and not kafka.under_replicated and not kafka.offline)
-    first = next((b.pid for b in kafka.brokers if b.pid), None)
-    rows = [ComponentStatus("kafka", first, settings.bootstrap_servers, healthy, detail)]
-    if settings.embedded_kafka and len(kafka.brokers) > 1:
+    healthy = kafka.health is not None and kafka.health.state == "ok"
+    rows = [ComponentStatus("kafka", kafka.pids.get(min(kafka.pids, default=0)),
+                            settings.bootstrap_servers, healthy, detail)]
+    if settings.embedded_kafka and settings.kafka_brokers > 1:
         rows += [ComponentStatus(f"kafka node {b.node_id}", b.pid, b.address, b.up,
                                  ("controller" if b.controller else "broker") if b.up else
                                  ("not running" if b.pid is None else "not in the cluster yet"))
@@ -392,7 +385,9 @@ def status_document(settings: Settings) -> dict:
         "database_url": by_name["postgres"].address,
         "healthy": all(c.healthy for c in components),
         "components": [asdict(c) for c in components],
-        "kafka": {"brokers": [asdict(b) for b in kafka.brokers],
+        "kafka": {"state": kafka.health.state if kafka.health else "down",
+                  "reasons": kafka.health.reasons() if kafka.health else [kafka.problem],
+                  "brokers": [asdict(b) for b in kafka.brokers],
                   "under_replicated_partitions": kafka.under_replicated,
                   "offline_partitions": kafka.offline},
     }

@@ -92,8 +92,11 @@ def test_status_json_shows_an_external_database_url_without_its_password(monkeyp
     monkeypatch.setenv("STREAMFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("DATABASE_URL", URL)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    from streamflow.cluster import Replication
+    from streamflow.cluster_health import judge
+
     monkeypatch.setattr(stack, "kafka_cluster", lambda _settings: stack.KafkaCluster(
-        (stack.BrokerStatus(1, None, "", True, False),), 0, 0, None))
+        judge(Replication((1,), ())), {}, None))
     monkeypatch.setattr(stack, "server_version", lambda _url: "17.2")  # a healthy server
 
     result = CliRunner().invoke(app, ["status", "--json"])

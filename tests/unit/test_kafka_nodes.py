@@ -90,14 +90,20 @@ def test_the_quorum_leader_is_the_newest_epoch_any_node_recorded(tmp_path):
 
 
 def test_status_says_when_the_controller_quorum_is_lost():
-    from streamflow.stack import BrokerStatus, KafkaCluster
+    from streamflow.cluster import PartitionReplicas, Replication
+    from streamflow.cluster_health import EmbeddedNodes, NodeState, judge
+    from streamflow.stack import KafkaCluster
 
-    def cluster(*up: bool) -> KafkaCluster:
-        return KafkaCluster(tuple(BrokerStatus(i, 100 + i if alive else None, "", alive,
-                                               i == 1) for i, alive in enumerate(up, 1)),
-                            1, 0, None)
+    def status(*running: bool) -> KafkaCluster:
+        nodes = EmbeddedNodes(tuple(NodeState(i, f"127.0.0.1:{9090 + 2 * i}", alive)
+                                    for i, alive in enumerate(running, 1)), 1)
+        replication = Replication((1, 2, 3), (PartitionReplicas("user-events", 0, 1, (1, 2, 3),
+                                                                (1,)),))
+        pids = {i: 100 + i for i, alive in enumerate(running, 1) if alive}
+        return KafkaCluster(judge(replication, nodes), pids, None)
 
-    assert cluster(True, False, True).quorum
-    assert "controller 1" in cluster(True, False, True).describe()
-    lost = cluster(True, False, False)
-    assert not lost.quorum and "NO controller quorum" in lost.describe()
+    one_down = status(True, False, True)
+    assert one_down.quorum and [b.controller for b in one_down.brokers] == [True, False, False]
+    assert [b.pid for b in one_down.brokers] == [101, None, 103]
+    lost = status(True, False, False)
+    assert not lost.quorum and "no quorum: 1 of 3 brokers up" in lost.describe()
