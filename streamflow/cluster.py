@@ -34,6 +34,7 @@ from streamflow import topics
 from streamflow.errors import KafkaUnavailable, TopicMissing
 from streamflow.kafka_clients import admin_client, consumer
 from streamflow.kafka_connection import KafkaConnection
+from streamflow.replicas import PartitionReplicas, partition_replicas
 
 # The probe consumer's group id: it only asks for watermarks, so the group never exists.
 PROBE_GROUP = "streamflow-cluster-probe"
@@ -147,26 +148,6 @@ class ClusterOverview:
 
 
 @dataclass(frozen=True)
-class PartitionReplicas:
-    """Where one partition lives: its leader (-1: none, the partition is offline), its
-    replicas and those in sync with the leader."""
-
-    topic: str
-    partition: int
-    leader: int
-    replicas: tuple[int, ...]
-    isr: tuple[int, ...]
-
-    @property
-    def under_replicated(self) -> bool:
-        return len(self.isr) < len(self.replicas)
-
-    @property
-    def offline(self) -> bool:
-        return self.leader < 0
-
-
-@dataclass(frozen=True)
 class Replication:
     """Every partition's replicas (internal topics too: a consumer group needs
     __consumer_offsets) and the brokers the metadata lists."""
@@ -188,11 +169,7 @@ def replication(kafka: KafkaConnection, *, timeout_s: float = 5.0) -> Replicatio
     answer within ``timeout_s``."""
     with _answers(kafka):
         metadata = admin_client(kafka).list_topics(timeout=timeout_s)
-    return Replication(
-        tuple(sorted(metadata.brokers)),
-        tuple(PartitionReplicas(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
-              for name, topic in sorted(metadata.topics.items())
-              for p in sorted(topic.partitions.values(), key=lambda p: p.id)))
+    return Replication(tuple(sorted(metadata.brokers)), tuple(partition_replicas(metadata)))
 
 
 class Header(NamedTuple):
