@@ -16,10 +16,8 @@ every window equals a recount of its validated events. docs/RELIABILITY.md state
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -31,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.chaos_ledger import account, covered_now
 from benchmarks.harness import worker_env
 from streamflow import kafka_clients, stack, topics
+from streamflow import replicas as replicas_mod
 from streamflow.db.engine import connect_admin
 from streamflow.infra import kafka_server
 from streamflow.kafka_connection import KafkaConnection
@@ -259,25 +258,20 @@ class ClusterChaos:
 
     def _reassign(self) -> dict:
         """Move partition 0's replicas (their order: the preferred leader changes) with
-        Kafka's reassignment (AlterPartitionReassignments, through its own tool: the Python
-        client has no call for it) and elect the new preferred leader: the partition's leader
-        moves under the running sinks."""
+        Kafka's reassignment (streamflow.replicas.Mover, as `topics create --fix-replication`
+        does) and elect the new preferred leader: the partition's leader moves under the
+        running sinks."""
         from confluent_kafka import ElectionType
 
         admin = self._admin()
         partition = admin.list_topics(self.topic, timeout=10).topics[self.topic].partitions[0]
         replicas = list(partition.replicas)
         moved = replicas[1:] + replicas[:1]
-        plan = self.settings.logs_dir / f"{self.topic}-reassignment.json"
-        plan.write_text(json.dumps({"version": 1, "partitions": [
-            {"topic": self.topic, "partition": 0, "replicas": moved}]}))
-        command = kafka_server.tool_command(
-            self.settings, "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-            "--bootstrap-server", self.settings.bootstrap_servers,
-            "--reassignment-json-file", str(plan), "--execute")
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)  # noqa: S603
-        if done.returncode != 0:
-            raise RuntimeError(f"reassignment failed: {done.stdout[-500:]}{done.stderr[-500:]}")
+        mover = replicas_mod.Mover(self.kafka)
+        try:
+            mover.move({(self.topic, 0): moved}, timeout_s=30)
+        finally:
+            mover.close()
         deadline = time.monotonic() + 60
         while list(admin.list_topics(self.topic, timeout=10).topics[self.topic]
                    .partitions[0].replicas) != moved and time.monotonic() < deadline:

@@ -292,18 +292,32 @@ def kafka_fetch() -> None:
 def topics_create(add_partitions: bool = typer.Option(
         False, "--add-partitions",
         help="Grow existing topics with fewer partitions than the settings say (Kafka cannot "
-             "remove any; a key's later messages may go to another partition).")) -> None:
-    """Create the pipeline's topics; report existing ones with the wrong partition count."""
+             "remove any; a key's later messages may go to another partition)."),
+        fix_replication: bool = typer.Option(
+        False, "--fix-replication",
+        help="Give existing topics the replication factor and min.insync.replicas the cluster "
+             "asks for: copies added (or removed) while the topics are in use, then "
+             "min.insync.replicas set once they are in sync.")) -> None:
+    """Create the pipeline's topics; report existing ones with the wrong partition count or
+    replication."""
     from streamflow.kafka_clients import admin_client, require_broker
+    from streamflow.replicas import Mover
 
     settings = _settings()
     require_broker(settings.kafka)
-    for s in topics.ensure_topics(admin_client(settings.kafka),
-                                  topics.topic_specs(settings),
-                                  replication_factor=settings.topic_replication_factor,
-                                  min_insync_replicas=settings.topic_min_insync_replicas,
-                                  add_partitions=add_partitions):
-        _echo(f"{s.name}: {s.outcome}" + (f" ({s.detail})" if s.detail else ""))
+    mover = Mover(settings.kafka) if fix_replication else None
+    try:
+        statuses = topics.ensure_topics(
+            admin_client(settings.kafka), topics.topic_specs(settings),
+            replication_factor=settings.topic_replication_factor,
+            min_insync_replicas=settings.topic_min_insync_replicas,
+            add_partitions=add_partitions, fix_replication=mover)
+    finally:
+        if mover is not None:
+            mover.close()
+    for s in statuses:
+        notes = [n for n in (s.detail, s.replicated) if n]
+        _echo(f"{s.name}: {s.outcome}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 @topics_app.command("list")

@@ -34,6 +34,7 @@ from streamflow import topics
 from streamflow.errors import KafkaUnavailable, TopicMissing
 from streamflow.kafka_clients import admin_client, consumer
 from streamflow.kafka_connection import KafkaConnection
+from streamflow.replicas import MIN_INSYNC, PartitionReplicas, partition_replicas
 
 # The probe consumer's group id: it only asks for watermarks, so the group never exists.
 PROBE_GROUP = "streamflow-cluster-probe"
@@ -151,26 +152,6 @@ class ClusterOverview:
 
 
 @dataclass(frozen=True)
-class PartitionReplicas:
-    """Where one partition lives: its leader (-1: none, the partition is offline), its
-    replicas and those in sync with the leader."""
-
-    topic: str
-    partition: int
-    leader: int
-    replicas: tuple[int, ...]
-    isr: tuple[int, ...]
-
-    @property
-    def under_replicated(self) -> bool:
-        return len(self.isr) < len(self.replicas)
-
-    @property
-    def offline(self) -> bool:
-        return self.leader < 0
-
-
-@dataclass(frozen=True)
 class Replication:
     """Every partition's replicas (internal topics too: a consumer group needs
     __consumer_offsets) and the brokers the metadata lists."""
@@ -205,9 +186,7 @@ def read_replication(admin: AdminClient, *, timeout_s: float) -> Replication:
 
 
 def _replication(admin: AdminClient, metadata: ClusterMetadata, timeout_s: float) -> Replication:
-    partitions = tuple(PartitionReplicas(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
-                       for name, topic in sorted(metadata.topics.items())
-                       for p in sorted(topic.partitions.values(), key=lambda p: p.id))
+    partitions = tuple(partition_replicas(metadata))
     short = sorted({p.topic for p in partitions if p.under_replicated})
     return Replication(tuple(sorted(metadata.brokers)), partitions,
                        {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()},
@@ -222,7 +201,7 @@ def _min_insync(admin: AdminClient, names: list[str], timeout_s: float) -> dict[
     found = {}
     for resource, future in asked.items():
         try:
-            found[resource.name] = int(future.result(timeout_s)["min.insync.replicas"].value)
+            found[resource.name] = int(future.result(timeout_s)[MIN_INSYNC].value)
         except (KafkaException, FutureTimeout, KeyError, ValueError):
             continue
     return found

@@ -74,6 +74,11 @@ class ConsumerFailed(StreamFlowError):
     """The Kafka consumer hit a fatal error (librdkafka will not recover it)."""
 
 
+class LogStartUnknown(StreamFlowError):
+    """The broker did not say where a partition's log starts: whether offsets the sink
+    jumped over were lost cannot be told."""
+
+
 class WorkersFailed(StreamFlowError):
     """The supervised workers of the local stack did not start."""
 

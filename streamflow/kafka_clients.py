@@ -82,6 +82,30 @@ def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consume
     return Consumer({**_logged(kafka), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
 
 
+# The connection's own properties in kafka-python's names (partition_admin). Pass-through
+# properties (KAFKA_CLIENT_PROPERTIES) are librdkafka's: they have no meaning there.
+_KAFKA_PYTHON_NAMES = {
+    "security.protocol": "security_protocol", "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
+    "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile", "ssl.key.password": "ssl_password",
+}
+
+
+def partition_admin_config(kafka: KafkaConnection) -> dict[str, Any]:
+    return {"bootstrap_servers": kafka.bootstrap.split(","), "client_id": "streamflow-replicas",
+            **{_KAFKA_PYTHON_NAMES[k]: v for k, v in kafka.security.items()
+               if k in _KAFKA_PYTHON_NAMES}}
+
+
+def partition_admin(kafka: KafkaConnection):
+    """kafka-python's admin client, for partition reassignment alone (librdkafka has none;
+    replicas.Mover). It connects when created."""
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(**partition_admin_config(kafka))
+
+
 def deliver(producer: Producer, topic: str,
             messages: Iterable[tuple[bytes | None, bytes | None, list | None]],
             timeout_s: float = 30.0,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
+from streamflow import replicas
 from streamflow.errors import TopicMismatch
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.settings import Settings
@@ -65,6 +66,10 @@ class TopicStatus:
     name: str
     outcome: str  # created | exists | grown | mismatch
     detail: str = ""  # a mismatch: what differs and the fix, in one sentence
+    # Replication other than the rule asks (``replication``): what differs and the fix, in one
+    # sentence (replicas.drift); "" when as asked.
+    replication_drift: str = ""
+    replicated: str = ""  # what --fix-replication changed ("" : nothing)
 
 
 def _partitions(admin: AdminClient, name: str, timeout_s: float, *, at_least: int = 1) -> int:
@@ -129,33 +134,35 @@ def replication_for(brokers: int) -> tuple[int, int]:
     return factor, 2 if factor >= 3 else 1
 
 
-def replication(admin: AdminClient, settings_factor: int | None, settings_in_sync: int | None,
-                *, timeout_s: float = 30.0) -> tuple[int, int]:
+def replication(brokers: int, settings_factor: int | None,
+                settings_in_sync: int | None) -> replicas.Target:
     """The replication the pipeline's topics get: the settings' where set, else what the
-    cluster's size allows (``replication_for``)."""
-    if settings_factor is not None and settings_in_sync is not None:
-        return settings_factor, settings_in_sync
-    brokers = len(admin.list_topics(timeout=timeout_s).brokers)
+    cluster's size (``brokers``, those down included: replicas.brokers) allows
+    (``replication_for``)."""
     factor = settings_factor or replication_for(brokers)[0]
-    return factor, settings_in_sync or replication_for(factor)[1]
+    return replicas.Target(factor, settings_in_sync or replication_for(factor)[1])
 
 
 def ensure_topics(
     admin: AdminClient, specs: list[TopicSpec], *, replication_factor: int | None = None,
     min_insync_replicas: int | None = None, timeout_s: float = 30.0,
-    add_partitions: bool = False, strict: bool = True,
+    add_partitions: bool = False, fix_replication: replicas.Mover | None = None,
+    strict: bool = True,
 ) -> list[TopicStatus]:
     """Create missing topics; report (never silently accept) existing ones laid out otherwise.
 
     ``add_partitions``: grow existing topics with fewer partitions than their spec (Kafka can
-    only add them). ``strict`` (the default) raises ``TopicMismatch`` after creating what it
-    can when a layout still differs, the fix in its message; otherwise the mismatches are
-    only returned (``streamflow up`` reports them and keeps going: the workers read any
-    partition count).
+    only add them). Existing topics' replication factor and min.insync.replicas are checked
+    against ``replication``; ``fix_replication`` (a mover) moves them to it
+    (replicas.fix). ``strict`` (the default) raises ``TopicMismatch`` after creating what it
+    can when a layout or a replication still differs, the fix in its message; otherwise the
+    mismatches are only returned (``streamflow up`` reports them and keeps going: the workers
+    read any partition count, and a topic with fewer copies still works while its brokers do).
     """
-    factor, in_sync = replication(admin, replication_factor, min_insync_replicas,
-                                  timeout_s=timeout_s)
-    existing = admin.list_topics(timeout=timeout_s).topics
+    metadata = admin.list_topics(timeout=timeout_s)
+    cluster = replicas.brokers(metadata)
+    want = replication(len(cluster.known), replication_factor, min_insync_replicas)
+    existing = metadata.topics
     statuses: list[TopicStatus] = []
     to_create = []
     to_grow = []
@@ -169,9 +176,9 @@ def ensure_topics(
                 statuses.append(_layout(spec, have))
         else:
             to_create.append(NewTopic(
-                spec.name, num_partitions=spec.partitions, replication_factor=factor,
+                spec.name, num_partitions=spec.partitions, replication_factor=want.factor,
                 config={"retention.ms": str(spec.retention_ms),
-                        "min.insync.replicas": str(in_sync), **spec.config},
+                        "min.insync.replicas": str(want.in_sync), **spec.config},
             ))
     if to_create:
         for name, future in admin.create_topics(to_create, request_timeout=timeout_s).items():
@@ -179,12 +186,18 @@ def ensure_topics(
                 future.result()
                 statuses.append(TopicStatus(name, "created"))
             except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR and cluster.down:
+                    raise TopicMismatch(
+                        f"cannot create topic {name} with {want.factor} replicas while "
+                        f"broker(s) {', '.join(map(str, sorted(cluster.down)))} are down: "
+                        "start them (`streamflow kafka start`) and run it again") from exc
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
                 # Created meanwhile (another `up`), or metadata that lagged a creation: its
                 # layout is checked all the same.
                 statuses.append(_layout(by_name[name], _partitions(admin, name, timeout_s)))
     statuses += _grow(admin, to_grow, timeout_s)
+    statuses = _check_replication(admin, statuses, want, cluster, fix_replication, timeout_s)
     order = {spec.name: i for i, spec in enumerate(specs)}
     statuses.sort(key=lambda status: order[status.name])
     if strict and (problem := mismatch_message(statuses)):
@@ -192,13 +205,31 @@ def ensure_topics(
     return statuses
 
 
+def _check_replication(admin: AdminClient, statuses: list[TopicStatus], want: replicas.Target,
+                       cluster: replicas.Brokers, mover: replicas.Mover | None,
+                       timeout_s: float) -> list[TopicStatus]:
+    """``statuses`` with the replication drift of every topic not created just now (and, with
+    a ``mover``, fixed where the cluster can hold ``want``)."""
+    found = replicas.read(admin, [s.name for s in statuses if s.outcome != "created"],
+                          timeout_s=timeout_s)
+    drifts = {t.name: d for t in found if (d := replicas.drift(t, want, cluster))}
+    fixed: dict[str, str] = {}
+    if mover is not None and replicas.fixable(want, cluster):
+        fixed = replicas.fix(admin, mover, [t for t in found if t.name in drifts], want,
+                             cluster, timeout_s=timeout_s)
+    return [replace(s, replication_drift="" if s.name in fixed else drifts.get(s.name, ""),
+                    replicated=fixed.get(s.name, "")) for s in statuses]
+
+
 def mismatch_message(statuses: list[TopicStatus]) -> str | None:
-    """One line naming every topic laid out otherwise than its spec, with the fix (said once
-    for topics that share it); None when every layout is as specified."""
+    """One line naming every topic laid out or replicated otherwise than asked, with the fix
+    (said once for topics that share it); None when every topic is as asked."""
     by_detail: dict[str, list[str]] = {}
     for s in statuses:
         if s.outcome == "mismatch":
             by_detail.setdefault(s.detail, []).append(s.name)
+        if s.replication_drift:
+            by_detail.setdefault(s.replication_drift, []).append(s.name)
     return "; ".join(f"topic {names[0]} {detail}" if len(names) == 1 else
                      f"topics {', '.join(names)} each {detail}"
                      for detail, names in by_detail.items()) or None

@@ -124,6 +124,14 @@ def cluster(platform, tmp_path_factory, request) -> Iterator[Cluster]:
         echo(f"cluster: {kafka_server.stop(settings)}")
 
 
+def back_in_sync(cluster: Cluster) -> None:
+    """Every node of ``cluster`` running and every partition's copies in sync: a test that
+    stopped or killed a node leaves the shared cluster healthy for the next."""
+    kafka_server.start(cluster.settings, echo=lambda _m: None)
+    wait_for(lambda: stack.kafka_cluster(cluster.settings).under_replicated == 0,
+             timeout_s=120, message="every partition in sync again")
+
+
 @pytest.fixture
 def fresh_database(platform):
     """An empty database in the session's PostgreSQL, dropped afterwards: its URL."""

@@ -10,14 +10,36 @@ low watermark). So only the part of a jump below the low watermark, read from th
 when the jump is seen, is a hole: ``lost_range``. user-events is neither compacted nor
 written transactionally (the producer is idempotent only), so there every jump is a hole,
 but the rule stays exact for a topic that is.
+
+The log start is asked of the partition's leader. While that leader moves (a broker lost, a
+restart) the broker cannot say: ``log_start`` asks again, with backoff, while the sink holds
+its batch, and never takes "no answer" for "lost" (docs/ARCHITECTURE.md, delivery guarantees).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaException
+
 from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.errors import LogStartUnknown
+from streamflow.workers.runtime import Backoff
+
+log = logging.getLogger("streamflow.sink")
+
+# Seconds the sink goes on asking for a partition's log start before it gives up and exits (it
+# is started again and reads the batch again from the offsets in PostgreSQL). A leader lost
+# with its broker moves after the broker's session timeout (9 s in Kafka 4) and an election;
+# 120 s stays well inside the consumer's max.poll.interval.ms (300 s), past which the group
+# would count the sink as gone while it waits.
+LOG_START_PATIENCE_S = 120.0
+# Seconds between two questions: doubling from 0.5 s up to this.
+LOG_START_BACKOFF_CAP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,17 +90,46 @@ def described_gap(reason: str) -> OffsetGap | None:
                      int(found["last"]) + 1)
 
 
-def lost_range(jump: OffsetJump, log_start: int | None) -> OffsetGap | None:
-    """The part of a forward jump below the partition's log start offset (None: nothing lost).
-
-    ``log_start`` None (the broker did not say) counts the whole jump: a hole is reported
-    rather than skipped silently."""
+def lost_range(jump: OffsetJump, log_start: int) -> OffsetGap | None:
+    """The part of a forward jump below the partition's log start offset (None: nothing
+    lost)."""
     if not jump.forward:
         return None
-    end = jump.offset if log_start is None else min(jump.offset, log_start)
+    end = min(jump.offset, log_start)
     if end <= jump.expected:
         return None  # markers, aborted or compacted records: still in the log, not lost
     return OffsetGap(jump.topic, jump.partition, jump.expected, end)
+
+
+def log_start(ask: Callable[[], int], jump: OffsetJump, stop, *,
+              patience_s: float = LOG_START_PATIENCE_S, sleep=time.sleep,
+              clock=time.monotonic) -> int | None:
+    """The log start offset of ``jump``'s partition, as ``ask`` (one broker query) reads it,
+    asked again with backoff while the broker cannot say. None: ``stop`` came first (the
+    batch is not landed, and read again on restart); ``LogStartUnknown`` after
+    ``patience_s``. Never a guess: a hole is recorded only where the log start proves it."""
+    deadline = clock() + patience_s
+    backoff = Backoff(cap_s=LOG_START_BACKOFF_CAP_S)
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+        where = f"{jump.topic}[{jump.partition}]"
+        if stop:
+            log.info("stopping before the log start of %s was known: offsets %d-%d are "
+                     "read again on restart", where, jump.expected, jump.offset)
+            return None
+        if clock() >= deadline:
+            raise LogStartUnknown(
+                f"the log start of {where} stayed unknown for {patience_s:.0f}s ({error}): "
+                f"whether offsets {jump.expected}-{jump.offset - 1} were lost cannot be said; "
+                "the sink reads them again from its stored offsets when started again")
+        delay = backoff.next()
+        log.warning("log start of %s unknown (%s), a leader moving?: asking again in %.1fs "
+                    "(offsets %d-%d are not counted as lost on a guess)", where, error, delay,
+                    jump.expected, jump.offset - 1)
+        sleep(delay)
 
 
 def gap_dead_letter(gap: OffsetGap, topic_id: str) -> DeadLetter:

@@ -21,7 +21,6 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
-    KafkaException,
     TopicPartition,
 )
 
@@ -34,7 +33,7 @@ from streamflow.errors import ConsumerFailed
 from streamflow.kafka_connection import KafkaConnection
 from streamflow.sink.batch import Batch, build_batch
 from streamflow.sink.checkpoint import Checkpoint, Finished, Outcome
-from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, lost_range
+from streamflow.sink.gaps import OffsetGap, OffsetJump, gap_dead_letter, log_start, lost_range
 from streamflow.sink.incarnation import TopicIdentity
 from streamflow.workers.runtime import Progress, StopFlag
 
@@ -228,7 +227,9 @@ class Sink:
             return None
         if decoded is None:
             return None
-        landing, gaps = decoded.landing, [g for g in map(self._lost, decoded.jumps) if g]
+        landing, gaps = decoded.landing, self._gaps(decoded.jumps)
+        if gaps is None:  # stopping before the broker said what a jump lost: read it again
+            return None
         for gap in gaps:
             log.warning("%s", gap.describe())
             landing.dead_letters.append(gap_dead_letter(
@@ -236,18 +237,19 @@ class Sink:
         expected.update(landing.next_offsets)
         return Batch(landing, len(messages), gaps, produced_at_ms(messages))
 
-    def _lost(self, jump: OffsetJump) -> OffsetGap | None:
-        """What a jump lost: the broker's log start says which offsets are gone (sink.gaps)."""
-        if not jump.forward:
-            return None
-        try:
-            watermarks = self.consumer.get_watermark_offsets(
-                TopicPartition(jump.topic, jump.partition), timeout=BROKER_QUERY_TIMEOUT_S)
-        except KafkaException as exc:
-            log.warning("log start of %s[%d] unknown (%s): the whole jump counts as lost",
-                        jump.topic, jump.partition, exc)
-            watermarks = None
-        return lost_range(jump, watermarks[0] if watermarks else None)
+    def _gaps(self, jumps: list[OffsetJump]) -> list[OffsetGap] | None:
+        """What the forward jumps lost: the part below their partition's log start, asked of
+        the broker until it says (sink.gaps); None: asked to stop before it did."""
+        gaps = []
+        for jump in (j for j in jumps if j.forward):
+            partition = TopicPartition(jump.topic, jump.partition)
+            start = log_start(lambda p=partition: self.consumer.get_watermark_offsets(
+                p, timeout=BROKER_QUERY_TIMEOUT_S)[0], jump, self.stop)
+            if start is None:
+                return None
+            if gap := lost_range(jump, start):
+                gaps.append(gap)
+        return gaps
 
     def _count(self, finished: Finished) -> None:
         """Counters and metrics of a committed landing."""

@@ -17,7 +17,7 @@ import websockets
 from sqlalchemy import create_engine, text
 
 from resources import KafkaResource, PostgresResource
-from streamflow import kafka_clients, topics
+from streamflow import kafka_clients, replicas, topics
 from streamflow.db import migrate
 from streamflow.errors import KafkaUnavailable
 from streamflow.infra import kafka_server
@@ -164,3 +164,13 @@ def test_the_dagster_resource_reports_a_refused_login_at_once(secure):
         kafka.publish(topics.NOTIFICATIONS, [(b"k", b"v")], timeout_s=60)
     # Not a speed target: the flush stopped at the refusal instead of waiting out its 60 s.
     assert time.monotonic() - started < 30
+
+
+def test_the_reassignment_client_connects_through_a_sasl_ssl_listener(secure):
+    """`topics create --fix-replication` moves copies with kafka-python's admin client
+    (replicas.Mover): it logs in with the same settings (SCRAM over TLS, the CA made here)."""
+    mover = replicas.Mover(secure.connection())
+    try:
+        assert mover.moving([topics.USER_EVENTS], timeout_s=30) == set()
+    finally:
+        mover.close()

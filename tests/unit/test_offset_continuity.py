@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from confluent_kafka import Message, Uuid
+from confluent_kafka import KafkaError, KafkaException, Message, Uuid
 
 from streamflow.dlq import Reason, Stage
+from streamflow.errors import LogStartUnknown
 from streamflow.sink.batch import build_batch
 from streamflow.sink.gaps import (
+    LOG_START_BACKOFF_CAP_S,
     OffsetGap,
     OffsetJump,
     described_gap,
     gap_dead_letter,
+    log_start,
     lost_range,
 )
 from streamflow.sink.incarnation import StoredIncarnation, is_old_incarnation, uuid_text
 from streamflow.topics import UNKNOWN_TOPIC_ID
+from streamflow.workers.runtime import StopFlag
 
 A = "0b5e1c57-8a43-4cb4-9f83-9f2b8f6fe0a1"
 B = "7d0e3f1a-52c9-4e0a-b0a4-2f1f0d6b9e44"
@@ -76,8 +80,51 @@ def test_only_the_part_below_the_log_start_counts_when_it_is_inside_the_jump():
     assert lost_range(OffsetJump("t", 2, 100, 130), log_start=110) == OffsetGap("t", 2, 100, 110)
 
 
-def test_an_unknown_log_start_reports_the_whole_jump_rather_than_nothing():
-    assert lost_range(OffsetJump("t", 0, 5, 9), log_start=None) == OffsetGap("t", 0, 5, 9)
+class Broker:
+    """One log-start query per call: fails (a leader moving) ``failures`` times, then says
+    ``start``; the time each wait took is recorded."""
+
+    def __init__(self, failures: int, start: int = 0) -> None:
+        self.failures, self.start, self.asked, self.waits = failures, start, 0, []
+        self.now = 0.0
+
+    def __call__(self) -> int:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return self.start
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+MARKER_JUMP = OffsetJump("t", 0, 10, 11)  # a transaction marker at 10: nothing lost
+
+
+def test_a_log_start_the_broker_cannot_say_yet_is_asked_again_never_guessed():
+    broker = Broker(failures=3, start=0)
+    start = log_start(broker, MARKER_JUMP, StopFlag(), sleep=broker.sleep,
+                      clock=lambda: broker.now)
+    assert (start, broker.asked, broker.waits) == (0, 4, [0.5, 1.0, 2.0])
+    assert lost_range(MARKER_JUMP, start) is None
+
+
+def test_the_questions_back_off_up_to_a_cap_and_give_up_after_the_patience():
+    broker = Broker(failures=10**6)
+    with pytest.raises(LogStartUnknown, match=r"log start of t\[0\] stayed unknown for 60s .*"
+                       r"whether offsets 10-10 were lost cannot be said"):
+        log_start(broker, MARKER_JUMP, StopFlag(), patience_s=60, sleep=broker.sleep,
+                  clock=lambda: broker.now)
+    assert max(broker.waits) == LOG_START_BACKOFF_CAP_S
+    assert 60 <= broker.now < 60 + LOG_START_BACKOFF_CAP_S
+
+
+def test_a_stop_while_the_broker_cannot_say_lands_nothing_of_the_batch():
+    stop = StopFlag()
+    stop._handle(15, None)  # SIGTERM
+    broker = Broker(failures=1)
+    assert log_start(broker, MARKER_JUMP, stop, sleep=broker.sleep) is None
 
 
 def test_a_backward_jump_loses_nothing():
