@@ -157,7 +157,8 @@ class ClusterChaos:
             self._offsets_conn = connect_admin(self.database_url, "chaos-offsets")
         rows = self._offsets_conn.execute(
             "SELECT kafka_partition, next_offset FROM raw.consumer_offsets "
-            "WHERE group_id = %s AND topic = %s", (self.group, self.topic)).fetchall()
+            "WHERE group_id = %s AND topic = %s AND next_offset IS NOT NULL",
+            (self.group, self.topic)).fetchall()
         for partition, offset in rows:
             before = self.stored.get(partition, -1)
             if offset < before:

@@ -170,7 +170,8 @@ class StackProbe:
     def _stored_offsets(self) -> dict[int, int]:
         rows = self.conn.execute(
             "SELECT kafka_partition, next_offset FROM raw.consumer_offsets "
-            "WHERE group_id = %s AND topic = %s", (topics.SINK_GROUP, topics.USER_EVENTS))
+            "WHERE group_id = %s AND topic = %s AND next_offset IS NOT NULL",
+            (topics.SINK_GROUP, topics.USER_EVENTS))
         return dict(rows.fetchall())
 
     def sink_position(self) -> SinkPosition:

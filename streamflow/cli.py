@@ -211,7 +211,7 @@ def sink(
         settings.kafka, database_url, topic=topic,
         group_id=group, dlq_topic=dlq_topic, batch_size=batch_size,
         synchronous_commit=synchronous_commit, stop_when_idle_s=stop_when_idle,
-        instance_id=instance_id,
+        instance_id=instance_id, group_protocol=settings.kafka_group_protocol,
     ))
 
 

@@ -79,6 +79,16 @@ class LogStartUnknown(StreamFlowError):
     jumped over were lost cannot be told."""
 
 
+class LandingFenced(StreamFlowError):
+    """A sink's landing wrote offsets of partitions another sink has claimed since (this one
+    was paused past its session timeout): rolled back, nothing of it stored."""
+
+    def __init__(self, partitions: list[tuple[str, int]]) -> None:
+        super().__init__("partitions claimed by another sink since this one was assigned "
+                         "them: " + ", ".join(f"{t}[{p}]" for t, p in partitions))
+        self.partitions = partitions
+
+
 class WorkersFailed(StreamFlowError):
     """The supervised workers of the local stack did not start."""
 

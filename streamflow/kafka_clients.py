@@ -46,10 +46,20 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
-    # Cooperative rebalancing: adding a sink process does not stop the others.
-    "partition.assignment.strategy": "cooperative-sticky",
-    # A crashed consumer's partitions move on after 10 s instead of the default 45 s.
-    "session.timeout.ms": 10_000,
+}
+
+# How a consumer joins its group (STREAMFLOW_KAFKA_GROUP_PROTOCOL). "classic": the client
+# assigns and sets its own timeouts. "consumer": Kafka 4's protocol (KIP-848), assignment on
+# the broker, incremental; the broker sets the session timeout, heartbeat and assignor
+# (group.consumer.* on the broker), and librdkafka refuses the classic properties with it.
+GROUP_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "classic": {
+        # Cooperative rebalancing: adding a sink process does not stop the others.
+        "partition.assignment.strategy": "cooperative-sticky",
+        # A crashed consumer's partitions move on after 10 s instead of the default 45 s.
+        "session.timeout.ms": 10_000,
+    },
+    "consumer": {"group.protocol": "consumer"},
 }
 
 
@@ -78,8 +88,10 @@ def producer(kafka: KafkaConnection, **overrides: Any) -> Producer:
     return Producer({**_logged(kafka), **PRODUCER_DEFAULTS, **overrides})
 
 
-def consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer({**_logged(kafka), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides})
+def consumer(kafka: KafkaConnection, group_id: str, *, group_protocol: str = "classic",
+             **overrides: Any) -> Consumer:
+    return Consumer({**_logged(kafka), "group.id": group_id, **CONSUMER_DEFAULTS,
+                     **GROUP_PROTOCOLS[group_protocol], **overrides})
 
 
 # The connection's own properties in kafka-python's names (partition_admin). Pass-through

@@ -41,8 +41,29 @@ PRODUCE_TO_ROW_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge("streamflow_consumer_lag", "Messages behind the end of the partition",
                      ["topic", "partition"])
+# The partitions a sink holds: `streamflow status` lists them for each sink of the group.
+SINK_PARTITIONS = Gauge("streamflow_sink_partitions",
+                        "Partitions this sink is assigned (1 each)", ["topic", "partition"])
+FENCED_LANDINGS = Counter(
+    "streamflow_sink_fenced_landings",
+    "Landings rolled back because another sink had claimed their partitions meanwhile")
 RATE = Gauge("streamflow_rate", "Recent events per second of this worker", ["worker"])
 DB_AVAILABLE = Gauge("streamflow_database_available", "1 when the sink can reach PostgreSQL")
+
+
+
+def forget_partition(topic: str, partition: int) -> None:
+    """A partition the sink no longer holds: no longer listed, and its lag is its new
+    holder's to report."""
+    SINK_PARTITIONS.remove(topic, str(partition))
+    CONSUMER_LAG.remove(topic, str(partition))
+
+
+def held_partitions(samples: Samples) -> list[int]:
+    """The partitions a scraped sink holds (``SINK_PARTITIONS``), in order."""
+    return sorted(int(labels["partition"]) for labels, value
+                  in samples.get("streamflow_sink_partitions", ()) if value)
+
 
 # How far past the configured port to look for a free one (several workers on one host).
 PORT_SEARCH = 50

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     kafka_heap_mb: int | None = Field(None, ge=128, le=65536, alias="STREAMFLOW_KAFKA_HEAP_MB")
     # Seconds to wait for the broker to answer metadata after start.
     kafka_start_timeout_s: float = Field(90.0, gt=0, alias="STREAMFLOW_KAFKA_START_TIMEOUT")
+    # How consumers join their group: "classic" (the client assigns, cooperative-sticky, 10 s
+    # session) or "consumer", Kafka 4's protocol (KIP-848: the broker assigns and times out;
+    # kafka_clients.GROUP_PROTOCOLS).
+    kafka_group_protocol: Literal["classic", "consumer"] = Field(
+        "classic", alias="STREAMFLOW_KAFKA_GROUP_PROTOCOL")
     java: str = Field("java", alias="STREAMFLOW_JAVA")
     mvn: str = Field("mvn", alias="STREAMFLOW_MVN")
 
@@ -104,6 +109,9 @@ class Settings(BaseSettings):
     # Dagster's run/event storage: SQLite under DAGSTER_HOME, or the PostgreSQL of DATABASE_URL.
     dagster_storage: Literal["sqlite", "postgres"] = Field(
         "sqlite", alias="STREAMFLOW_DAGSTER_STORAGE")
+    # Sink processes the local stack's supervisor runs in the db-sink group (compose's sink
+    # replicas too): one per partition of user-events at most helps, more sit idle.
+    sink_processes: int = Field(1, ge=1, le=64, alias="STREAMFLOW_SINK_PROCESSES")
     # Events per second of the local stack's demo producer (`make soak` raises it).
     demo_rate: float = Field(50.0, gt=0, le=1_000_000, alias="STREAMFLOW_DEMO_RATE")
     live_port: Port = Field(3001, alias="STREAMFLOW_LIVE_PORT")

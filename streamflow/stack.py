@@ -205,6 +205,7 @@ class ComponentStatus:
     address: str
     healthy: bool
     detail: str = ""
+    partitions: list[int] | None = None  # a running sink's partitions (supervisor.SINK)
 
 
 @dataclass(frozen=True)
@@ -306,10 +307,12 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         return []  # workers not started (`up --no-workers`, or the stack is down)
     rows = [ComponentStatus(supervisor.COMPONENT, state.pid, "", state.is_alive(),
                             "" if state.is_alive() else "not running")]
+    first_sink = True
     for spec in supervisor.worker_specs(settings):
         worker = processes.read_state(settings.run_dir, spec.name)
         alive = bool(worker and worker.is_alive())
         detail = "not running"
+        partitions = None
         address = worker.address if worker else ""
         if alive and address.endswith("/metrics"):  # the port the supervisor gave it
             from streamflow import metrics  # prometheus_client: not for every CLI start
@@ -317,8 +320,12 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
             samples = metrics.scrape(address) or {}
             rate = metrics.total(samples, "streamflow_rate")
             detail = f"{rate:,.1f} events/s" if rate is not None else "starting"
-            if spec.name == "sink":
-                detail += _sink_offsets(settings, samples)
+            if spec.kind == supervisor.SINK:
+                partitions = metrics.held_partitions(samples)
+                detail += "; partitions " + (", ".join(map(str, partitions)) or "none")
+                # The group's stored offsets, once (every sink of the group shares them).
+                detail += _sink_offsets(settings, samples) if first_sink else ""
+                first_sink = False
         elif alive and address.startswith("grpc://"):  # answers when its port is taken
             detail = "starting" if processes.port_is_free(int(address.rsplit(":", 1)[1])) \
                 else "answering"
@@ -327,7 +334,7 @@ def _worker_statuses(settings: Settings) -> list[ComponentStatus]:
         elif alive:
             detail = "running"
         rows.append(ComponentStatus(spec.name, worker.pid if alive else None,
-                                    worker.address if worker else "", alive, detail))
+                                    worker.address if worker else "", alive, detail, partitions))
     return rows
 
 

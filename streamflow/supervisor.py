@@ -46,6 +46,7 @@ LOG_ROTATION_INTERVAL_S = 30.0
 # Seconds a Dagster run may take to start before run monitoring fails it (the micro-batch
 # sensor counts a run not started yet as in progress for as long).
 RUN_START_TIMEOUT_S = 180
+SINK = "sink"  # the kind of every sink worker, and the first one's name
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class WorkerSpec:
     address: str = ""  # what `status` shows, and where it reads a worker's live rate
     env: dict[str, str] = field(default_factory=dict)
     health_path: str = ""  # appended to ``address`` for `status`
+    kind: str = ""  # SINK for each sink of the group (status lists their partitions)
 
 
 def _port(preferred: int, taken: set[int]) -> int:
@@ -74,9 +76,24 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _metrics_worker(name: str, args: list[str], port: int) -> WorkerSpec:
+def _metrics_worker(name: str, args: list[str], port: int, kind: str = "") -> WorkerSpec:
     return WorkerSpec(name, _cli(*args, "--metrics-port", str(port)),
-                      f"http://127.0.0.1:{port}/metrics")
+                      f"http://127.0.0.1:{port}/metrics", kind=kind)
+
+
+def sink_name(index: int) -> str:
+    """The worker name of sink ``index`` (from 1): the first keeps the name a single sink has
+    (its log, run state and the live view's health panel), the others are sink-2, sink-3 ..."""
+    return SINK if index == 1 else f"{SINK}-{index}"
+
+
+def _sinks(settings: Settings, taken: set[int]) -> list[WorkerSpec]:
+    """STREAMFLOW_SINK_PROCESSES sinks in the db-sink group, each with its own static member id
+    (a restarted sink takes its partitions back at once) and metrics port."""
+    host = socket.gethostname()
+    return [_metrics_worker(sink_name(i), [SINK, "--instance-id", f"sink-{host}-{i}"],
+                            _port(settings.metrics_port + i, taken), kind=SINK)
+            for i in range(1, settings.sink_processes + 1)]
 
 
 def worker_specs(settings: Settings) -> list[WorkerSpec]:
@@ -88,8 +105,7 @@ def worker_specs(settings: Settings) -> list[WorkerSpec]:
                                      str(DEMO_LATE_RATE), "--invalid-rate",
                                      str(DEMO_INVALID_RATE)],
                         _port(settings.metrics_port, taken)),
-        _metrics_worker("sink", ["sink", "--instance-id", f"sink-{socket.gethostname()}-1"],
-                        _port(settings.metrics_port + 1, taken)),
+        *_sinks(settings, taken),
         WorkerSpec("dagster-code-server",
                    [sys.executable, "-m", "streamflow_defs.code_server", "-h", "127.0.0.1",
                     "-p", str(settings.dagster_code_port), "-m", DAGSTER_LOCATION,

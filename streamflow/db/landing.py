@@ -5,7 +5,8 @@ duplicates one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -27,7 +28,10 @@ from streamflow.db.tables import (
     notifications,
 )
 from streamflow.dlq import DeadLetter, Reason, Stage, Unpublished, stored_headers
+from streamflow.errors import LandingFenced
 from streamflow.topics import UNKNOWN_TOPIC_ID
+
+log = logging.getLogger("streamflow.sink")
 
 # Where a landed row came from: a row from another message with the same event_id is a replay.
 _WHERE_FROM = ("kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset")
@@ -36,6 +40,34 @@ _WHERE_FROM = ("kafka_topic", "kafka_topic_id", "kafka_partition", "kafka_offset
 # while landing is about the data and is isolated row by row.
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
+# Seconds a landing transaction may wait on its own sink between two statements before
+# PostgreSQL ends the session, releasing the ingest lock and the partitions' offset rows: a
+# sink paused inside a landing (a GC pause, SIGSTOP) would hold up every sink of the group
+# until it resumed. A landing's own gaps are milliseconds; 5 s is under the 10 s session
+# timeout, so the lock is free by the time the group moves the paused sink's partitions. The
+# sink, resumed, lands again as after any lost connection (and is fenced if they moved).
+IDLE_IN_TRANSACTION_S = 5
+# A sink paused in the middle of sending a COPY is out of reach of that timeout (and of
+# statement_timeout: PostgreSQL does not cancel a COPY waiting for its client's data), yet it
+# holds the ingest lock. So a landing that waits LOCK_PATIENCE_S for the lock looks at its
+# holder: a sink session that has waited on its own client mid-statement for STUCK_SINK_S
+# (a batch's COPY takes well under a second) is terminated, and the landing goes on. The
+# stuck sink, resumed, lands again as after a lost connection (fenced if its partitions moved).
+LOCK_PATIENCE_S = 5
+STUCK_SINK_S = 15.0
+
+SINK_SESSION_PREFIX = "streamflow-sink:"  # the application_name of every sink's session
+_TRY_INGEST_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
+_WAIT_INGEST_LOCK = "SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)"
+# The sink sessions holding the ingest lock (an advisory lock of one bigint key: its high and
+# low halves) that have waited for their own client in the middle of a statement for long.
+_STUCK_HOLDER = (
+    "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) = %(lock)s "
+    "AND a.application_name LIKE %(sessions)s AND a.state = 'active' "
+    "AND a.wait_event = 'ClientRead' "
+    "AND a.state_change < clock_timestamp() - make_interval(secs => %(stuck)s)")
 _COLS = columns(events, LANDING_COLUMNS)
 _CREATE_LANDING = statement(
     "CREATE TEMP TABLE IF NOT EXISTS landing ON COMMIT DELETE ROWS AS "
@@ -63,21 +95,33 @@ _RECHECK_CONTRACT_REJECTS = statement(
     landed=columns(events, LANDING_COLUMNS[1:], prefix="l"),
     where=columns(events, _WHERE_FROM, prefix="e"),
     where_landed=columns(events, _WHERE_FROM, prefix="l"))
-_UPSERT_OFFSET = statement(
-    "INSERT INTO {o} ({o.group_id}, {o.topic}, {o.kafka_partition}, {o.next_offset}, "
-    "{o.topic_id}) VALUES (%s, %s, %s, %s, %s) "
+# The zombie fence (docs/ARCHITECTURE.md, "Several sinks and the zombie fence"). A sink
+# assigned a partition claims it: its epoch goes up by one (the row is made at the first
+# claim), and where it resumes is read in the same statement, under the row lock, so the
+# previous holder's landing either stored its offsets first (and is seen) or is fenced.
+_CLAIM = statement(
+    "INSERT INTO {o} ({o.group_id}, {o.topic}, {o.kafka_partition}, {o.owner_epoch}) "
+    "VALUES (%s, %s, %s, 1) "
     "ON CONFLICT ({o.group_id}, {o.topic}, {o.kafka_partition}) DO UPDATE SET "
-    # Offsets of another (known) topic id belong to a deleted incarnation: the new one's
-    # replace them. Otherwise GREATEST: a zombie sink finishing a stale batch can never move
-    # a partition backwards. NULL (or nil) on either side: not known, the offsets are trusted.
-    "{o.next_offset} = CASE WHEN NULLIF({o}.{o.topic_id}, {unknown}) <> EXCLUDED.{o.topic_id} "
-    "    THEN EXCLUDED.{o.next_offset} "
-    "    ELSE GREATEST({o}.{o.next_offset}, EXCLUDED.{o.next_offset}) END, "
-    "{o.topic_id} = COALESCE(EXCLUDED.{o.topic_id}, {o}.{o.topic_id}), "
-    "{o.updated_at} = now()", o=consumer_offsets, unknown=UNKNOWN_TOPIC_ID)
+    "{o.owner_epoch} = {o}.{o.owner_epoch} + 1 "
+    "RETURNING {o.next_offset}, {o.topic_id}::text, {o.owner_epoch}", o=consumer_offsets)
+# A landing stores a partition's next offset only under the epoch its sink claimed: no row
+# updated means another sink claimed it since, and the landing rolls back. Besides, only
+# forward: GREATEST keeps the stored offset should an owner ever offer an older one. Offsets
+# of another (known) topic id belong to a deleted incarnation: the new one's replace them.
+# NULL (or nil) on either side: not known, the offsets are trusted.
+_STORE_OFFSET = statement(
+    "UPDATE {o} SET {o.next_offset} = CASE "
+    "    WHEN NULLIF({o.topic_id}, {unknown}) <> %(topic_id)s::uuid THEN %(offset)s "
+    "    ELSE GREATEST({o.next_offset}, %(offset)s) END, "
+    "{o.topic_id} = COALESCE(%(topic_id)s::uuid, {o.topic_id}), {o.updated_at} = now() "
+    "WHERE {o.group_id} = %(group)s AND {o.topic} = %(topic)s "
+    "AND {o.kafka_partition} = %(partition)s AND {o.owner_epoch} = %(epoch)s "
+    "RETURNING {o.kafka_partition}", o=consumer_offsets, unknown=UNKNOWN_TOPIC_ID)
 _SELECT_OFFSETS = statement(
     "SELECT {o.kafka_partition}, {o.next_offset}, {o.topic_id}::text FROM {o} "
-    "WHERE {o.group_id} = %s AND {o.topic} = %s", o=consumer_offsets)
+    "WHERE {o.group_id} = %s AND {o.topic} = %s AND {o.next_offset} IS NOT NULL",
+    o=consumer_offsets)
 
 
 @dataclass
@@ -111,17 +155,21 @@ class LandResult:
 
 def application_name(group_id: str) -> str:
     """The PostgreSQL application_name of a sink's session (pg_stat_activity shows it)."""
-    return f"streamflow-sink:{group_id}"
+    return f"{SINK_SESSION_PREFIX}{group_id}"
 
 
 class LandingWriter:
     """Owns one psycopg connection; connects in ``setup()``, never in ``__init__``."""
 
-    def __init__(self, database_url: str, group_id: str, *, synchronous_commit: bool = False):
+    def __init__(self, database_url: str, group_id: str, *, synchronous_commit: bool = False,
+                 stuck_sink_s: float = STUCK_SINK_S):
         self.database_url = database_url
         self.group_id = group_id
         self.synchronous_commit = synchronous_commit
+        self.stuck_sink_s = stuck_sink_s
         self._conn: psycopg.Connection | None = None
+        # (topic, partition) -> the owner epoch this writer claimed it under (``claim``).
+        self._epochs: dict[tuple[str, int], int] = {}
 
     def setup(self) -> None:
         conn = psycopg.connect(libpq_url(self.database_url), connect_timeout=5,
@@ -130,6 +178,8 @@ class LandingWriter:
             # Safe here: a commit lost in a crash loses its offsets with it, so the batch is
             # simply consumed again (docs/ARCHITECTURE.md). Measured in `make bench`.
             conn.execute("SET synchronous_commit = off")
+        conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                     (f"{IDLE_IN_TRANSACTION_S}s",))
         conn.execute(_CREATE_LANDING)
         conn.commit()
         self._conn = conn
@@ -157,12 +207,35 @@ class LandingWriter:
             rows = self.conn.execute(_SELECT_OFFSETS, (self.group_id, topic)).fetchall()
         return {partition: StoredOffset(offset, topic_id) for partition, offset, topic_id in rows}
 
+    def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, StoredOffset]:
+        """Claim ``partitions``, just assigned to this sink: from now on only this writer
+        stores their offsets (a landing of their previous holder is fenced). Returns where
+        each one resumes (a partition nothing of has landed yet is left out), read after any
+        landing of the previous holder that stored offsets first has committed."""
+        stored: dict[int, StoredOffset] = {}
+        epochs: dict[tuple[str, int], int] = {}
+        with self.conn.transaction():
+            for partition in sorted(partitions):  # every locker in one order: no deadlock
+                offset, topic_id, epoch = self.conn.execute(
+                    _CLAIM, (self.group_id, topic, partition)).fetchone()
+                epochs[(topic, partition)] = epoch
+                if offset is not None:
+                    stored[partition] = StoredOffset(offset, topic_id)
+        self._epochs.update(epochs)  # once committed: an epoch never stored is nobody's
+        return stored
+
+    def release(self, topic: str, partitions: Iterable[int]) -> None:
+        """Forget the claims of ``partitions`` (revoked or lost): nothing of them lands."""
+        for partition in partitions:
+            self._epochs.pop((topic, partition), None)
+
     def restart_offsets(self, topic: str, partitions: Sequence[int], topic_id: str) -> None:
         """Store offset 0 of a new incarnation ``topic_id`` for ``partitions`` (replacing the
-        deleted one's), so the re-creation is acted on, and reported, once."""
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany(_UPSERT_OFFSET, [(self.group_id, topic, partition, 0, topic_id)
-                                             for partition in sorted(partitions)])
+        deleted one's), so the re-creation is acted on, and reported, once. Partitions
+        another sink claimed since are its to restart: left alone."""
+        with self.conn.transaction():
+            self._store_offsets(topic, {partition: 0 for partition in partitions},
+                                _known(topic_id))
 
     def land(self, batch: Landing,
              publish: Callable[[list[DeadLetter]], list[Unpublished]]) -> LandResult:
@@ -184,7 +257,10 @@ class LandingWriter:
            landed again without that row.
         5. Insert the dead letters, skipping source messages already stored, and quarantine
            those whose copy the topic refused.
-        6. Store the next offset of every partition in the batch, with its topic's id.
+        6. Store the next offset of every partition in the batch, with its topic's id, under
+           this sink's claim (``claim``): a partition another sink has claimed since (this
+           one was paused past its session timeout) raises ``LandingFenced``, and the
+           whole landing rolls back (docs/ARCHITECTURE.md, the zombie fence).
         7. Commit. Only then may the caller commit offsets to Kafka (for lag tooling only).
 
         The fast path skips a second pass over the rows (~25% more throughput, measured in
@@ -210,7 +286,7 @@ class LandingWriter:
         conn = self.conn
         with conn.transaction():
             # Step 2
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_SEQ_LOCK,))
+            self._take_ingest_lock(conn)
             rechecked = 0
             try:
                 # Step 3
@@ -229,13 +305,55 @@ class LandingWriter:
             letters = batch.dead_letters + refused
             insert_dead_letters(conn, letters, unpublished)
             # Step 6
-            with conn.cursor() as cur:
-                cur.executemany(_UPSERT_OFFSET, [
-                    (self.group_id, topic, partition, offset, _known(batch.topic_ids.get(topic)))
-                    for (topic, partition), offset in sorted(batch.next_offsets.items())
-                ])
+            fenced: list[tuple[str, int]] = []
+            for topic in sorted({topic for topic, _ in batch.next_offsets}):
+                offsets = {p: o for (t, p), o in batch.next_offsets.items() if t == topic}
+                fenced += [(topic, p) for p in self._store_offsets(
+                    topic, offsets, _known(batch.topic_ids.get(topic)))]
+            if fenced:
+                raise LandingFenced(fenced)  # rolls the whole landing back
         # Step 7: leaving the `with` block committed the transaction.
         return LandResult(inserted, len(letters), len(refused), rechecked, len(unpublished))
+
+    def _take_ingest_lock(self, conn: psycopg.Connection) -> None:
+        """The ingest-sequence lock; a sink stuck mid-COPY holding it is terminated
+        (``STUCK_SINK_S``)."""
+        if conn.execute(_TRY_INGEST_LOCK, (INGEST_SEQ_LOCK,)).fetchone()[0]:
+            return
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: a lock timeout leaves the landing usable
+                    conn.execute(_WAIT_INGEST_LOCK, (f"{LOCK_PATIENCE_S}s", INGEST_SEQ_LOCK))
+                conn.execute("SELECT set_config('lock_timeout', '0', true)")
+                return
+            except psycopg.errors.LockNotAvailable:
+                stuck = conn.execute(_STUCK_HOLDER, {
+                    "lock": INGEST_SEQ_LOCK, "sessions": SINK_SESSION_PREFIX + "%",
+                    "stuck": self.stuck_sink_s}).fetchall()
+                for pid, name in stuck:
+                    log.warning("terminating PostgreSQL session %s (%s): it holds the ingest "
+                                "lock and has waited for its sink mid-statement for over %.0fs "
+                                "(the sink is paused or frozen; it lands again when it runs)",
+                                pid, name, self.stuck_sink_s)
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def _store_offsets(self, topic: str, offsets: Mapping[int, int],
+                       topic_id: str | None) -> list[int]:
+        """Store each partition's next offset under this writer's claim, in partition order
+        (as claims lock them); returns the partitions it no longer holds (nothing stored)."""
+        claimed = {p: self._epochs.get((topic, p)) for p in offsets}
+        rows = [{"group": self.group_id, "topic": topic, "partition": p, "offset": o,
+                 "topic_id": topic_id, "epoch": claimed[p]}
+                for p, o in sorted(offsets.items()) if claimed[p] is not None]
+        stored: set[int] = set()
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(_STORE_OFFSET, rows, returning=True)
+                while True:
+                    stored.update(partition for (partition,) in cur.fetchall())
+                    if not cur.nextset():
+                        break
+        return sorted(set(offsets) - stored)
 
     @staticmethod
     def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[tuple]) -> None:

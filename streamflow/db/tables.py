@@ -132,8 +132,12 @@ consumer_offsets = Table(
     Column("group_id", Text, primary_key=True),
     Column("topic", Text, primary_key=True),
     Column("kafka_partition", Integer, primary_key=True),
-    Column("next_offset", BigInteger, nullable=False),  # the offset to resume from
+    # The offset to resume from; NULL: claimed, nothing landed yet (read from the beginning).
+    Column("next_offset", BigInteger),
     Column("topic_id", UUID(as_uuid=False)),  # the incarnation these offsets belong to
+    # Raised by each sink assigned the partition; only its holder stores offsets (0010;
+    # docs/ARCHITECTURE.md, "Several sinks and the zombie fence").
+    Column("owner_epoch", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=RAW_SCHEMA,
 )

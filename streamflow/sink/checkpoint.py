@@ -12,13 +12,18 @@ order of commits. The writer lands; this decides when, and what Kafka is told.
 - PostgreSQL down: consumption pauses, the batch is held and retried with backoff, then every
   partition is sought to its stored offset (Outcome.RESEEKED); a stop meanwhile ends it with
   nothing committed (Outcome.STOPPED).
+- Several sinks: each assignment claims its partitions in PostgreSQL (``Writer.claim``), and a
+  landing stores offsets only of partitions its sink still holds there. A sink paused past its
+  session timeout, whose partitions moved meanwhile, finds its landing fenced when it resumes:
+  the batch is dropped, every partition forgotten, and the sink rejoins the group with a new
+  consumer (Outcome.FENCED; docs/ARCHITECTURE.md, "Several sinks and the zombie fence").
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streamflow import metrics
 from streamflow.db.landing import CONNECTION_ERRORS, Landing, LandResult, StoredOffset
 from streamflow.dlq import DeadLetter, Unpublished
+from streamflow.errors import LandingFenced
 from streamflow.sink.batch import Batch, keep_partitions
 from streamflow.sink.incarnation import TopicIdentity
 from streamflow.workers.runtime import Backoff, StopFlag
@@ -50,10 +56,18 @@ class Writer(Protocol):
 
     def land(self, batch: Landing, publish: Publish) -> LandResult:
         """Write rows, dead letters and offsets in one transaction; rows the database
-        refuses are dead-lettered (published, stored) and counted in the result."""
+        refuses are dead-lettered (published, stored) and counted in the result. Raises
+        ``LandingFenced`` (nothing written) when another sink claimed one of its partitions
+        since this one did."""
         ...
 
     def stored_offsets(self, topic: str) -> dict[int, StoredOffset]: ...
+
+    def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, StoredOffset]:
+        """Claim newly assigned partitions; their stored offsets, read under the claim."""
+        ...
+
+    def release(self, topic: str, partitions: Iterable[int]) -> None: ...
 
     def restart_offsets(self, topic: str, partitions: Sequence[int], topic_id: str) -> None: ...
 
@@ -72,12 +86,16 @@ class Outcome(Enum):
     # PostgreSQL, so what was decoded meanwhile is read again.
     RESEEKED = "reseeked"
     STOPPED = "stopped"  # asked to stop during an outage: nothing committed, replayed later
+    # Another sink claimed a partition of the batch since this one was assigned it: nothing
+    # committed; the sink rejoins the group (``consumer_outdated``) and reads from the stored
+    # offsets of whatever it is assigned then.
+    FENCED = "fenced"
 
 
 class Finished(NamedTuple):
     outcome: Outcome
     batch: Batch
-    result: LandResult | None  # None when STOPPED
+    result: LandResult | None  # None when STOPPED or FENCED
     seconds: float             # from hand-over to commit
 
 
@@ -113,8 +131,9 @@ class Checkpoint:
         self._kafka_committed_at = 0.0
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-land")
         self._in_flight: InFlight | None = None
-        # The consumer has had partitions assigned (so it holds the topic's metadata), and the
-        # topic was created again since: the sink replaces it before the next read.
+        # The sink replaces its consumer before the next read when this is set: the topic was
+        # created again since the consumer was assigned partitions (it holds the deleted
+        # topic's metadata), or a landing was fenced (the group moved on without this sink).
         self._consumer_assigned = False
         self.consumer_outdated = False
 
@@ -157,6 +176,9 @@ class Checkpoint:
                 result, outcome = self._land_with_retry(flight.batch.landing), Outcome.RESEEKED
                 if result is None:
                     return Finished(Outcome.STOPPED, flight.batch, None, 0.0)
+        except LandingFenced as exc:
+            self._fenced(exc)
+            return Finished(Outcome.FENCED, flight.batch, None, 0.0)
         finally:
             self._in_flight = None
         metrics.DB_AVAILABLE.set(1)
@@ -169,6 +191,18 @@ class Checkpoint:
         self._kafka_offsets.update(mine)
         self.commit_to_kafka()
         return Finished(outcome, flight.batch, result, seconds)
+
+    def _fenced(self, exc: LandingFenced) -> None:
+        """The group gave partitions of this sink to another while it was paused (past its
+        session timeout: a GC pause, SIGSTOP, a slow disk), and that sink claimed them: drop
+        everything decoded, forget every partition (nothing of them goes to Kafka either) and
+        rejoin with a new consumer, which starts at the offsets stored in PostgreSQL."""
+        metrics.FENCED_LANDINGS.inc()
+        log.warning("landing fenced, nothing of it stored: %s. This sink was paused while the "
+                    "group moved its partitions; it drops its batch and rejoins the group", exc)
+        self._kafka_offsets.clear()
+        self.forget([TopicPartition(t, p) for t, p in list(self.assigned)])
+        self.consumer_outdated = True
 
     def await_in_flight(self) -> None:
         """Callbacks wait for the landing in flight (its result is handled by ``finish``)."""
@@ -198,7 +232,8 @@ class Checkpoint:
         """Start each new partition at the offset stored with the rows (PostgreSQL is truth)."""
         self.await_in_flight()
         # Inside a callback the consumer must not be polled: wait with plain sleeps.
-        stored = self.with_database(lambda: self.writer.stored_offsets(self.topic),
+        mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        stored = self.with_database(lambda: self.writer.claim(self.topic, mine),
                                     serve_group=False)
         if stored is None:  # stopping while the database was down: assign nothing
             return
@@ -207,7 +242,11 @@ class Checkpoint:
             return
         for tp in partitions:
             self.assigned.add((tp.topic, tp.partition))
+            metrics.SINK_PARTITIONS.labels(tp.topic, str(tp.partition)).set(1)
         consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition paused across its loss and return: one lost while an
+        # outage had paused it (``_land_with_retry``) would come back never to be read again.
+        consumer.resume(partitions)
         self._consumer_assigned = True
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in partitions))
 
@@ -242,6 +281,9 @@ class Checkpoint:
             self.assigned.discard((tp.topic, tp.partition))
             self.landed.pop((tp.topic, tp.partition), None)
             self.expected.pop((tp.topic, tp.partition), None)
+            metrics.forget_partition(tp.topic, tp.partition)
+        for topic in {tp.topic for tp in partitions}:
+            self.writer.release(topic, [tp.partition for tp in partitions if tp.topic == topic])
 
     def replace_consumer(self, subscribed: Callable[[], Consumer]) -> None:
         """Close the consumer and take a new one in the same group (see ``restart_topic``):

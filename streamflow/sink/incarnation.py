@@ -204,7 +204,8 @@ class TopicIdentity:
 # -- `streamflow status` --------------------------------------------------------------------
 _STORED_IDS = statement(
     "SELECT {o.topic_id}::text, count(*) FROM {o} WHERE {o.group_id} = %s AND {o.topic} = %s "
-    "GROUP BY {o.topic_id} ORDER BY count(*) DESC", o=consumer_offsets)
+    "AND {o.next_offset} IS NOT NULL GROUP BY {o.topic_id} ORDER BY count(*) DESC",
+    o=consumer_offsets)
 
 
 @dataclass(frozen=True)

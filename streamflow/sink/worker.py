@@ -68,6 +68,8 @@ class SinkConfig:
     # Static group membership (KIP-345): a sink restarted under the same id takes its
     # partitions back at once, without waiting for the session timeout or a rebalance.
     instance_id: str | None = None
+    # STREAMFLOW_KAFKA_GROUP_PROTOCOL: "classic" or "consumer" (KIP-848).
+    group_protocol: str = "classic"
 
 
 class Sink:
@@ -109,7 +111,7 @@ class Sink:
 
     def _subscribed_consumer(self) -> Consumer:
         consumer = kafka_clients.consumer(
-            self.config.kafka, self.config.group_id,
+            self.config.kafka, self.config.group_id, group_protocol=self.config.group_protocol,
             # A batch waits at most poll_timeout_s; fetch in big chunks to keep up at 50k/s+.
             **{"fetch.min.bytes": 1, "queued.max.messages.kbytes": 65536},
             **({"group.instance.id": self.config.instance_id} if self.config.instance_id else {}),
@@ -133,8 +135,8 @@ class Sink:
         while not self.stop:
             if checkpoint.consumer_outdated:
                 checkpoint.replace_consumer(self._subscribed_consumer)
-                log.info("consumer replaced after the re-creation of topic %s",
-                         self.config.topic)
+                log.info("consumer replaced: it rejoined group %s and reads %s from the "
+                         "offsets stored in PostgreSQL", self.config.group_id, self.config.topic)
             self._serve_client_logs()
             messages = self._usable(self.next_messages())
             # Decoding overlaps with the landing in flight.
@@ -142,8 +144,8 @@ class Sink:
             outcome = self._finish()
             if outcome is Outcome.STOPPED:  # during an outage: replayed on restart
                 return
-            if outcome is Outcome.RESEEKED:
-                batch = None  # positions were reset to PostgreSQL's: re-read it
+            if outcome in (Outcome.RESEEKED, Outcome.FENCED):
+                batch = None  # positions are reset to PostgreSQL's: re-read it
             if batch is not None or not checkpoint.assigned:  # idle counts once data could flow
                 idle_since = time.monotonic()
             if batch is not None:
@@ -162,7 +164,7 @@ class Sink:
         finished = self.checkpoint.finish()
         if finished is None:
             return None
-        if finished.outcome is not Outcome.STOPPED:
+        if finished.result is not None:  # landed (not STOPPED, not FENCED)
             self._count(finished)
         return finished.outcome
 

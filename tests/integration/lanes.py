@@ -6,6 +6,7 @@ exactly what it sent, while the session's Kafka and PostgreSQL are shared.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +24,13 @@ from tests.conftest import worker_env
 class SinkProcess:
     """`streamflow sink` as a real subprocess on an isolated topic, group and DLQ topic."""
 
-    def __init__(self, platform, topic: str, dlq_topic: str, group: str, log_path) -> None:
+    def __init__(self, platform, topic: str, dlq_topic: str, group: str, log_path, *,
+                 instance: int = 1, env: dict[str, str] | None = None, name: str = "sink") -> None:
         self.platform, self.topic, self.dlq_topic, self.group = platform, topic, dlq_topic, group
         self.log_path = log_path
+        self.instance = instance  # its static member id in the group: <group>-<instance>
+        self.env = env or {}
+        self.name = name  # what the test calls it
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> SinkProcess:
@@ -33,9 +38,15 @@ class SinkProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamflow.cli", "sink", "--topic", self.topic, "--group",
              self.group, "--dlq-topic", self.dlq_topic, "--metrics-port", "0",
-             "--batch-size", "2000", "--instance-id", f"{self.group}-1"],
-            env=worker_env(self.platform), stdout=self.log, stderr=subprocess.STDOUT)
+             "--batch-size", "2000", "--instance-id", f"{self.group}-{self.instance}"],
+            env=worker_env(self.platform, **self.env), stdout=self.log,
+            stderr=subprocess.STDOUT)
         return self
+
+    def metrics_address(self) -> str | None:
+        """Where it serves /metrics (its start-up line says; None: not yet)."""
+        found = re.search(r"metrics on (http://\S+/metrics)", self.output())
+        return found.group(1) if found else None
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -1,12 +1,15 @@
 """Edges of the sink's write path against the real broker and PostgreSQL: a dead letter too big
-for the dead-letter topic, and the dead-letter flush kept outside the ingest-sequence lock."""
+for the dead-letter topic, the dead-letter flush kept outside the ingest-sequence lock, and the
+zombie fence (only the sink that claimed a partition last stores its offsets)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import orjson
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from streamflow import contract
@@ -14,6 +17,7 @@ from streamflow.db.engine import libpq_url
 from streamflow.db.landing import Landing, LandingWriter
 from streamflow.db.tables import INGEST_SEQ_LOCK
 from streamflow.dlq import MAX_COPY_BYTES, DeadLetter, Reason
+from streamflow.errors import LandingFenced
 from streamflow.kafka_clients import producer
 from streamflow.sink.decode import decode
 from tests.conftest import wait_for
@@ -74,6 +78,7 @@ def test_dead_letters_are_published_outside_the_ingest_lock(platform, unique_nam
     writer = LandingWriter(platform.database_url, "g-" + topic)
     writer.setup()
     try:
+        writer.claim(topic, [0])
         result = writer.land(batch, publish)
     finally:
         writer.close()
@@ -88,3 +93,81 @@ def test_dead_letters_are_published_outside_the_ingest_lock(platform, unique_nam
             "SELECT next_offset FROM raw.consumer_offsets WHERE group_id = :g"),
             {"g": "g-" + topic}).scalar_one()
     assert codes == [Reason.NOT_JSON, Reason.DB_REJECTED] and stored == 4
+
+
+def _landing(topic: str, *at: tuple[int, int]) -> Landing:
+    """One event at each (partition, offset)."""
+    rows = [decode(_event(), b"k", lambda: None, topic, p, o) for p, o in at]
+    return Landing(rows=rows, next_offsets={(topic, p): o + 1 for p, o in at})
+
+
+def test_a_landing_of_a_partition_claimed_by_another_sink_since_stores_nothing(
+        platform, unique_name, engine):
+    """Sink A is paused past its session timeout; the group gives partition 1 to sink B, which
+    claims it. A's next landing (partitions 0 and 1) is fenced whole: no row, no offset; B
+    resumes where A's last landing left partition 1, and lands."""
+    topic, group = unique_name, "g-" + unique_name
+    a, b = LandingWriter(platform.database_url, group), LandingWriter(platform.database_url, group)
+    try:
+        assert a.claim(topic, [0, 1]) == {}  # nothing landed yet: both from the beginning
+        a.land(_landing(topic, (0, 0), (1, 0)), lambda _: [])
+        assert {p: o.next_offset for p, o in b.claim(topic, [1]).items()} == {1: 1}
+        with pytest.raises(LandingFenced) as fenced:
+            a.land(_landing(topic, (0, 1), (1, 1)), lambda _: [])
+        assert fenced.value.partitions == [(topic, 1)]
+        assert rows(engine, topic)[0] == 2 and offsets_stored(engine, group, topic) == 2
+        b.land(_landing(topic, (1, 1)), lambda _: [])
+        a.land(_landing(topic, (0, 1)), lambda _: [])  # partition 0 is still A's
+        assert rows(engine, topic)[0] == 4 and offsets_stored(engine, group, topic) == 4
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_claim_waits_for_the_landing_that_stored_offsets_first_and_reads_them(
+        platform, unique_name):
+    """A landing holds its partitions' rows from its offset write to its commit: a claim in
+    between waits, then starts the partition where that landing left it (never before it)."""
+    topic, group = unique_name, "g-" + unique_name
+    a, b = LandingWriter(platform.database_url, group), LandingWriter(platform.database_url, group)
+    a.claim(topic, [0])
+    claimed: list = []
+    try:
+        with a.conn.transaction():  # A's landing, from its offset write to its commit
+            a._store_offsets(topic, {0: 10}, None)
+            taker = threading.Thread(target=lambda: claimed.append(b.claim(topic, [0])))
+            taker.start()
+            taker.join(1.0)
+            assert taker.is_alive() and not claimed  # waits for A's commit
+        taker.join(30)
+        assert claimed[0][0].next_offset == 10
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_sink_frozen_while_sending_a_copy_is_cut_off_by_the_next_landing(
+        platform, unique_name, engine):
+    """Sink A took the ingest lock and stopped in the middle of a COPY (SIGSTOP, a GC pause):
+    its session waits for data, out of reach of PostgreSQL's timeouts. Sink B's landing waits
+    for the lock, finds A stuck, terminates A's session and lands."""
+    topic, group = unique_name, "g-" + unique_name
+    a = LandingWriter(platform.database_url, group)
+    b = LandingWriter(platform.database_url, group, stuck_sink_s=1)
+    a.setup()
+    b.claim(topic, [0])
+    landed: list = []
+    lander = threading.Thread(target=lambda: landed.append(
+        b.land(_landing(topic, (0, 0)), lambda _: [])))
+    try:
+        with pytest.raises(psycopg.OperationalError), a.conn.transaction():
+            a.conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_SEQ_LOCK,))
+            with a.conn.cursor() as cur, cur.copy("COPY landing FROM STDIN"):
+                lander.start()  # the server waits for A's rows meanwhile
+                lander.join(30)
+                assert not lander.is_alive(), "the other sink still waits for the lock"
+    finally:
+        lander.join(30)
+        a.close()
+        b.close()
+    assert landed[0].inserted == 1 and rows(engine, topic)[0] == 1

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from prometheus_client import REGISTRY
 
 from streamflow.db.landing import LandResult, StoredOffset
+from streamflow.errors import LandingFenced
 from streamflow.sink import checkpoint as checkpoint_module
 from streamflow.sink.batch import Batch, build_batch
 from streamflow.sink.checkpoint import Checkpoint, Outcome
@@ -51,6 +52,10 @@ class FakeWriter:
         self.entered = threading.Event()
         self.resets = self.active = self.most_active = 0
         self.restarted: list[tuple] = []
+        # The zombie fence as PostgreSQL keeps it: each partition's epoch, raised by a claim
+        # (``steal``: another sink's), and the epochs this writer claimed under.
+        self.epochs: dict[int, int] = {}
+        self.mine: dict[int, int] = {}
 
     def setup(self) -> None:
         pass
@@ -67,6 +72,10 @@ class FakeWriter:
                 if self.on_failure is not None:
                     self.on_failure()
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
+            fenced = [(T, p) for _, p in landing.next_offsets
+                      if self.mine.get(p) is None or self.mine[p] != self.epochs.get(p)]
+            if fenced:
+                raise LandingFenced(fenced)
             for (_, partition), offset in landing.next_offsets.items():
                 self.stored[partition] = StoredOffset(offset, landing.topic_ids.get(T))
             self.landings.append(dict(landing.next_offsets))
@@ -77,6 +86,20 @@ class FakeWriter:
 
     def stored_offsets(self, topic: str) -> dict[int, StoredOffset]:
         return dict(self.stored)
+
+    def claim(self, topic: str, partitions) -> dict[int, StoredOffset]:
+        for partition in partitions:
+            self.steal(partition)
+            self.mine[partition] = self.epochs[partition]
+        return {p: at for p, at in self.stored.items() if p in partitions}
+
+    def steal(self, partition: int) -> None:
+        """Another sink claims ``partition``."""
+        self.epochs[partition] = self.epochs.get(partition, 0) + 1
+
+    def release(self, topic: str, partitions) -> None:
+        for partition in partitions:
+            self.mine.pop(partition, None)
 
     def restart_offsets(self, topic: str, partitions, topic_id: str) -> None:
         self.restarted.append((topic, list(partitions), topic_id))
@@ -91,12 +114,14 @@ class FakeWriter:
 
 
 class FakeConsumer:
-    """Records pause, resume, seek and commit; ``served`` runs once, inside the next
-    consume(), as librdkafka serves group callbacks there."""
+    """Records pause and resume (when they change a partition), seek and commit; ``served``
+    runs once, inside the next consume(), as librdkafka serves group callbacks there. As in
+    librdkafka, a partition stays paused across its loss and a new assignment."""
 
     def __init__(self, log: list) -> None:
         self.log = log
         self.partitions: list[int] = []
+        self.paused: set[int] = set()
         self.served = None
 
     def assignment(self) -> list[TopicPartition]:
@@ -106,10 +131,14 @@ class FakeConsumer:
         self.partitions += [tp.partition for tp in partitions]
 
     def pause(self, partitions) -> None:
+        self.paused |= {tp.partition for tp in partitions}
         self.log.append(("pause", sorted(tp.partition for tp in partitions)))
 
     def resume(self, partitions) -> None:
-        self.log.append(("resume", sorted(tp.partition for tp in partitions)))
+        resumed = sorted({tp.partition for tp in partitions} & self.paused)
+        self.paused -= set(resumed)
+        if resumed:
+            self.log.append(("resume", resumed))
 
     def seek(self, tp: TopicPartition) -> None:
         self.log.append(("seek", tp.partition, tp.offset))
@@ -289,6 +318,24 @@ def test_a_partition_revoked_during_an_outage_is_dropped_from_the_held_batch(log
     assert cp.assigned == {(T, 0)} and cp.expected == {(T, 0): 2}
 
 
+def test_partitions_lost_during_an_outage_are_read_again_when_assigned_again(log):
+    """The session timed out while PostgreSQL was down (consumption paused): both partitions
+    were lost; when the group gives one back, it is read, not left paused (librdkafka keeps
+    the pause across the loss)."""
+    writer = FakeWriter(log, down=1)
+    cp = make(writer, log)
+
+    def lose_both() -> None:
+        cp.on_lost(cp.consumer, [TopicPartition(T, 0), TopicPartition(T, 1)])
+        cp.consumer.partitions.clear()
+
+    cp.consumer.served = lose_both
+    cp.submit(batch((0, 0), (1, 0)))
+    assert cp.finish().outcome is Outcome.RESEEKED and writer.landings == [{}]
+    cp.on_assign(cp.consumer, [TopicPartition(T, 0)])
+    assert cp.assigned == {(T, 0)} and cp.consumer.paused.isdisjoint(cp.consumer.partitions)
+
+
 def test_landings_are_sequential_and_kafka_offsets_only_move_forward(log, monkeypatch):
     monkeypatch.setattr(checkpoint_module, "KAFKA_COMMIT_INTERVAL_S", 0.0)  # one per landing
     writer = FakeWriter(log)
@@ -317,6 +364,33 @@ def test_lost_partitions_are_forgotten_without_a_commit(log):
     cp.landed = {(T, 0): 10, (T, 1): 20}
     cp.on_lost(cp.consumer, [TopicPartition(T, 0)])
     assert cp.assigned == {(T, 1)} and cp.landed == {(T, 1): 20}
+
+
+def test_a_fenced_landing_is_dropped_and_the_sink_rejoins_from_the_stored_offsets(log):
+    """Another sink claimed partition 1 while this one was paused past its session timeout:
+    the landing stores nothing, Kafka is told nothing, every partition is forgotten and the
+    consumer is replaced; the new assignment claims again and lands."""
+    writer = FakeWriter(log, stored={0: StoredOffset(5, None)})
+    cp = make(writer, log)
+    fenced_before = REGISTRY.get_sample_value("streamflow_sink_fenced_landings_total") or 0
+    assert REGISTRY.get_sample_value("streamflow_sink_partitions",
+                                     {"topic": T, "partition": "1"}) == 1
+    writer.steal(1)  # the group gave partition 1 to another sink, which claimed it
+    cp.submit(batch((0, 5), (0, 6), (1, 0)))
+    finished = cp.finish()
+    assert finished.outcome is Outcome.FENCED and finished.result is None
+    assert writer.landings == [] and commits(log) == []
+    assert cp.assigned == set() and cp.landed == {} and cp.expected == {}
+    assert cp.consumer_outdated and writer.mine == {}
+    assert REGISTRY.get_sample_value("streamflow_sink_fenced_landings_total") == fenced_before + 1
+    assert REGISTRY.get_sample_value("streamflow_sink_partitions",
+                                     {"topic": T, "partition": "1"}) is None
+    cp.replace_consumer(lambda: FakeConsumer(log))
+    assert not cp.consumer_outdated and log[-1] == ("close",)
+    cp.on_assign(cp.consumer, [TopicPartition(T, 0)])  # the group's new assignment
+    assert cp.expected == {(T, 0): 5}
+    cp.submit(batch((0, 5), (0, 6)))
+    assert cp.finish().outcome is Outcome.LANDED and writer.landings == [{(T, 0): 7}]
 
 
 def test_offsets_go_to_kafka_at_most_once_a_second_however_many_batches_land(log):
