@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
@@ -137,7 +138,7 @@ consumer_offsets = Table(
     Column("topic_id", UUID(as_uuid=False)),  # the incarnation these offsets belong to
     # Raised by each sink assigned the partition; only its holder stores offsets (0010;
     # docs/ARCHITECTURE.md, "Several sinks and the zombie fence").
-    Column("owner_epoch", BigInteger, nullable=False, server_default="0"),
+    Column("owner_epoch", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=RAW_SCHEMA,
 )

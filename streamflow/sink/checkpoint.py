@@ -135,7 +135,7 @@ class Checkpoint:
         # created again since the consumer was assigned partitions (it holds the deleted
         # topic's metadata), or a landing was fenced (the group moved on without this sink).
         self._consumer_assigned = False
-        self.consumer_outdated = False
+        self.consumer_outdated: str | None = None  # why, when it is
 
     def setup(self) -> None:
         self.with_database(self.writer.setup)
@@ -202,7 +202,7 @@ class Checkpoint:
                     "group moved its partitions; it drops its batch and rejoins the group", exc)
         self._kafka_offsets.clear()
         self.forget([TopicPartition(t, p) for t, p in list(self.assigned)])
-        self.consumer_outdated = True
+        self.consumer_outdated = "a fenced landing"
 
     def await_in_flight(self) -> None:
         """Callbacks wait for the landing in flight (its result is handled by ``finish``)."""
@@ -289,7 +289,7 @@ class Checkpoint:
         """Close the consumer and take a new one in the same group (see ``restart_topic``):
         the old one leaves (its partitions forgotten, nothing of the deleted topic committed),
         the new one's assignment starts each partition at the offsets stored in PostgreSQL."""
-        self._consumer_assigned = self.consumer_outdated = False
+        self._consumer_assigned, self.consumer_outdated = False, None
         topic = self.topic
         self.await_in_flight()
         self.landed = {tp: o for tp, o in self.landed.items() if tp[0] != topic}
@@ -336,7 +336,8 @@ class Checkpoint:
         # new topic, and its offset lookups fail forever without an error the sink sees. A new
         # consumer has no such cache; the sink replaces this one before it reads again (a
         # consumer assigned nothing yet, as at start-up, learnt only the new topic).
-        self.consumer_outdated = self._consumer_assigned
+        self.consumer_outdated = (f"the re-creation of topic {self.topic}"
+                                  if self._consumer_assigned else None)
 
     # -- PostgreSQL down --------------------------------------------------------------------
     def with_database(self, action, *, serve_group: bool = True):

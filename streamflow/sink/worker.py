@@ -134,9 +134,11 @@ class Sink:
         idle_since = time.monotonic()
         while not self.stop:
             if checkpoint.consumer_outdated:
+                why = checkpoint.consumer_outdated
                 checkpoint.replace_consumer(self._subscribed_consumer)
-                log.info("consumer replaced: it rejoined group %s and reads %s from the "
-                         "offsets stored in PostgreSQL", self.config.group_id, self.config.topic)
+                log.info("consumer replaced after %s: it rejoined group %s and reads %s from "
+                         "the offsets stored in PostgreSQL", why, self.config.group_id,
+                         self.config.topic)
             self._serve_client_logs()
             messages = self._usable(self.next_messages())
             # Decoding overlaps with the landing in flight.
