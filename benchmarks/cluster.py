@@ -5,8 +5,8 @@ and buy on this 2-core box.
   one replica, same events, same producer;
 - sink events/s draining one backlog with 1, 2 and 3 sink processes in one group (ratio to one);
 - the landing pause when a sink joins and when one leaves a group of two, with the classic
-  protocol and with Kafka 4's consumer protocol (KIP-848): the longest gap between landed
-  batches around each change, against the steady gap before it;
+  protocol and with Kafka 4's consumer protocol (KIP-848): the longest gap between two
+  landings of one partition after each change, against the steady gap before it;
 - produce -> row p99 across a leader kill (the node leading the most partitions SIGKILLed
   mid-stream and started again), against the same stream without the kill.
 """
@@ -91,18 +91,22 @@ def sinks_scaling(st: Stack, events: int, counts=(1, 2, 3)) -> dict:
 
 
 def _commit_gaps(conn: psycopg.Connection, topic: str, start: float, end: float) -> list[tuple]:
-    """(commit time, gap since the previous commit) of the landing transactions of ``topic``
-    between ``start`` and ``end`` (epoch seconds): each transaction's rows share ingested_at."""
+    """(commit time, gap since the partition's previous commit) of the landing transactions of
+    each partition of ``topic`` between ``start`` and ``end`` (epoch seconds): each
+    transaction's rows share ingested_at. Per partition: the one that moves pauses while the
+    others go on landing."""
     rows = conn.execute(
-        "SELECT t, t - lag(t) OVER (ORDER BY t) FROM (SELECT DISTINCT "
-        "extract(epoch FROM ingested_at)::float8 AS t FROM raw.events WHERE kafka_topic = %s) s "
-        "WHERE t BETWEEN %s AND %s ORDER BY t", (topic, start, end)).fetchall()
+        "SELECT t, t - lag(t) OVER (PARTITION BY p ORDER BY t) FROM (SELECT DISTINCT "
+        "kafka_partition AS p, extract(epoch FROM ingested_at)::float8 AS t FROM raw.events "
+        "WHERE kafka_topic = %s) s WHERE t BETWEEN %s AND %s ORDER BY t",
+        (topic, start, end)).fetchall()
     return [(t, gap) for t, gap in rows if gap is not None]
 
 
 def rebalance_pause(st: Stack, protocol: str, rate: int = 2_000, settle_s: float = 15.0) -> dict:
     """Two sinks land a steady stream; a third joins, then one leaves (SIGTERM). The longest
-    gap between landed batches in the 10 s after each change, and the steady one before."""
+    gap between two landings of one partition in the ``settle_s`` after each change (a new
+    sink needs a few seconds to start and join), and the steady one before."""
     topic = group = _topic(st, f"bench-rebalance-{protocol}")
     env = {PROTOCOL_SETTING: protocol}
 
@@ -125,7 +129,7 @@ def rebalance_pause(st: Stack, protocol: str, rate: int = 2_000, settle_s: float
             moments["leave"] = time.time()
             sinks[0].send_signal(signal.SIGTERM)
             time.sleep(settle_s)
-            gaps = {what: _commit_gaps(conn, topic, at, at + 10.0)
+            gaps = {what: _commit_gaps(conn, topic, at, at + settle_s)
                     for what, at in moments.items()}
     finally:
         for proc in (producer, *sinks):
