@@ -1,4 +1,5 @@
-"""Run retention: the `dagster_retention` job deletes old runs of the high-frequency jobs.
+"""Run retention: the `dagster_retention` job deletes old runs of the high-frequency jobs (and,
+assets/event_retention.py, the runless events and check executions no run deletion reaches).
 
 A micro-batch every few seconds is ~17,000 Dagster runs a day and nothing in Dagster deletes
 them (the instance's `retention:` section purges schedule and sensor ticks only). On the local
@@ -16,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.checks import checks_job
+from assets.event_retention import EVENT_AGE, purge_events
 from assets.microbatch import microbatch_job
 
 JOB_NAME = "dagster_retention"
@@ -167,11 +169,33 @@ def purge_old_runs(context: dg.OpExecutionContext, config: RetentionConfig):
                                  "by job and status": dg.MetadataValue.md("\n".join(rows))})
 
 
+class EventRetentionConfig(dg.Config):
+    event_days: float = Field(EVENT_AGE / timedelta(days=1), gt=0,
+                              description="Delete runless asset events (sensor observations, "
+                                          "reported materializations) and asset-check "
+                                          "executions older than this; the newest of each "
+                                          "is kept.")
+
+
+@dg.op(ins={"after_runs": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
+       description="Deletes old runless asset events and asset-check executions, which no run "
+                   "deletion reaches (assets/event_retention.py).")
+def purge_old_events(context: dg.OpExecutionContext, config: EventRetentionConfig):
+    result = purge_events(context.instance, datetime.now(UTC),
+                          timedelta(days=config.event_days))
+    context.log.info(f"deleted {result.total_events} runless events and "
+                     f"{result.check_executions} check executions")
+    context.add_output_metadata({"runless events": result.total_events,
+                                 "check executions": result.check_executions,
+                                 "event tags": result.tags})
+
+
 @dg.job(name=JOB_NAME, executor_def=dg.in_process_executor,
-        description="Deletes old runs of the micro-batch, checks and retention jobs (ages in "
-                    "the launchpad config).")
+        description="Deletes old runs of the micro-batch, checks and retention jobs, then old "
+                    "runless events and check executions (ages in the launchpad config).")
 def retention_job():
-    purge_old_runs()
+    # Events after runs: the check executions of runs just deleted go in the same pass.
+    purge_old_events(after_runs=purge_old_runs())
 
 
 # Hourly, not daily: an hour is ~780 runs to delete (~17 s); a day is ~19,000 (~7 minutes),

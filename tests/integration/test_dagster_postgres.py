@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 from sqlalchemy import text
 
 from assets import MICROBATCH_ASSETS, microbatch_job
+from assets.event_retention import purge_events
 from sensors.microbatch import new_events_sensor
 from streamflow import supervisor
 from streamflow.infra.processes import free_port
@@ -30,6 +32,7 @@ from tests.conftest import (
     wait_for,
     worker_env,
 )
+from tests.helpers.dagster_events import check_history, materialized, observed, seed
 from tests.integration.microbatch_helpers import Scenario, evaluate_sensor, land
 
 S = dg.DagsterRunStatus
@@ -149,3 +152,17 @@ def test_up_with_postgres_storage_ticks_and_runs_in_postgres(platform, fresh_dat
         assert "supervisor: stopped" in down.stdout, down.stdout
     finally:
         _streamflow("down", env=env)
+
+
+def test_event_retention_on_postgres_storage(postgres_instance, unique_name):
+    """assets/event_retention.py on dagster-postgres (one database, no shard files): the same
+    account as on SQLite (tests/unit/test_event_retention.py), on events a year old so the
+    shared instance's own events are never in reach."""
+    now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    seeded = seed(postgres_instance, now, prefix=unique_name)
+    result = purge_events(postgres_instance, now, timedelta(minutes=90))
+    for key in seeded.topics:
+        assert observed(postgres_instance, key) == [999, 970, 940]
+    assert materialized(postgres_instance, seeded.landed) == [200]
+    assert check_history(postgres_instance, seeded.check) == ["SUCCEEDED"] * 3
+    assert result.check_executions == 4 and result.total_events >= 8 + 1 + 4

@@ -13,6 +13,7 @@ import yaml
 from assets.retention import (
     JOB_NAME,
     RetentionPolicy,
+    purge_old_events,
     purge_old_runs,
     purge_runs,
     retention_job,
@@ -217,9 +218,11 @@ def test_the_retention_job_deletes_with_its_launchpad_config(instance):
 
     assert result.success
     assert not set(old) & run_ids(instance) and recent in run_ids(instance)
-    [output] = [event for event in result.all_events if event.event_type_value == "STEP_OUTPUT"]
-    metadata = output.event_specific_data.metadata
+    outputs = {event.step_key: event.event_specific_data.metadata
+               for event in result.all_events if event.event_type_value == "STEP_OUTPUT"}
+    metadata = outputs[purge_old_runs.name]
     assert (metadata["deleted"].value, metadata["capped"].value) == (3, False)
+    assert outputs[purge_old_events.name]["runless events"].value == 0  # none reported here
     assert JOB_NAME in RetentionPolicy().jobs  # its own hourly runs are purged too
 
 
