@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -68,6 +69,9 @@ def topic_id_answer(future: Future, *, timeout_s: float | None = None) -> str | 
     and not created again yet). Raises ``KafkaException`` for any other failure."""
     try:
         description = future.result(timeout=timeout_s)
+    except FutureTimeout:  # the request outlived its own timeout (a broker killed meanwhile)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                        "the topic description did not come back")) from None
     except KafkaException as exc:
         if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             return None
@@ -174,6 +178,8 @@ class TopicIdentity:
                                                 timeout_s=self.timeout_s)[self.topic]
             return False
         if not probe.done():
+            if time.monotonic() - self._probed_at > 2 * self.timeout_s:
+                self._probe = None  # lost (its broker killed): the next one asks again
             return False
         self._probe = None
         try:

@@ -161,6 +161,9 @@ class FakeConsumer:
 BUSY = KafkaException(KafkaError(KafkaError._TIMED_OUT, "the broker did not answer"))
 
 
+NEVER = "never answers"
+
+
 class FakeAdmin:
     """Answers each question about a topic's id with the next of ``answers`` (the last one
     repeats): an id, or an exception (the broker did not say)."""
@@ -173,7 +176,9 @@ class FakeAdmin:
         self.asked += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         future: Future = Future()
-        if isinstance(answer, Exception):
+        if answer is NEVER:
+            pass  # the request is lost: its future never completes
+        elif isinstance(answer, Exception):
             future.set_exception(answer)
         else:
             bits = uuid.UUID(answer).int
@@ -449,6 +454,20 @@ def test_a_failed_topic_id_lookup_is_asked_again_and_then_protects_as_at_assignm
     assert (restart.old_ids, restart.live, restart.partitions) == ({A}, B, [0, 1])
     assert ids.known == B and ids.ids == {T: B} and ids.unverified == {}
     assert ids.admin.asked == 3
+
+
+def test_a_topic_id_lookup_that_never_comes_back_is_a_failed_lookup_not_a_crash():
+    """The broker answering the description was SIGKILLed: the future outlives its own
+    request timeout. The sink went down with a TimeoutError from its assignment callback."""
+    found = TopicIdentity(T, timeout_s=0.05)
+    found.admin = FakeAdmin(NEVER)
+    assert found.learn() is None
+    # A probe lost the same way is given up after twice the timeout, and asked again.
+    assert found.questioned() is False and found.admin.asked == 2
+    time.sleep(0.15)
+    found._probed_at -= 1.0  # the probe interval (TOPIC_ID_CHECK_S) has passed too
+    assert found.questioned() is False and found._probe is None
+    assert found.questioned() is False and found.admin.asked == 3
 
 
 def test_a_probe_answer_after_a_failed_lookup_calls_for_a_comparison(monkeypatch):
