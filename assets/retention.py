@@ -42,9 +42,16 @@ SUCCEEDED = (dg.DagsterRunStatus.SUCCESS,)
 UNSUCCESSFUL = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
+# Runs the declarative automation launches (the dbt models, every 5 minutes) carry this tag;
+# their job is Dagster's implicit asset job, which a hand-launched materialization shares, so
+# they are selected by the tag, not the job.
+AUTOMATION_TAG = ("dagster/from_automation_condition", "true")
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     jobs: tuple[str, ...] = (microbatch_job.name, checks_job.name, JOB_NAME)
+    tagged: tuple[tuple[str, str], ...] = (AUTOMATION_TAG,)  # runs with any of these tags
     success_age: timedelta = SUCCESS_AGE
     failure_age: timedelta = FAILURE_AGE
     max_runs: int = MAX_RUNS
@@ -65,23 +72,25 @@ class PurgeResult:
 class _Selection:
     """One job's runs in some statuses created before a cutoff, fetched oldest first."""
 
-    job: str
+    runs: dg.RunsFilter  # a job's runs, or those with a tag
     statuses: tuple[dg.DagsterRunStatus, ...]
     created_before: datetime
 
     def page(self, instance: dg.DagsterInstance, limit: int) -> list[dg.DagsterRun]:
         records = instance.get_run_records(
-            dg.RunsFilter(job_name=self.job, statuses=list(self.statuses),
-                          created_before=self.created_before),
+            dg.RunsFilter(job_name=self.runs.job_name, tags=self.runs.tags,
+                          statuses=list(self.statuses), created_before=self.created_before),
             limit=limit, order_by="create_timestamp", ascending=True)
         return [record.dagster_run for record in records]
 
 
-def _success_cutoff(instance: dg.DagsterInstance, job: str, cutoff: datetime) -> datetime:
-    """Never older than the job's newest successful run, which is always kept: after the stack
-    was down for longer than the age, each asset still shows its last materialization."""
+def _success_cutoff(instance: dg.DagsterInstance, runs: dg.RunsFilter,
+                    cutoff: datetime) -> datetime:
+    """Never older than the newest successful run, which is always kept: after the stack was
+    down for longer than the age, each asset still shows its last materialization."""
     newest = instance.get_run_records(
-        dg.RunsFilter(job_name=job, statuses=list(SUCCEEDED)), limit=1)
+        dg.RunsFilter(job_name=runs.job_name, tags=runs.tags, statuses=list(SUCCEEDED)),
+        limit=1)
     return min(cutoff, newest[0].create_timestamp) if newest else cutoff
 
 
@@ -111,10 +120,11 @@ def purge_runs(instance: dg.DagsterInstance, now: datetime,
         raise ValueError("now must be timezone-aware")  # RunsFilter compares in UTC
     now = now.astimezone(UTC)
     selections = []
-    for job in policy.jobs:
-        selections.append(_Selection(job, SUCCEEDED, _success_cutoff(
-            instance, job, now - policy.success_age)))
-        selections.append(_Selection(job, UNSUCCESSFUL, now - policy.failure_age))
+    for runs in [dg.RunsFilter(job_name=job) for job in policy.jobs] + [
+            dg.RunsFilter(tags={key: value}) for key, value in policy.tagged]:
+        selections.append(_Selection(runs, SUCCEEDED, _success_cutoff(
+            instance, runs, now - policy.success_age)))
+        selections.append(_Selection(runs, UNSUCCESSFUL, now - policy.failure_age))
     deleted: Counter[tuple[str, dg.DagsterRunStatus]] = Counter()
     pages = 0
     while selections:

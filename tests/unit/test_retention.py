@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from assets.retention import (
+    AUTOMATION_TAG,
     JOB_NAME,
     RetentionPolicy,
     purge_old_events,
@@ -43,11 +44,12 @@ def instance():
         yield instance
 
 
-def add_run(instance, status, age: timedelta, job: str = "microbatch") -> str:
+def add_run(instance, status, age: timedelta, job: str = "microbatch",
+            tags: dict[str, str] | None = None) -> str:
     """A run created ``age`` before NOW (`add_historical_run` sets the creation time)."""
     run_id = str(uuid.uuid4())
     instance.run_storage.add_historical_run(
-        dg.DagsterRun(job_name=job, run_id=run_id, status=status,
+        dg.DagsterRun(job_name=job, run_id=run_id, status=status, tags=tags or {},
                       remote_job_origin=_origin(job)), NOW - age)
     return run_id
 
@@ -63,6 +65,24 @@ def _origin(job: str):
 
 def run_ids(instance) -> set[str]:
     return {record.dagster_run.run_id for record in instance.get_run_records()}
+
+
+def test_old_automation_runs_go_by_their_tag_and_a_hand_launched_one_stays(instance):
+    """The dbt automation's runs (Dagster's implicit asset job, tagged by the automation) go
+    by age like the micro-batch's, the newest success kept; a materialization launched by
+    hand in the same job has no such tag and stays."""
+    automation = dict([AUTOMATION_TAG])
+    old = [add_run(instance, S.SUCCESS, timedelta(hours=h), job="__ASSET_JOB", tags=automation)
+           for h in (30, 40)]
+    newest = add_run(instance, S.SUCCESS, timedelta(hours=26), job="__ASSET_JOB",
+                     tags=automation)
+    by_hand = add_run(instance, S.SUCCESS, timedelta(hours=50), job="__ASSET_JOB")
+
+    result = purge_runs(instance, NOW, POLICY)
+
+    assert not set(old) & run_ids(instance)
+    assert {newest, by_hand} <= run_ids(instance)
+    assert result.deleted == {("__ASSET_JOB", S.SUCCESS): 2}
 
 
 def test_old_successful_runs_are_deleted_recent_ones_kept(instance):
