@@ -450,16 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     with isolated_stack() as st:
         result = run_chaos(st.settings, st.kafka, st.database_url, plan,
                            echo=lambda m: print(m, file=sys.stderr))
-        path = write_results("chaos", {"quick": args.quick, "chaos": result})
-        found = problems(result)
-        if found:  # the workers' logs go with the temporary stack: keep them beside the result
-            kept = path.with_name(path.stem + "-logs")
-            shutil.copytree(st.settings.logs_dir, kept)
-            print(f"logs of the unclean run: {kept}", file=sys.stderr)
-    print(json.dumps(result, indent=2))
-    print(f"results: {path}", file=sys.stderr)
-    for problem in found:
-        print(f"chaos: NOT CLEAN: {problem}", file=sys.stderr)
+        found = _record("chaos", args.quick, result, problems(result), st.settings.logs_dir)
     if found:
         return 1
     from benchmarks import report
@@ -475,17 +466,24 @@ def _cluster_main(quick: bool) -> int:
     with isolated_stack(STREAMFLOW_KAFKA_BROKERS=3) as st:
         result = chaos_cluster.run_cluster_chaos(st, plan,
                                                  echo=lambda m: print(m, file=sys.stderr))
-        path = write_results("chaos-cluster", {"quick": quick, "chaos": result})
-        found = chaos_cluster.problems(result)
-        if found:
-            kept = path.with_name(path.stem + "-logs")
-            shutil.copytree(st.settings.logs_dir, kept)
-            print(f"logs of the unclean run: {kept}", file=sys.stderr)
+        found = _record("chaos-cluster", quick, result, chaos_cluster.problems(result),
+                        st.settings.logs_dir)
+    return 1 if found else 0
+
+
+def _record(name: str, quick: bool, result: dict, found: list[str], logs_dir) -> list[str]:
+    """Write the result file and print it; an unclean run keeps the workers' logs beside it
+    (they go with the temporary stack). Returns ``found``."""
+    path = write_results(name, {"quick": quick, "chaos": result})
+    if found:
+        kept = path.with_name(path.stem + "-logs")
+        shutil.copytree(logs_dir, kept)
+        print(f"logs of the unclean run: {kept}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     print(f"results: {path}", file=sys.stderr)
     for problem in found:
-        print(f"chaos (cluster): NOT CLEAN: {problem}", file=sys.stderr)
-    return 1 if found else 0
+        print(f"{name}: NOT CLEAN: {problem}", file=sys.stderr)
+    return found
 
 
 if __name__ == "__main__":
