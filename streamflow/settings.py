@@ -7,6 +7,7 @@ called, never at import time, so tests can change the environment freely.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -99,6 +100,18 @@ class Settings(BaseSettings):
     # -- PostgreSQL ------------------------------------------------------------------------
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
 
+    # -- storage over time (docs/ARCHITECTURE.md, "Storage over time") ----------------------
+    # raw.events, raw.dead_letters, streamflow.notifications: one partition per period, which
+    # must divide a day (5m, 1h, 1d ...) or be whole days.
+    partition_interval: str = Field("1d", alias="STREAMFLOW_PARTITION_INTERVAL")
+    # Periods older than this are archived, verified, then dropped; dead letters are kept
+    # longer (someone may still replay them). Like Kafka's user-events retention by default.
+    hot_retention: str = Field("7d", alias="STREAMFLOW_HOT_RETENTION")
+    dead_letter_retention: str = Field("30d", alias="STREAMFLOW_DEAD_LETTER_RETENTION")
+    # Where archived periods go: any fsspec URL (s3://bucket/path with s3fs installed ...);
+    # default STREAMFLOW_HOME/archive.
+    archive_url: str | None = Field(None, alias="STREAMFLOW_ARCHIVE_URL")
+
     # -- PII -------------------------------------------------------------------------------
     pii_key: SecretStr | None = Field(None, alias="STREAMFLOW_PII_KEY")
 
@@ -138,6 +151,28 @@ class Settings(BaseSettings):
     def _valid_port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError(f"{value} is not a TCP port (1-65535)")
+        return value
+
+    @field_validator("partition_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        from streamflow.db.partitions import parse_interval  # pure; imports no settings
+
+        try:
+            parse_interval(value)
+        except SettingsError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+        return value
+
+    @field_validator("hot_retention", "dead_letter_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from streamflow.db.partitions import parse_duration
+
+        try:
+            parse_duration(value, "")
+        except SettingsError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
         return value
 
     @field_validator("database_url")
@@ -265,6 +300,24 @@ class Settings(BaseSettings):
         from streamflow import topics  # topics imports this module
 
         return _names(self.replay_topics) or (topics.USER_EVENTS,)
+
+    @property
+    def partition_period(self) -> timedelta:
+        from streamflow.db.partitions import parse_interval
+
+        return parse_interval(self.partition_interval)
+
+    def retention(self, *, dead_letters: bool = False) -> timedelta:
+        """How long rows stay hot: dead letters' own retention, or every other table's."""
+        from streamflow.db.partitions import parse_duration
+
+        if dead_letters:
+            return parse_duration(self.dead_letter_retention, "STREAMFLOW_DEAD_LETTER_RETENTION")
+        return parse_duration(self.hot_retention, "STREAMFLOW_HOT_RETENTION")
+
+    @property
+    def archive_location(self) -> str:
+        return self.archive_url or str(self.home_dir / "archive")
 
     @property
     def logs_dir(self) -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
+from sqlalchemy.dialects import postgresql
 
 from streamflow.db import quarantine
 from streamflow.db.compose import columns, statement
-from streamflow.db.tables import dead_letters
+from streamflow.db.tables import DEAD_LETTER_SOURCE, dead_letters
 from streamflow.dlq import (
     DeadLetter,
     Unpublished,
@@ -20,12 +21,22 @@ from streamflow.dlq import (
 _WRITTEN = ("stage", "reason_code", "reason", "payload", "message_key", "headers", "raw_headers",
             "event_id", "source_topic", "source_topic_id", "source_partition", "source_offset",
             "failures")
+# A typed placeholder per written column: the values pass through a SELECT, which would
+# otherwise take them for text.
+_TYPED = sql.SQL(", ").join(
+    sql.SQL("%s::{}").format(sql.SQL(dead_letters.c[name].type.compile(dialect=postgresql.dialect())))
+    for name in _WRITTEN)
 _INSERT_DEAD_LETTER = statement(
-    "INSERT INTO {d} ({written}) VALUES ({values}) "
-    # Idempotent on the source message: a replayed batch stores each reject once per stage.
-    "ON CONFLICT ON CONSTRAINT dead_letters_source_key DO NOTHING",
-    d=dead_letters, written=columns(dead_letters, _WRITTEN),
-    values=sql.SQL(", ").join([sql.Placeholder()] * len(_WRITTEN)))
+    "INSERT INTO {d} ({written}) SELECT * FROM (VALUES ({values})) v ({written}) "
+    # Idempotent on the source message: a replayed batch stores each reject once per stage,
+    # in whichever time partition it was stored before (streamflow.db.partitions: the unique
+    # key is per partition). The sink writes under the ingest lock; the contract step's runs
+    # never share a raw row (streamflow.microbatch.claims).
+    "WHERE NOT EXISTS (SELECT 1 FROM {d} x WHERE ({source_x}) = ({source_v})) "
+    "ON CONFLICT DO NOTHING",
+    d=dead_letters, written=columns(dead_letters, _WRITTEN), values=_TYPED,
+    source_x=columns(dead_letters, DEAD_LETTER_SOURCE, prefix="x"),
+    source_v=columns(dead_letters, DEAD_LETTER_SOURCE, prefix="v"))
 
 
 def _params(d: DeadLetter) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from streamflow.db import partitions
 from streamflow.db.engine import connect, make_engine
+from streamflow.settings import load_settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Two processes starting at once (e.g. `up` and a worker) must not both run a migration.
@@ -41,8 +44,11 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the database to ``revision``; returns (before, after). A no-op when current."""
+def upgrade(url: str, revision: str = "head", *,
+            partition_interval: timedelta | None = None) -> tuple[str | None, str]:
+    """Bring the database to ``revision``; returns (before, after). A no-op when current.
+    At head, the time partitions are made ahead (STREAMFLOW_PARTITION_INTERVAL unless
+    ``partition_interval``; streamflow.db.partitions)."""
     engine = make_engine(url)
     try:
         with connect(engine, url) as conn, conn.begin():
@@ -52,7 +58,12 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
             config = _config()
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
-        return before, current_revision(url) or ""
+        after = current_revision(url) or ""
+        if revision == "head":
+            if partition_interval is None:
+                partition_interval = load_settings().partition_period
+            partitions.ensure_all(url, partition_interval)
+        return before, after
     finally:
         engine.dispose()
 

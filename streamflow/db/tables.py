@@ -49,7 +49,9 @@ INGEST_SEQ_LOCK = 0x5F5F_0002
 events = Table(
     "events",
     metadata,
-    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    # Unique within each time partition (streamflow.db.partitions); across the hot horizon
+    # the sink's landing makes it so (streamflow.db.landing).
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     # Commit-ordered ingest sequence (allocation is serialised by the sink), the watermark
     # Dagster's sensor reads.
     Column("ingest_seq", BigInteger, nullable=False,
@@ -85,9 +87,11 @@ events = Table(
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("ingest_seq", name="events_ingest_seq_key"),
+    Index("events_by_ingest_seq", "ingest_seq"),
     # No other index (0001): each one costs the sink ~20% of its landing rate.
     schema=RAW_SCHEMA,
+    # By the time a row landed, one partition per STREAMFLOW_PARTITION_INTERVAL (0011).
+    postgresql_partition_by="RANGE (ingested_at)",
 )
 # As 0001 made it: dropping the table drops its sequence (SQLAlchemy has no OWNED BY).
 event.listen(events, "after_create", DDL(
@@ -97,7 +101,8 @@ event.listen(events, "after_create", DDL(
 dead_letters = Table(
     "dead_letters",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, nullable=False,  # unique per partition; its own sequence
+           server_default=text("nextval('raw.dead_letters_id_seq')")),
     Column("stage", Text, nullable=False),         # ingest | contract
     Column("reason_code", Text, nullable=False),   # small documented set, see streamflow.dlq
     Column("reason", Text, nullable=False),        # human-readable detail
@@ -117,15 +122,18 @@ dead_letters = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("replay_count", Integer, nullable=False, server_default="0"),
     Column("last_replayed_at", DateTime(timezone=True)),
-    # A replayed batch must not dead-letter the same source message twice (0006).
-    UniqueConstraint("stage", "source_topic", "source_topic_id", "source_partition",
-                     "source_offset", name="dead_letters_source_key"),
-    Index("dead_letters_created_at_idx", "created_at"),  # `streamflow dlq list/stats`
+    # A replayed batch must not dead-letter the same source message twice (0006): unique per
+    # partition (streamflow.db.partitions), across the hot horizon by the writer's NOT EXISTS.
+    Index("dead_letters_by_created_at", "created_at"),  # `streamflow dlq list/stats`
     schema=RAW_SCHEMA,
+    postgresql_partition_by="RANGE (created_at)",  # 0011
 )
 # The sink's "was this event rejected by the contract?" when it arrives again (0003).
-Index("dead_letters_event_id_idx", func.lower(dead_letters.c.event_id),
+Index("dead_letters_by_contract_event_id", func.lower(dead_letters.c.event_id),
       postgresql_where=dead_letters.c.stage == "contract")
+# The columns that name a dead letter's source message (unique per stage, see above).
+DEAD_LETTER_SOURCE = ("stage", "source_topic", "source_topic_id", "source_partition",
+                      "source_offset")
 
 consumer_offsets = Table(
     "consumer_offsets",
@@ -232,7 +240,7 @@ step_claims = Table(
 notifications = Table(
     "notifications",
     metadata,
-    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),  # unique as raw.events'
     Column("ingest_seq", BigInteger, nullable=False),
     Column("schema_version", Integer, nullable=False),
     Column("event_type", Text, nullable=False),
@@ -245,9 +253,10 @@ notifications = Table(
     Column("success", Boolean),
     Column("amount_cents", BigInteger),
     Column("validated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("notifications_occurred_at_idx", "occurred_at"),
-    Index("notifications_ingest_seq_idx", "ingest_seq"),  # windows read by ingest_seq range
+    Index("notifications_by_occurred_at", "occurred_at"),
+    Index("notifications_by_ingest_seq", "ingest_seq"),  # windows read by ingest_seq range
     schema=OUTPUT_SCHEMA,
+    postgresql_partition_by="RANGE (validated_at)",  # 0011
 )
 
 event_windows = Table(

@@ -43,7 +43,9 @@ _INSERT_VALID = statement("""
     SELECT {from_cols} FROM {e}
     WHERE {e.ingest_seq} > %(after)s AND {e.ingest_seq} <= %(last)s
       AND NOT ({e.ingest_seq} = ANY(%(rejected)s))
-    ON CONFLICT ({n.event_id}) DO NOTHING
+      -- one per event_id in every time partition (streamflow.db.partitions)
+      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = {e}.{e.event_id})
+    ON CONFLICT DO NOTHING
     RETURNING {n.ingest_seq}
 """, n=tables.notifications, e=tables.events, to_cols=columns(tables.notifications, _COPIED),
     from_cols=columns(tables.events, _COPIED))

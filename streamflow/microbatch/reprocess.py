@@ -197,8 +197,9 @@ _CORRECT = statement("""
     now=columns(notification_table, _VALUES, prefix="n"))
 _ADD = statement("""
     INSERT INTO {n} ({cols})
-    SELECT {raw} FROM {e} WHERE {e.ingest_seq} = ANY(%(valid)s)
-    ON CONFLICT ({n.event_id}) DO NOTHING
+    SELECT {raw} FROM {e} r WHERE r.{e.ingest_seq} = ANY(%(valid)s)
+      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = r.{e.event_id})
+    ON CONFLICT DO NOTHING
     RETURNING {n.ingest_seq}, {n.event_id}::text
 """, n=notification_table, e=raw_events, cols=columns(notification_table, _ROW),
     raw=columns(raw_events, _ROW))
