@@ -98,11 +98,15 @@ event.listen(events, "after_create", DDL(
     "ALTER SEQUENCE %(schema)s.%(seq)s OWNED BY %(fullname)s.ingest_seq",
     context={"seq": events_ingest_seq.name}))
 
+# raw.dead_letters.id's sequence (0001's bigserial).
+dead_letters_id_seq = Sequence("dead_letters_id_seq", schema=RAW_SCHEMA, metadata=metadata,
+                               data_type=BigInteger)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
-    Column("id", BigInteger, nullable=False,  # unique per partition; its own sequence
-           server_default=text("nextval('raw.dead_letters_id_seq')")),
+    Column("id", BigInteger, nullable=False,  # unique per partition: its own sequence
+           server_default=dead_letters_id_seq.next_value()),
     Column("stage", Text, nullable=False),         # ingest | contract
     Column("reason_code", Text, nullable=False),   # small documented set, see streamflow.dlq
     Column("reason", Text, nullable=False),        # human-readable detail
@@ -128,6 +132,9 @@ dead_letters = Table(
     schema=RAW_SCHEMA,
     postgresql_partition_by="RANGE (created_at)",  # 0011
 )
+event.listen(dead_letters, "after_create", DDL(
+    "ALTER SEQUENCE %(schema)s.%(seq)s OWNED BY %(fullname)s.id",
+    context={"seq": dead_letters_id_seq.name}))
 # The sink's "was this event rejected by the contract?" when it arrives again (0003).
 Index("dead_letters_by_contract_event_id", func.lower(dead_letters.c.event_id),
       postgresql_where=dead_letters.c.stage == "contract")

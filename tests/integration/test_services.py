@@ -112,7 +112,11 @@ def test_raw_events_has_the_landing_columns(platform):
 _CATALOG = (
     """SELECT format('%s.%s %s', n.nspname, c.relname, c.relkind) FROM pg_class c
        JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')""",
+       WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         AND NOT c.relispartition""",
+    """SELECT format('%s.%s partitioned by %s', n.nspname, c.relname, pg_get_partkeydef(c.oid))
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(:schemas) AND c.relkind = 'p'""",
     """SELECT format('%s.%s column %s %s%s%s', n.nspname, c.relname, a.attname,
                   format_type(a.atttypid, a.atttypmod),
                   CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END,
@@ -120,14 +124,17 @@ _CATALOG = (
        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
        JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
-       WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
+       WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
          AND a.attnum > 0 AND NOT a.attisdropped""",
     """SELECT format('%s.%s constraint %s %s', n.nspname, c.relname, k.conname,
                   pg_get_constraintdef(k.oid))
        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY(:schemas)""",
-    """SELECT format('%s.%s index %s', schemaname, tablename, indexdef) FROM pg_indexes
-       WHERE schemaname = ANY(:schemas)""",
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(:schemas) AND NOT c.relispartition""",
+    """SELECT format('%s.%s index %s', i.schemaname, i.tablename, i.indexdef)
+       FROM pg_indexes i JOIN pg_class c ON c.oid = format('%I.%I', i.schemaname,
+                                                          i.tablename)::regclass
+       WHERE i.schemaname = ANY(:schemas) AND NOT c.relispartition""",
     """SELECT format('sequence %s.%s %s start %s increment %s cycle %s owned by %s',
                   s.schemaname, s.sequencename, s.data_type, s.start_value, s.increment_by,
                   s.cycle, coalesce((
@@ -156,7 +163,8 @@ def test_the_migrated_schema_matches_the_table_definitions(platform, fresh_datab
     """streamflow.db.tables is the one home of the schema: the migrated database and one
     built from the table definitions alone must have the same tables, column types,
     nullability and defaults, keys, constraints, indexes (with their expressions and
-    predicates) and sequences."""
+    predicates), partitioning and sequences. (Time partitions are streamflow.db.partitions'
+    and tested there.)"""
     from sqlalchemy.schema import CreateSchema
 
     from streamflow.db.tables import OUTPUT_SCHEMA, RAW_SCHEMA, metadata
@@ -168,7 +176,8 @@ def test_the_migrated_schema_matches_the_table_definitions(platform, fresh_datab
         metadata.create_all(conn)
     engine.dispose()
     migrated, declared = _catalog(platform.database_url), _catalog(fresh_database)
-    assert {f"{t.schema}.{t.name} r" for t in metadata.tables.values()} <= declared
+    assert {f"{t.schema}.{t.name} {'p' if t.dialect_options['postgresql']['partition_by'] else 'r'}"
+            for t in metadata.tables.values()} <= declared
     assert migrated == declared, "\n".join([
         "the migrations and streamflow.db.tables disagree;", "only in the migrated database:",
         *sorted(migrated - declared), "only in streamflow.db.tables:",
