@@ -123,6 +123,14 @@ class Partitioned:
     def partition_name(self, period: Period) -> str:
         return f"{self.table.name}_p{period.key.replace('-', '')}".lower()
 
+    def period_of(self, name: str, interval: timedelta) -> Period | None:
+        """The period a partition's name stands for (None: not one of this table's)."""
+        match = re.fullmatch(rf"{self.table.name}_p(\d{{8}})(?:t(\d{{4}}))?", name)
+        if not match:
+            return None
+        start = datetime.strptime(match[1] + (match[2] or "0000"), "%Y%m%d%H%M")
+        return Period(start.replace(tzinfo=UTC), start.replace(tzinfo=UTC) + interval)
+
 
 EVENTS = Partitioned(tables.events, "ingested_at", (("event_id",),), "events", "event_id")
 DEAD_LETTERS = Partitioned(tables.dead_letters, "created_at",
@@ -165,6 +173,19 @@ def partitions(conn: psycopg.Connection, spec: Partitioned) -> list[Partition]:
                 start, end = (datetime.fromisoformat(b).astimezone(UTC) for b in match.groups())
                 found.append(Partition(name, Period(start, end)))
     return sorted(found, key=lambda p: p.period.start)
+
+
+_DETACHED = """
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE %s
+"""
+
+
+def detached(conn: psycopg.Connection, spec: Partitioned) -> list[str]:
+    """Period tables of ``spec`` not attached: a lifecycle pass stopped between its detach
+    and its drop (streamflow.lifecycle) left them; their rows are not lost."""
+    pattern = spec.table.name.replace("_", r"\_") + r"\_p%"
+    return [name for (name,) in conn.execute(_DETACHED, (spec.table.schema, pattern))]
 
 
 def default_rows(conn: psycopg.Connection, spec: Partitioned) -> int:

@@ -1,0 +1,170 @@
+"""The lifecycle pass (docs/ARCHITECTURE.md, "Storage over time"): time partitions made
+ahead, each closed period archived to Parquet, and each period past its retention detached,
+verified against its archive, and only then dropped.
+
+Detaching first takes the period out of every writer's way in one short lock (waited for at
+most ``DETACH_LOCK_TIMEOUT``, else tried again at the next pass); the verification and the
+drop then work on a table no one writes to. A detached table whose archive does not match is
+archived again from itself and verified again; if that fails it is attached back (or, should
+the default partition have caught rows of its period meanwhile, left detached, with its rows)
+and the pass reports a failure. A pass stopped between detach and drop leaves a detached
+table, which the next pass finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from streamflow.archive import archive_period, open_location
+from streamflow.archive.verify import verify
+from streamflow.db import partitions
+from streamflow.db.engine import connect_admin
+from streamflow.db.partitions import Partition, Partitioned, Period
+
+log = logging.getLogger("streamflow.lifecycle")
+
+# A period is archived once it has been closed this long: a transaction that began before its
+# end (the time key is the transaction's start) has committed by then. A later straggler is
+# caught by the verification before the drop.
+GRACE = timedelta(minutes=1)
+# How long a detach waits for its lock: it needs the parent table alone for a moment, and
+# every landing queued behind it waits as long (the sink's produce-to-row latency).
+DETACH_LOCK_TIMEOUT = "300ms"
+DETACH_TRIES = 5
+
+
+@dataclass(frozen=True)
+class Step:
+    table: str
+    period: str
+    action: str      # made | archived | dropped | busy | failed
+    rows: int = 0
+    bytes: int = 0
+    detail: str = ""
+
+    def __str__(self) -> str:
+        counts = f" ({self.rows} rows, {self.bytes} bytes)" if self.action == "archived" else (
+            f" ({self.rows} rows)" if self.rows else "")
+        return f"{self.table} {self.period}: {self.action}{counts}" + (
+            f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class Report:
+    steps: list[Step] = field(default_factory=list)
+    default_rows: dict[str, int] = field(default_factory=dict)  # caught by default partitions
+
+    @property
+    def failures(self) -> list[Step]:
+        return [s for s in self.steps if s.action == "failed"]
+
+    def count(self, action: str) -> int:
+        return sum(1 for s in self.steps if s.action == action)
+
+
+def run_pass(database_url: str, archive_url: str, interval: timedelta,
+             retention: Callable[[Partitioned], timedelta], *, now: datetime | None = None,
+             tables: Sequence[Partitioned] = partitions.TABLES,
+             echo: Callable[[str], None] = lambda line: None) -> Report:
+    """One pass over ``tables``: make, archive, verify and drop as due at ``now``."""
+    now = now or datetime.now(UTC)
+    report = Report()
+
+    def step(s: Step) -> None:
+        report.steps.append(s)
+        (log.error if s.action == "failed" else log.info)("%s", s)
+        echo(str(s))
+
+    with connect_admin(database_url, "streamflow-lifecycle") as conn:
+        for spec in tables:
+            ensured = partitions.ensure(conn, spec, interval, now)
+            for name in ensured.created:
+                step(Step(spec.name, name, "made"))
+            report.default_rows[spec.name] = partitions.default_rows(conn, spec)
+            cutoff = now - retention(spec)
+            for name in partitions.detached(conn, spec):
+                period = spec.period_of(name, interval)
+                if period is not None:
+                    step(_finish(conn, spec, name, period, archive_url))
+            for part in partitions.partitions(conn, spec):
+                if part.period.end <= cutoff:
+                    step(_drop(conn, spec, part, archive_url))
+                elif part.period.end <= now - GRACE and not _archived(archive_url, spec,
+                                                                       part.period):
+                    done = archive_period(conn, spec, part.period, archive_url,
+                                          relation=_qualified(spec, part.name))
+                    step(Step(spec.name, part.period.key, "archived", done.rows, done.bytes))
+    return report
+
+
+def _qualified(spec: Partitioned, name: str) -> str:
+    return f"{spec.table.schema}.{name}"
+
+
+def _archived(archive_url: str, spec: Partitioned, period: Period) -> bool:
+    location = open_location(archive_url)
+    return location.fs.exists(location.data_path(spec.name, period.key))
+
+
+def _drop(conn: psycopg.Connection, spec: Partitioned, part: Partition,
+          archive_url: str) -> Step:
+    if not _detach(conn, spec, part.name):
+        return Step(spec.name, part.period.key, "busy",
+                    detail="the table was in use; the next pass tries again")
+    return _finish(conn, spec, part.name, part.period, archive_url)
+
+
+def _detach(conn: psycopg.Connection, spec: Partitioned, name: str) -> bool:
+    statement = sql.SQL("ALTER TABLE {parent} DETACH PARTITION {part}").format(
+        parent=sql.Identifier(spec.table.schema, spec.table.name),
+        part=sql.Identifier(spec.table.schema, name))
+    for _ in range(DETACH_TRIES):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                             (DETACH_LOCK_TIMEOUT,))
+                conn.execute(statement)
+            return True
+        except psycopg.errors.LockNotAvailable:
+            continue
+    return False
+
+
+def _finish(conn: psycopg.Connection, spec: Partitioned, name: str, period: Period,
+            archive_url: str) -> Step:
+    """A detached period table: verified against its archive (archived again from itself
+    if need be), then dropped; kept, and attached back, when the archive cannot be made to
+    match."""
+    relation = _qualified(spec, name)
+    try:
+        checked = verify(conn, spec, period, archive_url, relation=relation)
+        if not checked.ok:
+            archive_period(conn, spec, period, archive_url, relation=relation)
+            checked = verify(conn, spec, period, archive_url, relation=relation)
+        problem = checked.reason
+    except Exception as exc:  # noqa: BLE001 - any archive failure keeps the rows
+        problem = f"archive failed: {exc}"
+    if problem:
+        return Step(spec.name, period.key, "failed", detail=problem + _attach_back(
+            conn, spec, name, period))
+    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(spec.table.schema, name)))
+    return Step(spec.name, period.key, "dropped", checked.db.rows)
+
+
+def _attach_back(conn: psycopg.Connection, spec: Partitioned, name: str,
+                 period: Period) -> str:
+    try:
+        conn.execute(sql.SQL(
+            "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({start}) TO ({end})"
+        ).format(parent=sql.Identifier(spec.table.schema, spec.table.name),
+                 part=sql.Identifier(spec.table.schema, name),
+                 start=sql.Literal(period.start), end=sql.Literal(period.end)))
+        return "; the partition is kept"
+    except psycopg.Error as exc:
+        return f"; kept detached as {_qualified(spec, name)} ({exc.diag.message_primary})"
