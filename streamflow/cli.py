@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamflow import browser, endpoints, stack, topics
+from streamflow.archive import commands as archive_commands
 from streamflow.db.engine import redacted
 from streamflow.dlq_ops import commands as dlq_commands
 from streamflow.dlq_ops import quarantine_commands
@@ -31,6 +32,7 @@ app.add_typer(dagster_app, name="dagster")
 app.add_typer(dbt_app, name="dbt")
 app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(quarantine_commands.app, name="quarantine")
+app.add_typer(archive_commands.app, name="archive")
 
 console = Console()
 # Events/s of `streamflow produce` without --rate: a gentle demo stream.

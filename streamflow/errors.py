@@ -131,3 +131,15 @@ class DbtManifestMissing(StreamFlowError):
 
 class NotAWindow(StreamFlowError):
     """An `analytics` message the live view cannot show as a window (the text says why)."""
+
+
+class ArchiveTableUnknown(StreamFlowError):
+    """The archive was asked for a table it does not hold (not one StreamFlow archives)."""
+
+
+class ArchiveEmpty(StreamFlowError):
+    """The archive holds no period of what was asked for."""
+
+
+class ArchiveQueryFailed(StreamFlowError):
+    """DuckDB could not run a query over the archive (bad SQL, a table not archived yet)."""
