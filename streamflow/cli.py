@@ -33,6 +33,9 @@ app.add_typer(dbt_app, name="dbt")
 app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(quarantine_commands.app, name="quarantine")
 app.add_typer(archive_commands.app, name="archive")
+lifecycle_app = typer.Typer(help="Time partitions, the archive and hot retention.",
+                            no_args_is_help=True)
+app.add_typer(lifecycle_app, name="lifecycle")
 
 console = Console()
 # Events/s of `streamflow produce` without --rate: a gentle demo stream.
@@ -358,6 +361,25 @@ def db_migrate() -> None:
 
     before, after = migrate.upgrade(endpoints.database_url(_settings()))
     _echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
+
+
+@lifecycle_app.command("run")
+def lifecycle_run() -> None:
+    """One lifecycle pass now (Dagster's lifecycle schedule runs it on its own): partitions
+    made ahead, closed periods archived, periods past retention verified and dropped."""
+    from streamflow import lifecycle
+
+    settings = _settings()
+    report = lifecycle.run_configured(settings, endpoints.database_url(settings), echo=_echo)
+    _echo(f"lifecycle: {report.count('made')} partitions made, {report.count('archived')} "
+          f"periods archived, {report.count('dropped')} dropped, {report.count('busy')} busy, "
+          f"{len(report.failures)} failed (archive: {settings.archive_location})")
+    for table, rows in report.default_rows.items():
+        if rows:
+            _echo(f"warning: {table}'s default partition had caught {rows} rows (no period "
+                  "partition was made for them in time: is the lifecycle schedule running?)")
+    if report.failures:
+        raise typer.Exit(1)
 
 
 @db_app.command("url")

@@ -26,6 +26,7 @@ from streamflow.archive.verify import verify
 from streamflow.db import partitions
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import Partition, Partitioned, Period
+from streamflow.settings import Settings
 
 log = logging.getLogger("streamflow.lifecycle")
 
@@ -58,7 +59,9 @@ class Step:
 @dataclass
 class Report:
     steps: list[Step] = field(default_factory=list)
-    default_rows: dict[str, int] = field(default_factory=dict)  # caught by default partitions
+    # Rows each table's default partition had caught (an alert: no period partition was there
+    # for them; this pass moved them into one).
+    default_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Step]:
@@ -66,6 +69,14 @@ class Report:
 
     def count(self, action: str) -> int:
         return sum(1 for s in self.steps if s.action == action)
+
+
+def run_configured(settings: Settings, database_url: str, *, now: datetime | None = None,
+                   echo: Callable[[str], None] = lambda line: None) -> Report:
+    """A pass with the settings' interval, retentions and archive (the CLI's and Dagster's)."""
+    return run_pass(database_url, settings.archive_location, settings.partition_period,
+                    lambda spec: settings.retention(dead_letters=spec is partitions.DEAD_LETTERS),
+                    now=now, echo=echo)
 
 
 def run_pass(database_url: str, archive_url: str, interval: timedelta,
@@ -86,7 +97,7 @@ def run_pass(database_url: str, archive_url: str, interval: timedelta,
             ensured = partitions.ensure(conn, spec, interval, now)
             for name in ensured.created:
                 step(Step(spec.name, name, "made"))
-            report.default_rows[spec.name] = partitions.default_rows(conn, spec)
+            report.default_rows[spec.name] = ensured.moved + partitions.default_rows(conn, spec)
             cutoff = now - retention(spec)
             for name in partitions.detached(conn, spec):
                 period = spec.period_of(name, interval)

@@ -1,0 +1,90 @@
+"""The lifecycle pass against the real PostgreSQL (streamflow.lifecycle): a period past its
+retention is archived, verified and dropped, with every row in the archive; an archive that
+fails keeps its partition, rows and all; a pass stopped after its detach is finished by the
+next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streamflow import lifecycle
+from streamflow.archive import archive_checksum, db_checksum
+from streamflow.db import migrate, partitions
+from streamflow.db.engine import connect_admin
+from streamflow.db.partitions import EVENTS, Period
+
+HOUR = timedelta(hours=1)
+RETENTION = 2 * HOUR
+
+
+@pytest.fixture
+def aged(fresh_database):
+    """A database with hourly partitions and 500 events landed four hours ago (in the
+    partition of that hour): its URL and that period."""
+    migrate.upgrade(fresh_database, partition_interval=HOUR)
+    now = datetime.now(UTC)
+    old = Period.holding(now - 4 * HOUR, HOUR)
+    with connect_admin(fresh_database) as conn:
+        partitions.ensure(conn, EVENTS, HOUR, now, periods_wanted=[old])
+        conn.execute("""
+            INSERT INTO raw.events (event_id, payload, kafka_topic, kafka_partition,
+                                    kafka_offset, ingested_at)
+            SELECT gen_random_uuid(), '{"n": 1}'::json, 't', 0, g, %s
+            FROM generate_series(1, 500) g""", (old.start + timedelta(minutes=7),))
+    return fresh_database, old
+
+
+def _pass(url: str, archive: str) -> lifecycle.Report:
+    return lifecycle.run_pass(url, archive, HOUR, lambda spec: RETENTION,
+                              tables=(EVENTS,))
+
+
+def _names(url: str) -> set[str]:
+    with connect_admin(url) as conn:
+        return {p.name for p in partitions.partitions(conn, EVENTS)}
+
+
+def test_a_period_past_retention_is_archived_verified_and_dropped(aged, tmp_path):
+    url, old = aged
+    with connect_admin(url) as conn:
+        landed = db_checksum(conn, EVENTS, old)
+    assert landed.rows == 500
+    report = _pass(url, str(tmp_path / "archive"))
+    assert [(s.period, s.action, s.rows) for s in report.steps if s.action == "dropped"] == [
+        (old.key, "dropped", 500)]
+    assert not report.failures
+    assert EVENTS.partition_name(old) not in _names(url)
+    with connect_admin(url) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 0
+        assert partitions.detached(conn, EVENTS) == []
+    assert archive_checksum(str(tmp_path / "archive"), EVENTS, old) == landed
+    # The next pass finds nothing to do for that period.
+    again = _pass(url, str(tmp_path / "archive"))
+    assert not [s for s in again.steps if s.period == old.key]
+
+
+def test_a_failed_archive_keeps_its_partition_and_fails_the_pass(aged, tmp_path):
+    url, old = aged
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the archive's folder should be")
+    report = _pass(url, str(blocked))
+    (failed,) = report.failures
+    assert failed.period == old.key and "the partition is kept" in failed.detail
+    assert EVENTS.partition_name(old) in _names(url)
+    with connect_admin(url) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 500
+
+
+def test_a_pass_stopped_after_its_detach_is_finished_by_the_next(aged, tmp_path):
+    url, old = aged
+    name = EVENTS.partition_name(old)
+    with connect_admin(url) as conn:
+        conn.execute(f"ALTER TABLE raw.events DETACH PARTITION raw.{name}")  # noqa: S608 (a test's own name)
+        assert partitions.detached(conn, EVENTS) == [name]
+    report = _pass(url, str(tmp_path / "archive"))
+    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows) for s in report.steps]
+    with connect_admin(url) as conn:
+        assert partitions.detached(conn, EVENTS) == []
+    assert archive_checksum(str(tmp_path / "archive"), EVENTS, old).rows == 500
