@@ -18,6 +18,7 @@ from pydantic import Field
 
 from assets.checks import checks_job
 from assets.event_retention import EVENT_AGE, purge_events
+from assets.lifecycle import LIFECYCLE_CHECKS_JOB, LIFECYCLE_JOB
 from assets.microbatch import microbatch_job
 
 JOB_NAME = "dagster_retention"
@@ -50,7 +51,9 @@ AUTOMATION_TAG = ("dagster/from_automation_condition", "true")
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    jobs: tuple[str, ...] = (microbatch_job.name, checks_job.name, JOB_NAME)
+    # The archive's runs stay: they are what the UI shows as archived (one a period).
+    jobs: tuple[str, ...] = (microbatch_job.name, checks_job.name, JOB_NAME, LIFECYCLE_JOB,
+                             LIFECYCLE_CHECKS_JOB)
     tagged: tuple[tuple[str, str], ...] = (AUTOMATION_TAG,)  # runs with any of these tags
     success_age: timedelta = SUCCESS_AGE
     failure_age: timedelta = FAILURE_AGE

@@ -16,15 +16,21 @@ from assets import (
     streamflow_dbt,
     topic_specs,
 )
+from assets.lifecycle import lifecycle_defs
 from resources import resource_defs
 from sensors import SENSORS, dbt_full_refresh_job
+from streamflow.settings import load_settings
+
+# The archive's partitions follow STREAMFLOW_PARTITION_INTERVAL: read when Dagster loads this.
+lifecycle = lifecycle_defs(load_settings())
 
 defs = dg.Definitions(
-    assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt],
-    asset_checks=CHECKS,
+    assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt,
+            *lifecycle.assets],
+    asset_checks=[*CHECKS, *lifecycle.checks],
     jobs=[microbatch_job, checks_job, dlq_replay_job, retention_job, reprocess_job,
-          dbt_full_refresh_job],
-    schedules=[checks_schedule, retention_schedule],
+          dbt_full_refresh_job, *lifecycle.jobs],
+    schedules=[checks_schedule, retention_schedule, *lifecycle.schedules],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(
         "dbt_automation", target=dg.AssetSelection.groups("dbt"),

@@ -50,14 +50,15 @@ def parse_duration(text: str, name: str) -> timedelta:
 
 
 def parse_interval(text: str, name: str = "STREAMFLOW_PARTITION_INTERVAL") -> timedelta:
-    """A partition interval: it must tile a day (5m, 15m, 1h, 6h, 1d ...) or be whole days,
-    so that periods line up with days and with a cron schedule (assets/archive.py)."""
+    """A partition interval: minutes that divide an hour, hours that divide a day, or 1d, so
+    that periods line up with hours and days and with a cron schedule (assets/lifecycle.py)."""
     interval = parse_duration(text, name)
-    if interval < _DAY and _DAY % interval or interval >= _DAY and interval % _DAY:
-        raise SettingsError(f"{name}={text!r}: an interval must divide a day (5m, 10m, 1h, "
-                            "6h ...) or be a whole number of days")
-    if interval < _DAY and interval % timedelta(hours=1) and timedelta(hours=1) % interval:
-        raise SettingsError(f"{name}={text!r}: an interval under an hour must divide an hour")
+    hour = timedelta(hours=1)
+    tiles = (_DAY % interval == timedelta(0) and (
+        hour % interval == timedelta(0) if interval < hour else interval % hour == timedelta(0)))
+    if not tiles:
+        raise SettingsError(f"{name}={text!r}: a partition interval is minutes that divide an "
+                            "hour (5m, 15m, 30m), hours that divide a day (1h, 6h, 12h), or 1d")
     return interval
 
 

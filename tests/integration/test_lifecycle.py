@@ -88,3 +88,30 @@ def test_a_pass_stopped_after_its_detach_is_finished_by_the_next(aged, tmp_path)
     with connect_admin(url) as conn:
         assert partitions.detached(conn, EVENTS) == []
     assert archive_checksum(str(tmp_path / "archive"), EVENTS, old).rows == 500
+
+
+def test_the_archive_asset_and_the_lifecycle_job_in_dagster(aged, tmp_path):
+    """The archive asset's partition of a period writes its Parquet (the UI's record of
+    it); the lifecycle job then drops the period, the archive standing."""
+    import dagster as dg
+
+    from assets.lifecycle import LIFECYCLE_JOB, archive_key, lifecycle_defs
+    from resources import PostgresResource
+    from streamflow.settings import load_settings
+
+    url, old = aged
+    archive = tmp_path / "archive"
+    settings = load_settings(STREAMFLOW_HOME=str(tmp_path), DATABASE_URL=url,
+                             STREAMFLOW_PARTITION_INTERVAL="1h", STREAMFLOW_HOT_RETENTION="2h",
+                             STREAMFLOW_ARCHIVE_URL=str(archive))
+    defs = lifecycle_defs(settings)
+    resources = {"postgres": PostgresResource(database_url=url)}
+    result = dg.materialize(defs.assets, partition_key=old.key, resources=resources,
+                            selection=[archive_key(EVENTS)])
+    assert result.success
+    (materialized,) = result.asset_materializations_for_node("archive")
+    assert materialized.metadata["rows"].value == 500
+    assert archive_checksum(str(archive), EVENTS, old).rows == 500
+    (job,) = [j for j in defs.jobs if getattr(j, "name", None) == LIFECYCLE_JOB]
+    assert job.execute_in_process(resources=resources).success
+    assert EVENTS.partition_name(old) not in _names(url)

@@ -15,14 +15,17 @@ def test_definitions_load_with_every_asset():
         "raw/events", "raw/dead_letters", "notifications", "event_windows", "dlq_report",
         "dbt/stg_events", "dbt/stg_notifications", "dbt/stg_dead_letters",
         "dbt/stg_event_windows", "dbt/fct_events", "dbt/agg_events_hourly",
-        "dbt/agg_events_daily", "dbt/dim_users", "dbt/fct_dead_letters_daily"}
+        "dbt/agg_events_daily", "dbt/dim_users", "dbt/fct_dead_letters_daily",
+        "archive/events", "archive/dead_letters", "archive/notifications"}
     assert isinstance(defs, dg.Definitions)
     defs.resolve_job_def("microbatch")
     assert {job.name for job in defs.resolve_all_job_defs()} == {
         "__ASSET_JOB", "microbatch", "checks", "dlq_replay", "dagster_retention",
-        "reprocess", "dbt_full_refresh"}
+        "reprocess", "dbt_full_refresh", "archive_periods", "lifecycle", "lifecycle_checks"}
     schedules = {s.name: s for s in defs.schedules}
-    assert set(schedules) == {"checks_schedule", "dagster_retention_schedule"}
+    assert set(schedules) == {"checks_schedule", "dagster_retention_schedule",
+                              "archive_periods_schedule", "lifecycle_schedule",
+                              "lifecycle_checks_schedule"}
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     sensors = {s.name: s for s in defs.sensors}
     assert {"new_events_sensor", "kafka_topics_sensor", "landing_sensor",
