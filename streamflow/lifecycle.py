@@ -23,7 +23,8 @@ from psycopg import sql
 
 from streamflow.archive import archive_period, open_location
 from streamflow.archive.verify import verify
-from streamflow.db import partitions
+from streamflow.db import partitions, tables
+from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import Partition, Partitioned, Period
 from streamflow.settings import Settings
@@ -38,6 +39,13 @@ GRACE = timedelta(minutes=1)
 # every landing queued behind it waits as long (the sink's produce-to-row latency).
 DETACH_LOCK_TIMEOUT = "300ms"
 DETACH_TRIES = 5
+
+
+_RECORD_DROP = statement(
+    "INSERT INTO {d} ({d.table_name}, {d.period_start}, {d.period_end}, {d.rows}, {d.checksum}) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT ({d.table_name}, {d.period_start}) DO UPDATE SET "
+    "{d.rows} = EXCLUDED.{d.rows}, {d.checksum} = EXCLUDED.{d.checksum}, {d.dropped_at} = now()",
+    d=tables.dropped_periods)
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,10 @@ def _finish(conn: psycopg.Connection, spec: Partitioned, name: str, period: Peri
     if problem:
         return Step(spec.name, period.key, "failed", detail=problem + _attach_back(
             conn, spec, name, period))
-    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(spec.table.schema, name)))
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(spec.table.schema, name)))
+        conn.execute(_RECORD_DROP, (spec.name, period.start, period.end, checked.db.rows,
+                                    checked.db.sum))
     return Step(spec.name, period.key, "dropped", checked.db.rows)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     Sequence,
     Table,
     Text,
@@ -295,6 +296,20 @@ dlq_report = Table(
     Column("reason_code", Text, primary_key=True),
     Column("dead_letters", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    schema=OUTPUT_SCHEMA,
+)
+
+# The periods the lifecycle dropped after archiving and verifying them (0012,
+# streamflow.lifecycle): the windows step does not recount a window older than the last one.
+dropped_periods = Table(
+    "dropped_periods",
+    metadata,
+    Column("table_name", Text, primary_key=True),  # schema.table
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("checksum", Numeric, nullable=False),  # streamflow.archive.checksum, as verified
+    Column("dropped_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=OUTPUT_SCHEMA,
 )
 

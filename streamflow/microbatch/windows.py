@@ -22,9 +22,10 @@ from psycopg.rows import class_row
 
 from streamflow import contract
 from streamflow.db.compose import columns, statement
-from streamflow.db.tables import event_windows, notifications
+from streamflow.db.tables import dropped_periods, event_windows, notifications
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch.phases import Phases
+from streamflow.validation import FUTURE_SKEW
 
 STEP = "event_windows"
 WINDOW = timedelta(seconds=10)
@@ -128,6 +129,37 @@ _RECOMPUTE = statement("""
     existing=columns(event_windows, _NUMBERS, prefix="w"),
     excluded=columns(event_windows, _NUMBERS, prefix="excluded"),
     zeros=sql.SQL(", ").join([sql.Literal(0)] * len(_NUMBERS)))
+
+# A window some of whose events may have been dropped with their period (streamflow.lifecycle)
+# cannot be recounted: the windows step adds its batch's events to it instead. Counts and sums
+# stay exact (each event reaches the step once); distinct_users becomes an upper bound.
+_AMEND = statement("""
+    WITH agg AS (
+        SELECT s.window_start, {n.event_type}, count(*) AS {w.events},
+               count(DISTINCT {n.user_id}) AS {w.distinct_users},
+               count(*) FILTER (WHERE {n.event_type} = 'login' AND {n.success})
+                   AS {w.login_successes},
+               count(*) FILTER (WHERE {n.event_type} = 'login' AND NOT {n.success})
+                   AS {w.login_failures},
+               coalesce(sum({n.amount_cents}) FILTER (WHERE {n.event_type} = 'purchase'), 0)
+                   AS {w.purchase_cents}
+        FROM unnest(%(starts)s::timestamptz[]) AS s(window_start)
+        JOIN {n}
+          ON {n.occurred_at} >= s.window_start AND {n.occurred_at} < s.window_start + %(width)s
+         AND {n.ingest_seq} > %(after)s AND {n.ingest_seq} <= %(upto)s
+        GROUP BY 1, 2
+    )
+    INSERT INTO {w} AS w ({w.window_start}, {w.window_end}, {w.event_type}, {numbers})
+    SELECT window_start, window_start + %(width)s, {n.event_type}, {numbers} FROM agg
+    ON CONFLICT ({w.window_start}, {w.event_type}) DO UPDATE SET
+        ({numbers}) = ({sums}), {w.revision} = w.{w.revision} + 1, {w.updated_at} = now()
+    RETURNING w.{w.window_start}, w.{w.event_type}, w.{w.revision}
+""", n=notifications, w=event_windows, numbers=columns(event_windows, _NUMBERS),
+    sums=sql.SQL(", ").join(sql.SQL("w.{c} + EXCLUDED.{c}").format(c=sql.Identifier(c))
+                            for c in _NUMBERS))
+
+_LAST_DROPPED = statement("SELECT max({d.period_end}) FROM {d} WHERE {d.table_name} = %s",
+                          d=dropped_periods)
 
 # When the newest validated event arrived (processing time), and the clock that wrote it: its
 # validated_at (the contract step's insert time, so a backlog being worked off is fresh and
@@ -236,7 +268,7 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
             starts = [r[0] for r in conn.execute(_TOUCHED, {"w": WINDOW_SECONDS,
                                                              "after": after, "upto": upto})]
         with phase("recompute"):
-            changed = len(recompute(conn, starts))
+            changed = len(recompute(conn, starts, (after, upto)))
         with phase("publish"):
             closed = closed_now(conn, grace, idle, now)
             published = publish_closed(conn, publish, closed)
@@ -244,14 +276,37 @@ def run(conn: psycopg.Connection, upto: int, publish: Publish,
     return WindowsResult(after, upto, len(starts), changed, published, closed, phase)
 
 
-def recompute(conn: psycopg.Connection, starts: list[datetime]) -> list[WindowChange]:
+def recompute(conn: psycopg.Connection, starts: list[datetime],
+              batch: tuple[int, int] | None = None) -> list[WindowChange]:
     """Recompute the windows starting at ``starts`` (every event type) from the validated
     events in them, in the caller's transaction; returns those whose numbers changed, each
-    with its new revision (a window whose numbers stay keeps its revision)."""
+    with its new revision (a window whose numbers stay keeps its revision).
+
+    A window whose events may not all be in PostgreSQL any more (older than its table's hot
+    horizon: ``recountable``) is not recounted: given ``batch``, the (after, upto] ingest range
+    the windows step is working on, that batch's events are added to it (``_AMEND``); without
+    one (a reprocess), it is left as it is: restore its periods first (`streamflow archive
+    restore`)."""
     if not starts:
         return []
-    params = {"width": WINDOW, "starts": starts}
-    return [WindowChange(*row) for row in conn.execute(_RECOMPUTE, params)]
+    since = recountable(conn)
+    recount = [s for s in starts if since is None or s >= since]
+    old = [s for s in starts if since is not None and s < since]
+    rows = conn.execute(_RECOMPUTE, {"width": WINDOW, "starts": recount}).fetchall() if (
+        recount) else []
+    if old and batch is not None:
+        rows += conn.execute(_AMEND, {"width": WINDOW, "starts": old, "after": batch[0],
+                                      "upto": batch[1]}).fetchall()
+    return [WindowChange(*row) for row in rows]
+
+
+def recountable(conn: psycopg.Connection) -> datetime | None:
+    """The first window start whose events are all still in streamflow.notifications (None:
+    no period of it was ever dropped). An event is validated at most ``FUTURE_SKEW`` before
+    its own time (the contract refuses those further ahead), so a window starting that long
+    after the end of the last dropped period has every event still in PostgreSQL."""
+    (dropped,) = conn.execute(_LAST_DROPPED, (notifications.fullname,)).fetchone()
+    return None if dropped is None else dropped + FUTURE_SKEW
 
 
 def closed_now(conn: psycopg.Connection, grace: timedelta = DEFAULT_GRACE,

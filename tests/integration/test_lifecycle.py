@@ -115,3 +115,46 @@ def test_the_archive_asset_and_the_lifecycle_job_in_dagster(aged, tmp_path):
     (job,) = [j for j in defs.jobs if getattr(j, "name", None) == LIFECYCLE_JOB]
     assert job.execute_in_process(resources=resources).success
     assert EVENTS.partition_name(old) not in _names(url)
+
+
+def _notify(conn, seq: int, occurred_at: datetime, validated_at: datetime, user: str) -> None:
+    conn.execute("""
+        INSERT INTO streamflow.notifications (event_id, ingest_seq, schema_version, event_type,
+            user_id, email_hash, email_masked, occurred_at, country, device, validated_at)
+        VALUES (gen_random_uuid(), %s, 1, 'page_view', %s, 'h', 'm', %s, 'FR', 'web', %s)""",
+        (seq, user, occurred_at, validated_at))
+
+
+def _windows_step(conn, upto: int):
+    from streamflow.microbatch import batch, windows
+
+    with conn.transaction():
+        batch.advance(conn, "notifications", upto)
+    return windows.run(conn, upto, lambda messages: None)
+
+
+def test_a_late_event_adds_to_a_window_whose_events_were_dropped(fresh_database, tmp_path):
+    """Three events of a window validated four hours ago are counted, then their period is
+    archived and dropped; an event of the same window arriving now is added to it (4), where
+    a recount from what is left in PostgreSQL would have made it 1."""
+    from streamflow.db.partitions import NOTIFICATIONS
+
+    url = fresh_database
+    migrate.upgrade(url, partition_interval=HOUR)
+    now = datetime.now(UTC)
+    old = Period.holding(now - 4 * HOUR, HOUR)
+    at = old.start + timedelta(minutes=10, seconds=3)
+    with connect_admin(url) as conn:
+        partitions.ensure(conn, NOTIFICATIONS, HOUR, now, periods_wanted=[old])
+        for seq, user in ((1, "a"), (2, "b"), (3, "a")):
+            _notify(conn, seq, at, at + timedelta(seconds=1), user)
+        _windows_step(conn, 3)
+        counted = "SELECT events, distinct_users, revision FROM streamflow.event_windows"
+        assert conn.execute(counted).fetchall() == [(3, 2, 1)]
+    report = lifecycle.run_pass(url, str(tmp_path / "archive"), HOUR, lambda spec: RETENTION,
+                                tables=(NOTIFICATIONS,))
+    assert (old.key, "dropped", 3) in [(s.period, s.action, s.rows) for s in report.steps]
+    with connect_admin(url) as conn:
+        _notify(conn, 4, at, datetime.now(UTC), "c")
+        _windows_step(conn, 4)
+        assert conn.execute(counted).fetchall() == [(4, 3, 2)]
