@@ -87,8 +87,8 @@ def _moment(text: str) -> datetime:
 
 
 @app.command("restore")
-def restore_(table: str = typer.Option(..., "--table", help="raw.events, raw.dead_letters or "
-                                                             "streamflow.notifications."),
+def restore_(table: str = typer.Option(..., "--table", help=" or ".join(
+                 spec.name for spec in partitions.TABLES) + " (or its short name)."),
              start: str = typer.Option(..., "--from", help="A date or ISO datetime (UTC)."),
              end: str = typer.Option(..., "--to", help="Up to, not including."),
              ) -> None:
