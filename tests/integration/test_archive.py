@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -21,7 +20,7 @@ from streamflow.archive.verify import verify
 from streamflow.db import migrate, partitions
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, Period
-from tests.conftest import worker_env
+from tests.conftest import run_cli
 
 HOUR = timedelta(hours=1)
 ROWS = 3000
@@ -168,12 +167,7 @@ def test_a_detached_partition_is_archived_and_verified(hourly, tmp_path):
 
 
 def _cli(platform, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "streamflow.cli", "archive", *args],
-                            env={**worker_env(platform, **env), "COLUMNS": "250"},
-                            capture_output=True, text=True, timeout=120)
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    return run_cli(platform, "archive", *args, ok=ok, **env)
 
 
 def test_the_archive_commands(platform, hourly, tmp_path):
