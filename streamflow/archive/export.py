@@ -68,6 +68,14 @@ class _CopyStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def at_end(self) -> bool:
+        """Nothing (more) to read: an empty period's COPY sends no bytes at all, which
+        pyarrow's CSV reader refuses as an empty file."""
+        if not self._pending:
+            chunk = next(self._chunks, None)
+            self._pending = memoryview(b"" if chunk is None else chunk)
+        return not self._pending
+
     def readinto(self, buffer) -> int:
         filled, size = 0, len(buffer)
         while filled < size:
@@ -135,7 +143,8 @@ def _write(conn: psycopg.Connection, spec: Partitioned, period: Period,
           _parquet_writer(sink, target) as writer):
         cur.execute("SET LOCAL TimeZone = 'UTC'")
         with cur.copy(_export_sql(spec, period, relation)) as copy:
-            reader = _csv_reader(_CopyStream(copy), spec)
+            stream = _CopyStream(copy)
+            reader = [] if stream.at_end() else _csv_reader(stream, spec)
             pending: list[pa.Table] = []
             pending_rows = 0
             for batch in reader:

@@ -229,3 +229,18 @@ def test_a_restore_skips_an_event_held_by_another_partition(hourly, tmp_path):
     with connect_admin(hourly) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM raw.events"
                             ).fetchone() == (101, 101)
+
+
+def test_an_empty_period_is_archived_as_an_empty_file(hourly, tmp_path):
+    """A period nothing landed in (the stack was stopped) is archived, verified and listed
+    like any other: PostgreSQL's COPY sends no bytes, which is still a CSV of no rows."""
+    url = str(tmp_path / "archive")
+    period = _period(6)
+    with connect_admin(hourly) as conn:
+        partitions.ensure(conn, EVENTS, HOUR, datetime.now(UTC), periods_wanted=[period])
+        archived = archive_period(conn, EVENTS, period, url,
+                                  relation=f"raw.{EVENTS.partition_name(period)}")
+        assert (archived.rows, archived.checksum) == (0, (0, 0))
+        assert verify(conn, EVENTS, period, url).ok
+    assert [(a.period, a.rows) for a in list_archive(url)] == [(period.key, 0)]
+    assert query(url, "select count(*) from events").rows == [(0,)]
