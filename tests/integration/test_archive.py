@@ -14,9 +14,9 @@ import pytest
 
 from streamflow.archive import archive_checksum, archive_period, checksum, db_checksum
 from streamflow.archive.listing import list_archive
-from streamflow.archive.query import query
-from streamflow.archive.restore import restore
-from streamflow.archive.verify import verify
+from streamflow.archive.querying import query
+from streamflow.archive.restoring import restore
+from streamflow.archive.verification import verify
 from streamflow.db import migrate, partitions
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, Period

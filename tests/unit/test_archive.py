@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamflow.archive import checksum, columns, export, restore
+from streamflow.archive import checksum, columns, export, restoring
 from streamflow.archive.layout import ARCHIVED_TABLES, open_location
 from streamflow.archive.listing import list_archive
-from streamflow.archive.query import query
+from streamflow.archive.querying import query
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, TABLES
 from streamflow.errors import ArchiveEmpty, ArchiveQueryFailed
 
@@ -113,7 +113,7 @@ def test_postgres_csv_parses_to_typed_columns_and_back(chunk):
     assert row["occurred_at"].isoformat() == "2026-12-07T14:05:00.500000+00:00"
     assert row["headers"] is None and row["amount_cents"] == 123
     # Back as PostgreSQL reads CSV: the same NULLs, '' and bytes.
-    text = restore._csv(table.to_batches()[0], EVENTS).decode()
+    text = restoring._csv(table.to_batches()[0], EVENTS).decode()
     assert ',,"",' in text and '\\x00ff0a' in text and '"{""a"":\n""b""}"' in text
 
 
@@ -153,3 +153,20 @@ def test_an_archive_behind_an_fsspec_url_is_read_through_its_filesystem():
     assert [(a.period, a.rows) for a in list_archive(url)] == [("2026-12-07", 3)]
     assert checksum.archive_checksum(url, EVENTS, "2026-12-07") == checksum.checksum_of(ids)
     assert query(url, "select count(*) from events").rows == [(3,)]
+
+
+def test_the_public_names_are_the_functions_and_the_cli_loads_no_pyarrow():
+    """``streamflow.archive`` re-exports on first use: a name is never shadowed by a
+    submodule, and `streamflow` commands other than `archive` do not load pyarrow/DuckDB."""
+    import subprocess
+    import sys
+
+    import streamflow.archive as archive
+
+    for name in archive.__all__:
+        assert not isinstance(getattr(archive, name), type(archive)), name
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, streamflow.cli; "
+         "print(sorted({'pyarrow', 'duckdb'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
