@@ -6,6 +6,8 @@ developer's own `make up` stack with a temporary STREAMFLOW_HOME and free ports.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,6 +170,17 @@ def worker_env(platform: Platform, **extra: str) -> dict[str, str]:
 
 
 TEST_PII_KEY = b"test-pii-key-0123456789abcdef"
+
+
+def run_cli(platform: Platform, *args: str, ok: bool = True,
+            **env: str) -> subprocess.CompletedProcess:
+    """``streamflow <args>`` in a subprocess with ``worker_env``; asserts exit 0 when ``ok``."""
+    result = subprocess.run([sys.executable, "-m", "streamflow.cli", *args],
+                            env={**worker_env(platform, **env), "COLUMNS": "250"},
+                            capture_output=True, text=True, timeout=120)
+    if ok:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
 
 
 def scalar(database_url: str, query: str, **params):

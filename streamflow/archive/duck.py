@@ -21,11 +21,3 @@ def connect(location: Location) -> Iterator[duckdb.DuckDBPyConnection]:
     finally:
         con.close()
 
-
-def literal(text: str) -> str:
-    """A DuckDB string literal (paths are ours, but may hold a quote)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from streamflow import contract, validation
 from streamflow.contract import MAX_EVENT_BYTES
 from streamflow.kafka_clients import consumer, producer
 from streamflow.topics import message_count
-from tests.conftest import create_topic, worker_env
+from tests.conftest import create_topic, run_cli
 from tests.integration.microbatch_helpers import catch_up, land
 
 UUID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
@@ -28,12 +27,7 @@ UUID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 
 
 def dlq(platform, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "streamflow.cli", "dlq", *args],
-                            env={**worker_env(platform, **env), "COLUMNS": "250"},
-                            capture_output=True, text=True, timeout=120)
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    return run_cli(platform, "dlq", *args, ok=ok, **env)
 
 
 def replay(platform, *args: str, to: str, ok: bool = True) -> subprocess.CompletedProcess:

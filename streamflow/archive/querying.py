@@ -12,6 +12,8 @@ from streamflow.archive import duck
 from streamflow.archive.layout import ARCHIVED_TABLES, DATA_FILE, PERIOD_PREFIX, open_location
 from streamflow.errors import ArchiveEmpty, ArchiveQueryFailed
 
+_PERIOD_AS_TEXT = "* REPLACE (CAST(period AS VARCHAR) AS period)"
+
 
 class QueryResult(NamedTuple):
     columns: list[str]
@@ -27,11 +29,10 @@ def query(url: str, statement: str) -> QueryResult:
     with duck.connect(location) as con:
         for short, name in present.items():
             files = location.url(f"{location.table_folder(name)}/{PERIOD_PREFIX}*/{DATA_FILE}")
-            # union_by_name: a column added to the table later is NULL in older periods.
-            # A view takes no parameters: the name and path are ours, quoted.
-            con.execute(f"CREATE VIEW {duck.quoted(short)} AS SELECT * FROM read_parquet("  # noqa: S608
-                        f"{duck.literal(files)}, hive_partitioning = true, "
-                        "hive_types_autocast = false, union_by_name = true)")
+            # union_by_name: a column added to the table later is NULL in older periods. The
+            # Hive folder's period is a date when every key is one: text, as the keys are.
+            con.read_parquet(files, hive_partitioning=True, union_by_name=True).select(
+                _PERIOD_AS_TEXT).create_view(short)
         try:
             cursor = con.execute(statement)
             names = [d[0] for d in cursor.description or ()]
