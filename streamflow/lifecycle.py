@@ -21,8 +21,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from streamflow.archive import archive_period, open_location
-from streamflow.archive.verify import verify
+from streamflow.archive import archive_period, open_location, verify
 from streamflow.db import partitions, tables
 from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
