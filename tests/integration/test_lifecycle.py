@@ -158,3 +158,34 @@ def test_a_late_event_adds_to_a_window_whose_events_were_dropped(fresh_database,
         _notify(conn, 4, at, datetime.now(UTC), "c")
         _windows_step(conn, 4)
         assert conn.execute(counted).fetchall() == [(4, 3, 2)]
+
+
+def test_dead_letters_dropped_then_restored_are_counted_once(fresh_database, tmp_path):
+    """streamflow.dlq_report counted the dead letters when they came: neither their drop nor
+    their restore changes it."""
+    from streamflow.archive import restore
+    from streamflow.db.partitions import DEAD_LETTERS
+
+    url = fresh_database
+    migrate.upgrade(url, partition_interval=HOUR)
+    now = datetime.now(UTC)
+    old = Period.holding(now - 4 * HOUR, HOUR)
+    with connect_admin(url) as conn:
+        partitions.ensure(conn, DEAD_LETTERS, HOUR, now, periods_wanted=[old])
+        conn.execute("""
+            INSERT INTO raw.dead_letters (stage, reason_code, reason, source_topic,
+                                          source_partition, source_offset, created_at)
+            SELECT 'ingest', 'not_json', 'x', 't', 0, g, %s FROM generate_series(1, 40) g""",
+                     (old.start + timedelta(minutes=5),))
+    counted = "SELECT sum(dead_letters) FROM streamflow.dlq_report"
+    archive = str(tmp_path / "archive")
+    report = lifecycle.run_pass(url, archive, HOUR, lambda spec: RETENTION,
+                                tables=(DEAD_LETTERS,))
+    assert (old.key, "dropped", 40) in [(s.period, s.action, s.rows) for s in report.steps]
+    with connect_admin(url) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.dead_letters").fetchone()[0] == 0
+        assert conn.execute(counted).fetchone()[0] == 40
+    assert restore(url, DEAD_LETTERS, old.start, old.end, archive, HOUR).inserted == 40
+    with connect_admin(url) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.dead_letters").fetchone()[0] == 40
+        assert conn.execute(counted).fetchone()[0] == 40
