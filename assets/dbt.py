@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
-from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
+from assets.lineage import DROPPED_PERIODS, RAW_DEAD_LETTERS, RAW_EVENTS
 from streamflow.dbt_env import DBT_PROJECT_DIR
 from streamflow.errors import DbtManifestMissing
 
@@ -29,6 +29,7 @@ SOURCE_KEYS = {
     ("raw", "dead_letters"): RAW_DEAD_LETTERS,
     ("streamflow", "notifications"): dg.AssetKey("notifications"),
     ("streamflow", "event_windows"): dg.AssetKey("event_windows"),
+    ("streamflow", "dropped_periods"): DROPPED_PERIODS,
 }
 # Historical tables: rebuild every 5 minutes once the micro-batch assets updated. A dbt build
 # costs ~20 s of CPU on 2 cores; every minute it delayed the micro-batches (window p95).

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.lineage import RAW_DEAD_LETTERS, RAW_EVENTS
+from assets.lineage import DROPPED_PERIODS, RAW_DEAD_LETTERS, RAW_EVENTS
 from resources import PostgresResource
 from streamflow import lifecycle
 from streamflow.archive import archive_checksum, archive_period
@@ -29,7 +29,8 @@ _DAY = timedelta(days=1)
 _HOUR = timedelta(hours=1)
 # The table each lifecycle check is about, as its own asset.
 _TABLE_ASSETS = {partitions.EVENTS.name: RAW_EVENTS, partitions.DEAD_LETTERS.name: RAW_DEAD_LETTERS,
-                 partitions.NOTIFICATIONS.name: dg.AssetKey("notifications")}
+                 partitions.NOTIFICATIONS.name: dg.AssetKey("notifications"),
+                 partitions.FCT_EVENTS.name: dg.AssetKey(["dbt", "fct_events"])}
 
 
 def cron_for(interval: timedelta) -> str:
@@ -59,7 +60,7 @@ def archive_key(spec: Partitioned) -> dg.AssetKey:
 
 @dataclass(frozen=True)
 class LifecycleDefs:
-    assets: list[dg.AssetsDefinition]
+    assets: list  # the archive's assets and the dropped periods' spec
     checks: list[dg.AssetChecksDefinition]
     jobs: list  # job definitions, resolved or not
     schedules: list[dg.ScheduleDefinition]
@@ -110,8 +111,12 @@ def lifecycle_defs(settings: Settings) -> LifecycleDefs:
         LIFECYCLE_CHECKS_JOB, selection=dg.AssetSelection.checks(*checks),
         executor_def=dg.in_process_executor, description="The lifecycle's checks.")
     every = cron_for(min(interval, _HOUR))
+    dropped = dg.AssetSpec(
+        DROPPED_PERIODS, group_name=GROUP, kinds={"postgres"},
+        description="The periods the lifecycle job archived, verified and dropped "
+                    "(streamflow.dropped_periods): the marts and windows do not recount them.")
     return LifecycleDefs(
-        assets=[archive], checks=checks, jobs=[archive_job, lifecycle_job, checks_job],
+        assets=[archive, dropped], checks=checks, jobs=[archive_job, lifecycle_job, checks_job],
         schedules=[
             dg.ScheduleDefinition(job=checks_job, cron_schedule=every,
                                   default_status=dg.DefaultScheduleStatus.RUNNING),
@@ -126,7 +131,8 @@ def _archive_one(postgres: PostgresResource, spec: Partitioned, period: Period, 
                  key: dg.AssetKey) -> dg.MaterializeResult:
     name = spec.partition_name(period)
     with postgres.connect() as conn:
-        hot = any(p.name == name for p in partitions.partitions(conn, spec))
+        hot = partitions.is_partitioned(conn, spec) and any(
+            p.name == name for p in partitions.partitions(conn, spec))
         if hot:
             done = archive_period(conn, spec, period, url,
                                   relation=f"{spec.table.schema}.{name}")
@@ -152,6 +158,8 @@ def _on_time_check(spec: Partitioned, settings: Settings) -> dg.AssetChecksDefin
     def kept_within_retention(postgres: PostgresResource) -> dg.AssetCheckResult:
         now = datetime.now(UTC)
         with postgres.connect() as conn:
+            if not partitions.is_partitioned(conn, spec):
+                return dg.AssetCheckResult(passed=True, metadata={"partitioned": False})
             hot = partitions.partitions(conn, spec)
             detached = partitions.detached(conn, spec)
             caught = partitions.default_rows(conn, spec)

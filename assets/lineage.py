@@ -8,6 +8,8 @@ from streamflow import topics
 
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
 RAW_DEAD_LETTERS = dg.AssetKey(["raw", "dead_letters"])
+# The periods the lifecycle job dropped (assets/lifecycle.py), which dbt's marts read.
+DROPPED_PERIODS = dg.AssetKey(["streamflow", "dropped_periods"])
 
 
 def topic_key(name: str) -> dg.AssetKey:

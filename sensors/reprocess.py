@@ -14,7 +14,9 @@ from assets.reprocess import reprocess_job
 # fct_events and every mart built from it (the rollups, dim_users) with their tests.
 FCT_EVENTS = dg.AssetKey(["dbt", "fct_events"])
 dbt_full_refresh_job = dg.define_asset_job(
-    "dbt_full_refresh", selection=dg.AssetSelection.assets(FCT_EVENTS).downstream(),
+    "dbt_full_refresh",
+    # The dbt models only: the archive downstream of fct_events is partitioned by period.
+    selection=dg.AssetSelection.assets(FCT_EVENTS).downstream() & dg.AssetSelection.groups("dbt"),
     config={"ops": {"streamflow_dbt": {"config": {"full_refresh": True}}}},
     description="Rebuild fct_events and the marts built from it from all history "
                 "(requested after a reprocess that changed something).")

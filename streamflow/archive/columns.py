@@ -4,7 +4,17 @@ definition, under its own name, typed (docs/ARCHITECTURE.md, "The archive")."""
 from __future__ import annotations
 
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 from streamflow.db.partitions import Partitioned
@@ -13,6 +23,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")  # PostgreSQL's resolution, always UTC
 # Checked in order (subclasses first: BigInteger is an Integer).
 _TYPES: tuple[tuple[type, pa.DataType], ...] = (
     (DateTime, TIMESTAMP),
+    (Date, pa.date32()),
     (BigInteger, pa.int64()),
     (Integer, pa.int32()),
     (Boolean, pa.bool_()),

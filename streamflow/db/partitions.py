@@ -138,7 +138,12 @@ DEAD_LETTERS = Partitioned(tables.dead_letters, "created_at",
                            (("id",), tables.DEAD_LETTER_SOURCE), "dead_letters", "id")
 NOTIFICATIONS = Partitioned(tables.notifications, "validated_at", (("event_id",),),
                             "notifications", "event_id")
-TABLES = (EVENTS, DEAD_LETTERS, NOTIFICATIONS)
+# dbt builds it (partitioned by its post-hook): skipped until it exists (``is_partitioned``).
+FCT_EVENTS = Partitioned(tables.fct_events, "validated_at", (("event_id",),), "fct_events",
+                         "event_id")
+# The mart before the notifications it is loaded from: a pass that drops one period of both
+# never leaves a mart row whose notification is gone.
+TABLES = (EVENTS, DEAD_LETTERS, FCT_EVENTS, NOTIFICATIONS)
 
 
 def by_name(name: str) -> Partitioned:
@@ -189,6 +194,13 @@ def detached(conn: psycopg.Connection, spec: Partitioned) -> list[str]:
     return [name for (name,) in conn.execute(_DETACHED, (spec.table.schema, pattern))]
 
 
+def is_partitioned(conn: psycopg.Connection, spec: Partitioned) -> bool:
+    """Is the table there, partitioned? (dbt makes marts.fct_events on its first build.)"""
+    row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
+                       (spec.name,)).fetchone()
+    return row is not None and row[0] == "p"
+
+
 def default_rows(conn: psycopg.Connection, spec: Partitioned) -> int:
     """Rows the default partition caught: each is an alert (no period's partition was there
     for it; the next ``ensure`` moves it to one)."""
@@ -218,6 +230,8 @@ def ensure(conn: psycopg.Connection, spec: Partitioned, interval: timedelta,
     ``periods_wanted``, and those of any row in the default partition (moved there). Each
     partition is created in its own transaction, so a landing waits at most for one
     (``conn`` in autocommit mode)."""
+    if not is_partitioned(conn, spec):
+        return Ensured([], 0)
     ahead = max(AHEAD_PERIODS * interval, AHEAD_AT_LEAST)
     wanted = {*periods(now, now + ahead, interval), *periods_wanted}
     for start in _default_periods(conn, spec, interval):

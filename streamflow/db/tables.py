@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -311,6 +312,33 @@ dropped_periods = Table(
     Column("checksum", Numeric, nullable=False),  # streamflow.archive.checksum, as verified
     Column("dropped_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     schema=OUTPUT_SCHEMA,
+)
+
+# -- dbt's marts (dbt_project/models/marts), built by dbt, partitioned and archived by
+# StreamFlow: declared apart, as dbt creates them (not the migrations) ---------------------
+
+DBT_MARTS_SCHEMA = "marts"
+dbt_metadata = MetaData()
+
+# One row per validated event (dbt_project/models/marts/fct_events.sql); partitioned by
+# validated_at, like streamflow.notifications, by the model's post-hook (partition_by_time).
+fct_events = Table(
+    "fct_events",
+    dbt_metadata,
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("ingest_seq", BigInteger, nullable=False),
+    Column("user_id", Text),
+    Column("email_hash", Text),
+    Column("event_type", Text),
+    Column("country", Text),
+    Column("device", Text),
+    Column("success", Boolean),
+    Column("amount_cents", BigInteger),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("occurred_hour", DateTime(timezone=True)),
+    Column("occurred_date", Date),
+    Column("validated_at", DateTime(timezone=True)),
+    schema=DBT_MARTS_SCHEMA,
 )
 
 # Per minute: events the contract step checked, passed and rejected (its chunk transactions).

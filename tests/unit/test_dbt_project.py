@@ -155,3 +155,13 @@ def test_freshness_with_a_warning_limit_only_never_errors():
     source = SourceFreshness(dg.AssetKey("t"), "t", "select now()", timedelta(minutes=10), None)
     assert stale(None, source) == dg.AssetCheckSeverity.WARN
     assert stale(timedelta(days=2), source) == dg.AssetCheckSeverity.WARN
+
+
+def test_the_dbt_future_skew_is_the_contracts():
+    """agg_events_hourly's choice between recount and amend (macros/future_skew.sql) rests on
+    the contract's bound on event times ahead of the clock (streamflow.validation)."""
+    from streamflow.validation import FUTURE_SKEW
+
+    text = (DBT_PROJECT_DIR / "macros" / "future_skew.sql").read_text()
+    minutes = int(re.search(r"%\}(\d+) minutes\{%", text)[1])
+    assert timedelta(minutes=minutes) == FUTURE_SKEW

@@ -16,7 +16,8 @@ def test_definitions_load_with_every_asset():
         "dbt/stg_events", "dbt/stg_notifications", "dbt/stg_dead_letters",
         "dbt/stg_event_windows", "dbt/fct_events", "dbt/agg_events_hourly",
         "dbt/agg_events_daily", "dbt/dim_users", "dbt/fct_dead_letters_daily",
-        "archive/events", "archive/dead_letters", "archive/notifications"}
+        "archive/events", "archive/dead_letters", "archive/notifications",
+        "archive/fct_events", "streamflow/dropped_periods"}
     assert isinstance(defs, dg.Definitions)
     defs.resolve_job_def("microbatch")
     assert {job.name for job in defs.resolve_all_job_defs()} == {

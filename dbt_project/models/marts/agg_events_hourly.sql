@@ -8,6 +8,8 @@
     )
 }}
 
+-- depends_on: {{ source('streamflow', 'dropped_periods') }}
+
 with
 
 events as (
@@ -18,13 +20,30 @@ events as (
 
 {% if is_incremental() %}
 
+loaded as (
+
+    select coalesce(max(last_ingest_seq), 0) as seq from {{ this }}
+
+),
+
 -- The hours that events loaded since the last build fall into, however late those events
 -- are: only these hours change.
 touched_hours as (
 
     select distinct occurred_hour
     from events
-    where ingest_seq > (select coalesce(max(last_ingest_seq), 0) from {{ this }})
+    where ingest_seq > (select seq from loaded)
+
+),
+
+-- Of those, the hours whose events are all still in fct_events are recounted. An hour some
+-- of whose events the lifecycle may have dropped with their period (an event is validated at
+-- most the contract's future skew before its own time) is not: its new events are added.
+recounted_hours as (
+
+    select occurred_hour
+    from touched_hours
+    where occurred_hour >= {{ hot_since('marts.fct_events', future_skew()) }}
 
 ),
 
@@ -35,30 +54,63 @@ events_to_roll_up as (
     select *
     from events
     {% if is_incremental() %}
-        where occurred_hour in (select occurred_hour from touched_hours)
+        where occurred_hour in (select occurred_hour from recounted_hours)
     {% endif %}
 
 ),
 
 hourly as (
 
+    {{ hourly_rollup('events_to_roll_up') }}
+
+),
+
+{% if is_incremental() %}
+
+added as (
+
+    {{ hourly_rollup('events', "ingest_seq > (select seq from loaded) and occurred_hour < "
+                               ~ hot_since('marts.fct_events', future_skew())) }}
+
+),
+
+-- Counts and sums add up exactly (each event is loaded once); distinct_users becomes an
+-- upper bound there (a user of the hour seen again counts twice).
+amended as (
+
     select
-        occurred_hour,
-        event_type,
+        added.occurred_hour,
+        added.event_type,
+        added.events + coalesce(known.events, 0) as events,
+        added.distinct_users + coalesce(known.distinct_users, 0) as distinct_users,
+        added.login_successes + coalesce(known.login_successes, 0) as login_successes,
+        added.login_failures + coalesce(known.login_failures, 0) as login_failures,
+        added.purchase_cents + coalesce(known.purchase_cents, 0) as purchase_cents,
+        added.last_ingest_seq
+    from added
+    left join {{ this }} as known
+        on
+            known.occurred_hour = added.occurred_hour
+            and known.event_type = added.event_type
 
-        count(*) as events,
-        count(distinct user_id) as distinct_users,
-        count(*) filter (where event_type = 'login' and success) as login_successes,
-        count(*) filter (where event_type = 'login' and not success) as login_failures,
-        coalesce(
-            sum(amount_cents) filter (where event_type = 'purchase'), 0
-        ) as purchase_cents,
-        max(ingest_seq) as last_ingest_seq
+),
 
-    from events_to_roll_up
+final as (
 
-    group by 1, 2
+    select * from hourly
+    union all
+    select * from amended
 
 )
 
-select * from hourly
+{% else %}
+
+final as (
+
+    select * from hourly
+
+)
+
+{% endif %}
+
+select * from final

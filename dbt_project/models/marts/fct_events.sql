@@ -2,7 +2,10 @@
     config(
         materialized='incremental',
         unique_key='event_id',
-        on_schema_change='fail',
+        on_schema_change='append_new_columns',
+        full_refresh=false,
+        pre_hook="{{ truncate_on_full_refresh() }}",
+        post_hook="{{ partition_by_time('validated_at', ref('stg_notifications'), 'occurred_at') }}",
         indexes=[
             {'columns': ['event_id'], 'unique': True},
             {'columns': ['ingest_seq']},
@@ -10,6 +13,14 @@
         ],
     )
 }}
+
+{#-
+    Partitioned by validated_at, like the notifications it is loaded from, so that a period
+    of both is archived and dropped together (the post-hook; docs/ARCHITECTURE.md, "Storage
+    over time"); validated_at came with time partitions and is added to a table built
+    before them. A full refresh would drop the partitioned table: it empties it instead
+    (pre-hook) and loads what is still hot.
+-#}
 
 with
 
@@ -53,7 +64,8 @@ final as (
         ---------- timestamps (buckets in UTC, whatever the session's time zone)
         occurred_at,
         date_trunc('hour', occurred_at, 'UTC') as occurred_hour,
-        cast(occurred_at at time zone 'UTC' as date) as occurred_date
+        cast(occurred_at at time zone 'UTC' as date) as occurred_date,
+        validated_at
 
     from new_events
 
