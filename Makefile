@@ -74,8 +74,10 @@ chaos: fetch-kafka
 
 # The whole local stack at 2,000 events/s for 30 minutes (QUICK=1: 4): RSS, disk, lag and
 # micro-batch timings must stay flat. Results in benchmarks/results/ and docs/BENCHMARKS.md.
+# LIFECYCLE=1: 60 minutes with 5 m partitions kept 15 m (QUICK=1: 12 minutes, kept 5 m):
+# PostgreSQL and Dagster storage flat, the archive per event, every event accounted for.
 soak: fetch-kafka
-	$(BIN)/python -m benchmarks.soak $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.soak $(if $(QUICK),--quick,) $(if $(LIFECYCLE),--lifecycle,)
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,6 +4,8 @@ for a set time, to show that what it uses stays flat.
     python -m benchmarks.soak                  # 30 minutes at 2,000 events/s
     python -m benchmarks.soak --quick          # 4 minutes at 2,000 events/s (docs untouched)
     python -m benchmarks.soak --rate 5000 --minutes 60
+    python -m benchmarks.soak --lifecycle      # 60 minutes with the storage lifecycle
+                                               # (benchmarks/soak_lifecycle.py)
 
 The stack is `streamflow up` on an isolated home, its demo producer at --rate
 (STREAMFLOW_DEMO_RATE). Once the first window is out and a warm-up has passed, each sample
@@ -37,7 +39,7 @@ from benchmarks.harness import (
     percentile,
     write_results,
 )
-from benchmarks.pipeline import WARM_UP_S, WindowWatch, wait_for_first_window
+from benchmarks.pipeline import WARM_UP_S, WindowWatch
 from benchmarks.stack_probe import Sample, StackProbe, WindowPoint
 from streamflow import stack
 
@@ -202,11 +204,7 @@ def run_soak(st: Stack, plan: SoakPlan, echo=_log, keep_logs: Path | None = None
     interrupted = False
     probe = StackProbe(st).setup()
     try:
-        first_window_s = wait_for_first_window(probe.conn)
-        echo(f"first window after {first_window_s:.0f} s; warming up {WARM_UP_S} s ...")
-        time.sleep(WARM_UP_S)
-        started = time.time()
-        probe.start(started)
+        first_window_s, started = probe.warm_up(echo)
         watch = WindowWatch(datetime.fromtimestamp(started, tz=UTC))
         pending: list[WindowPoint] = []
         next_sample = started
@@ -250,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{QUICK.minutes:.0f} minutes, a sample every {QUICK.sample_s:.0f} s")
     parser.add_argument("--rate", type=float, help=f"events/s (default {FULL.rate:,.0f})")
     parser.add_argument("--minutes", type=float, help="how long to sample, after the warm-up")
+    parser.add_argument("--lifecycle", action="store_true",
+                        help="partitions of 5 m kept 15 m (--quick: 5 m, 12 minutes), archived "
+                             "and dropped by Dagster's schedules: storage flat, every event "
+                             "accounted for (benchmarks/soak_lifecycle.py)")
     args = parser.parse_args(argv)
+    if args.lifecycle:
+        return _lifecycle(args)
     plan = QUICK if args.quick else FULL
     plan = replace(plan, rate=args.rate or plan.rate, minutes=args.minutes or plan.minutes)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -268,6 +272,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(png, report.DOCS / "img" / "soak.png")  # the docs show the latest full run
         _log("docs/BENCHMARKS.md refreshed")
     _log(f"results: {path}\n         {png}\n         {logs}/ (the stack's logs)")
+    return 0
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from benchmarks import soak_lifecycle
+
+    plan = soak_lifecycle.QUICK if args.quick else soak_lifecycle.FULL
+    plan = replace(plan, rate=args.rate or plan.rate, minutes=args.minutes or plan.minutes)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _log(f"lifecycle soak: {plan.minutes:g} minutes at {plan.rate:,.0f} events/s, periods of "
+         f"{plan.interval} kept {plan.retention} (ends about "
+         f"{datetime.now() + timedelta(seconds=plan.seconds + 300):%H:%M})")
+    document = soak_lifecycle.main(plan, args.quick, stamp, _log)
+    path = write_results("soak-lifecycle", document, stamp)
+    print(soak_lifecycle.table(document))
+    _log(f"results: {path}")
     return 0
 
 

@@ -16,6 +16,7 @@ import psycopg
 
 from benchmarks.catchup import STEPS
 from benchmarks.harness import Stack
+from benchmarks.pipeline import WARM_UP_S, wait_for_first_window
 from streamflow import kafka_clients, supervisor, topics
 from streamflow.db.engine import libpq_url
 from streamflow.infra import kafka_server, postgres_server, processes
@@ -140,6 +141,16 @@ class StackProbe:
             if closing is not None:
                 with contextlib.suppress(Exception):  # best effort on the way out
                     closing.close()
+
+    def warm_up(self, echo) -> tuple[float, float]:
+        """Wait for the first window and WARM_UP_S more, then ``start``: (seconds until the
+        first window, the start's epoch time)."""
+        first_window_s = wait_for_first_window(self.conn)
+        echo(f"first window after {first_window_s:.0f} s; warming up {WARM_UP_S} s ...")
+        time.sleep(WARM_UP_S)
+        started = time.time()
+        self.start(started)
+        return first_window_s, started
 
     def start(self, at: float) -> None:
         """Measure from ``at``: landed events and finished runs count from here."""

@@ -67,7 +67,8 @@ def up(settings: Settings, *, echo=print, workers: bool = True) -> None:
         else:
             echo("using PostgreSQL from DATABASE_URL")
         url = endpoints.database_url(settings)
-        before, after = migrate.upgrade(url)
+        # The interval of these settings, not of the environment (a caller may override it).
+        before, after = migrate.upgrade(url, partition_interval=settings.partition_period)
         echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
         # A layout other than the settings' (a stack created before with 1 partition) is
         # reported with its fix, not fatal: the workers read any partition count.

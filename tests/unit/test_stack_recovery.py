@@ -34,7 +34,7 @@ def _fake_embedded_kafka(monkeypatch, calls: list[str], *, running: bool) -> Non
                         lambda _s, **_k: calls.append("stop") or "stopped")
 
 
-def _refuse(_url):
+def _refuse(_url, **_kw):
     raise DatabaseRefused("PostgreSQL at postgresql://app:***@db/streamflow refused")
 
 
@@ -56,6 +56,26 @@ def test_up_leaves_a_broker_that_ran_before_it_alone(monkeypatch, settings):
     with pytest.raises(DatabaseRefused):
         stack.up(settings, echo=lambda _line: None)
     assert calls == ["start"]
+
+
+def test_up_makes_the_partitions_of_its_own_settings(monkeypatch, tmp_path):
+    # The benchmarks pass STREAMFLOW_PARTITION_INTERVAL in the settings, not the environment:
+    # the migration made day partitions, and the lifecycle soak's 5 m periods never existed.
+    settings = load_settings(STREAMFLOW_HOME=str(tmp_path / "home"),
+                             KAFKA_BOOTSTRAP_SERVERS=None, STREAMFLOW_PARTITION_INTERVAL="5m",
+                             DATABASE_URL="postgresql://app:pw@db/streamflow")
+    _fake_embedded_kafka(monkeypatch, [], running=True)
+    asked: list = []
+
+    def upgrade(url, **kw):
+        asked.append(kw.get("partition_interval"))
+        _refuse(url)
+
+    monkeypatch.setattr(stack.migrate, "upgrade", upgrade)
+    with pytest.raises(DatabaseRefused):
+        stack.up(settings, echo=lambda _line: None)
+    assert asked == [settings.partition_period]
+    assert settings.partition_period.total_seconds() == 300
 
 
 _children: list = []  # reaped after each test
