@@ -14,6 +14,7 @@ table, which the next pass finishes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from streamflow.db import partitions, tables
 from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import Partition, Partitioned, Period
+from streamflow.microbatch import batch as batches
+from streamflow.microbatch import windows
 from streamflow.settings import Settings
 
 log = logging.getLogger("streamflow.lifecycle")
@@ -36,8 +39,12 @@ log = logging.getLogger("streamflow.lifecycle")
 GRACE = timedelta(minutes=1)
 # How long a detach waits for its lock: it needs the parent table alone for a moment, and
 # every landing queued behind it waits as long (the sink's produce-to-row latency).
-DETACH_LOCK_TIMEOUT = "300ms"
-DETACH_TRIES = 5
+DETACH_LOCK_TIMEOUT = "500ms"
+DETACH_TRIES = 10
+DETACH_PAUSE_S = 1.0
+# How long a detach waits for the writers it holds off (a micro-batch chunk's transaction,
+# a landing) before it tries again later; they queue behind it meanwhile.
+QUIESCE_TIMEOUT = "10s"
 
 
 _RECORD_DROP = statement(
@@ -141,12 +148,24 @@ def _drop(conn: psycopg.Connection, spec: Partitioned, part: Partition,
 
 
 def _detach(conn: psycopg.Connection, spec: Partitioned, name: str) -> bool:
+    """Detach a period from its table. DETACH needs the table to itself for a moment, and it
+    cannot have it while any transaction uses the table (they hold it until they end), nor
+    while it waits in line (every newcomer queues behind it). So first the writers are held
+    off at their own locks, where they wait holding nothing of the table: the micro-batch's
+    transactions (``LIFECYCLE_LOCK``, taken alone: it waits for those running), then the
+    sinks' landings (the ingest lock), or the windows step for the tables it reads; then the
+    DETACH waits ``DETACH_LOCK_TIMEOUT`` at most for brief readers. Tried again after a
+    pause, ``DETACH_TRIES`` times, then left for the next pass."""
     statement = sql.SQL("ALTER TABLE {parent} DETACH PARTITION {part}").format(
         parent=sql.Identifier(spec.table.schema, spec.table.name),
         part=sql.Identifier(spec.table.schema, name))
-    for _ in range(DETACH_TRIES):
+    for attempt in range(DETACH_TRIES):
+        if attempt:
+            time.sleep(DETACH_PAUSE_S)
         try:
             with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (QUIESCE_TIMEOUT,))
+                _hold_off_writers(conn, spec)
                 conn.execute("SELECT set_config('lock_timeout', %s, true)",
                              (DETACH_LOCK_TIMEOUT,))
                 conn.execute(statement)
@@ -154,6 +173,18 @@ def _detach(conn: psycopg.Connection, spec: Partitioned, name: str) -> bool:
         except psycopg.errors.LockNotAvailable:
             continue
     return False
+
+
+def _hold_off_writers(conn: psycopg.Connection, spec: Partitioned) -> None:
+    """Take, in this order, the locks that hold off whoever writes (or reads for long)
+    ``spec``'s table: the micro-batch's transactions first, then the sinks' landings or the
+    windows step. (marts.fct_events: dbt's builds, every few minutes, are waited out.)"""
+    if spec in (partitions.EVENTS, partitions.DEAD_LETTERS, partitions.NOTIFICATIONS):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (tables.LIFECYCLE_LOCK,))
+    if spec in (partitions.EVENTS, partitions.DEAD_LETTERS):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (tables.INGEST_SEQ_LOCK,))
+    elif spec is partitions.NOTIFICATIONS:
+        batches.lock(conn, windows.STEP)
 
 
 def _finish(conn: psycopg.Connection, spec: Partitioned, name: str, period: Period,

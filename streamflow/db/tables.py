@@ -48,6 +48,12 @@ events_ingest_seq = Sequence("events_ingest_seq", schema=RAW_SCHEMA, metadata=me
 # Dagster's watermark never skips a row (docs/ARCHITECTURE.md).
 INGEST_SEQ_LOCK = 0x5F5F_0002
 
+# Held shared by each micro-batch transaction that reads raw.events or writes
+# streamflow.notifications or raw.dead_letters; taken alone by the lifecycle for the moment it
+# detaches a period, so that no long transaction holds the table it must lock alone
+# (streamflow.lifecycle; docs/ARCHITECTURE.md, "Storage over time").
+LIFECYCLE_LOCK = 0x5F5F_0003
+
 events = Table(
     "events",
     metadata,

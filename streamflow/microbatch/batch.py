@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from streamflow.contract import Failure
+from streamflow.db import tables
 from streamflow.db.compose import column, statement
 from streamflow.db.tables import events as raw_events
 from streamflow.db.tables import watermarks as marks
@@ -47,6 +48,12 @@ def watermarks(conn: psycopg.Connection, names: list[str]) -> dict[str, int]:
 def advance(conn: psycopg.Connection, name: str, seq: int) -> None:
     """Move a watermark forward (never back), in the caller's transaction."""
     conn.execute(_ADVANCE, (name, seq))
+
+
+def hold_off_detach(conn: psycopg.Connection) -> None:
+    """Keep the lifecycle from detaching a period while this transaction runs (it waits for
+    the transaction's end; tables.LIFECYCLE_LOCK)."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (tables.LIFECYCLE_LOCK,))
 
 
 def lock(conn: psycopg.Connection, name: str) -> None:

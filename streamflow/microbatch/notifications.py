@@ -164,6 +164,7 @@ def quarantine_claim(conn: psycopg.Connection, claim: claims.Claim) -> Notificat
     """Quarantine the event of a one-event claim that failed every attempt and mark the claim
     done, in one transaction: the watermark moves on, the event is recorded, not dropped."""
     with conn.transaction():
+        batches.hold_off_detach(conn)
         origins = batches.read_origins_in(conn, claim.after, claim.upto)
         quarantine.insert(conn, [quarantine.Entry(
             kind=quarantine.Kind.EVENT, stage=Stage.CONTRACT,
@@ -198,6 +199,7 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
     phase = Phases()
     after, last = claim.after, claim.upto
     with conn.transaction():
+        batches.hold_off_detach(conn)
         # Step 1
         with phase("read"):
             events = batches.read_typed(conn, after, last, limit)

@@ -317,6 +317,7 @@ def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers
     with conn.transaction() as tx:
         # Step 1
         with phase("lock"):
+            batches.hold_off_detach(conn)
             batches.lock(conn, STEP)
         starts = _windows_of(conn, seqs)
         # Step 2
@@ -397,6 +398,7 @@ def _rest_of_windows(conn: psycopg.Connection, selected: TimeRange, done: set[da
     left: it is set to zero), in one transaction under the windows step's lock; then the
     changed ones that are closed are published, outside it."""
     with conn.transaction() as tx, phase("windows"):
+        batches.hold_off_detach(conn)
         batches.lock(conn, STEP)
         batches.lock(conn, windows.STEP)
         starts = [start for (start,) in conn.execute(_WINDOWS_IN, (selected.start, selected.end))

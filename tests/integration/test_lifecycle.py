@@ -189,3 +189,40 @@ def test_dead_letters_dropped_then_restored_are_counted_once(fresh_database, tmp
     with connect_admin(url) as conn:
         assert conn.execute("SELECT count(*) FROM raw.dead_letters").fetchone()[0] == 40
         assert conn.execute(counted).fetchone()[0] == 40
+
+
+def test_a_period_is_dropped_while_the_micro_batch_reads_the_table_without_pause(aged, tmp_path):
+    """Two micro-batch runs whose transactions on raw.events overlap (each 2 s, one starting
+    as the other is half-way) leave a DETACH no moment to take the table alone: held off at
+    their own lock, they let the detach through, and the period is dropped in this pass."""
+    import threading
+
+    from streamflow.microbatch import batch
+
+    url, old = aged
+    stop = threading.Event()
+    held: list[int] = []
+
+    def busy_micro_batch(delay: float) -> None:
+        stop.wait(delay)
+        with connect_admin(url) as conn:
+            while not stop.is_set():
+                with conn.transaction():
+                    batch.hold_off_detach(conn)
+                    conn.execute("SELECT count(*) FROM raw.events")
+                    held.append(1)
+                    stop.wait(2.0)
+
+    runs = [threading.Thread(target=busy_micro_batch, args=(d,)) for d in (0.0, 1.0)]
+    for run in runs:
+        run.start()
+    try:
+        while len(held) < 2:
+            stop.wait(0.05)
+        report = _pass(url, str(tmp_path / "archive"))
+    finally:
+        stop.set()
+        for run in runs:
+            run.join()
+    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert len(held) >= 3  # the micro-batch went on after the detach
