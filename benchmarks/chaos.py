@@ -92,6 +92,10 @@ class ChaosPlan:
     invalid_rate: float = 0.01
     settle_timeout_s: float = 600.0
 
+    # Partitions archived, verified and dropped while it runs (benchmarks.chaos_drops): needs
+    # a stack with STREAMFLOW_PARTITION_INTERVAL=1m (main does it).
+    partition_drops: bool = True
+
     def faults(self) -> list[str]:
         """Kills spread around the other faults: kill, oversized, kill, poison_headers, kill,
         offset_gap, kill, postgres, kill, broker, ... The gap comes early, while the producer
@@ -208,6 +212,9 @@ class ChaosRun:
         self.started = time.monotonic()
         self.producer.start()
         self.sink.start()
+        drops = self._drops() if plan.partition_drops else None
+        if drops is not None:
+            drops.start()
         injected = []
         for i, fault in enumerate(faults, 1):
             self._supervise(until=self.started + i * spacing)
@@ -216,9 +223,18 @@ class ChaosRun:
             injected.append(self._fault_record(fault, at, covered_now(self.database_url,
                                                                        self.topic), detail))
         producer_rc = self._wait_for(self.producer)
+        restored = None
+        if drops is not None:
+            drops.stop()
+            restored = drops.restore_all()
         kafka_messages, ledger = self._settle(None)
         result = {"plan": asdict(plan), "faults": injected,
                   **self._main_tally(producer_rc, kafka_messages, ledger)}
+        if drops is not None:
+            result["partition_drops"] = drops.record() | {"restored_rows": restored}
+            self.echo(f"  partitions dropped under chaos: {len(drops.dropped)} in "
+                      f"{drops.passes} lifecycle passes, {restored:,} rows restored for the "
+                      f"ledger, {len(drops.failed)} failures")
         if plan.recreated_events:
             fault, result["recreation"] = self._recreate(ledger)
             injected.append(fault)
@@ -227,6 +243,12 @@ class ChaosRun:
         result["seconds"] = round(time.monotonic() - self.started, 1)
         self.echo(summary(result))
         return result
+
+    def _drops(self):
+        from benchmarks.chaos_drops import Drops
+
+        return Drops(self.database_url, str(self.settings.home_dir / "archive"),
+                     self.settings.partition_period)
 
     def _supervise(self, until: float) -> None:
         """Wait until ``until`` (monotonic), starting the sink again whenever it exits by
@@ -394,6 +416,10 @@ def problems(result: dict) -> list[str]:
         (len(result["oversized"]) == plan["oversized_messages"], "oversized messages missing"),
         (len(result.get("poison_headers", [])) == plan.get("poison_header_messages", 0),
          "poison-header messages missing"),
+        (not plan.get("partition_drops") or (
+            result["partition_drops"]["dropped"] > 0
+            and not result["partition_drops"]["failed"]),
+         f"partition drops under chaos: {result.get('partition_drops')}"),
         (result["sink_exit_code_on_sigterm"] == 0,
          f"the sink exited with {result['sink_exit_code_on_sigterm']} on SIGTERM"),
     ]
@@ -447,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster:
         return _cluster_main(args.quick)
     plan = QUICK if args.quick else ChaosPlan()
-    with isolated_stack() as st:
+    from benchmarks.chaos_drops import INTERVAL
+
+    with isolated_stack(STREAMFLOW_PARTITION_INTERVAL=INTERVAL) as st:
         result = run_chaos(st.settings, st.kafka, st.database_url, plan,
                            echo=lambda m: print(m, file=sys.stderr))
         found = _record("chaos", args.quick, result, problems(result), st.settings.logs_dir)

@@ -34,10 +34,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY = timedelta(days=1)
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": _DAY}
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
-# The periods that must already exist ahead of now: the lifecycle pass runs at least this
-# often (assets/lifecycle.py), so the default partition only catches rows when it stopped.
+# How far ahead of now partitions exist: at least 3 periods and 2 hours (the lifecycle pass
+# runs every period or hour, assets/lifecycle.py, so the default partition only catches rows
+# once it has stopped for that long), but at most 12 periods: every partition is one more
+# index the sink looks into for each event (streamflow.db.landing).
 AHEAD_PERIODS = 3
 AHEAD_AT_LEAST = timedelta(hours=2)
+AHEAD_AT_MOST = 12
+
+
+def ahead(interval: timedelta) -> timedelta:
+    return min(max(AHEAD_PERIODS * interval, AHEAD_AT_LEAST), AHEAD_AT_MOST * interval)
 
 
 def parse_duration(text: str, name: str) -> timedelta:
@@ -232,8 +239,7 @@ def ensure(conn: psycopg.Connection, spec: Partitioned, interval: timedelta,
     (``conn`` in autocommit mode)."""
     if not is_partitioned(conn, spec):
         return Ensured([], 0)
-    ahead = max(AHEAD_PERIODS * interval, AHEAD_AT_LEAST)
-    wanted = {*periods(now, now + ahead, interval), *periods_wanted}
+    wanted = {*periods(now, now + ahead(interval), interval), *periods_wanted}
     for start in _default_periods(conn, spec, interval):
         wanted.add(Period.holding(start, interval))
     have = partitions(conn, spec)

@@ -64,7 +64,7 @@ def test_partitions_are_made_ahead_and_a_stray_row_is_caught_then_moved(hourly):
         for spec in partitions.TABLES:
             made = partitions.partitions(conn, spec)
             assert made[0].period == Period.holding(now, HOUR), spec.name
-            assert made[-1].period.end >= now + partitions.AHEAD_AT_LEAST, spec.name
+            assert made[-1].period.end >= now + partitions.ahead(HOUR), spec.name
             assert partitions.default_rows(conn, spec) == 0
         # A row far past every partition made: the default partition takes it (no failure).
         later = now + timedelta(days=3)

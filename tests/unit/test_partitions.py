@@ -48,3 +48,12 @@ def test_durations_and_table_names():
     assert by_name("events") is by_name("raw.events") is EVENTS
     with pytest.raises(KeyError):
         by_name("marts.nothing")
+
+
+@pytest.mark.parametrize(("interval", "expected"), [
+    (timedelta(days=1), timedelta(days=3)), (timedelta(hours=1), timedelta(hours=3)),
+    (timedelta(minutes=5), timedelta(hours=1)), (timedelta(minutes=1), timedelta(minutes=12))])
+def test_partitions_are_made_hours_ahead_but_never_many(interval, expected):
+    from streamflow.db.partitions import ahead
+
+    assert ahead(interval) == expected
