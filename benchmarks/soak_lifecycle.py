@@ -37,13 +37,12 @@ from typing import NamedTuple
 
 import orjson
 import psycopg
-from streamflow.archive.query import query
 
 from benchmarks.harness import BENCH_PII_KEY, Stack, percentile, poll_until
 from benchmarks.pipeline import WARM_UP_S
 from benchmarks.stack_probe import MB, StackProbe
 from streamflow import kafka_clients, lifecycle, stack, topics
-from streamflow.archive import duck
+from streamflow.archive import duck, query
 from streamflow.archive.listing import list_archive
 from streamflow.db import partitions
 from streamflow.db.engine import libpq_url
