@@ -250,7 +250,8 @@ def storage_sample(probe: StackProbe, conn: psycopg.Connection, archive_url: str
         database_mb=round(conn.execute("SELECT pg_database_size(current_database())")
                           .fetchone()[0] / MB, 2),
         tables_mb={spec.name: round(conn.execute(_TABLE_SIZE, (spec.name,)).fetchone()[0] / MB,
-                                    2) for spec in partitions.TABLES},
+                                    2) for spec in partitions.TABLES
+                   if partitions.is_partitioned(conn, spec)},  # fct_events: after dbt's build
         postgres_disk_mb=base.disk_mb["postgres"], dagster_disk_mb=base.disk_mb["dagster"],
         archive_mb=round(sum(a.bytes for a in archived) / MB, 3), archived_rows=rows,
         hot_events=conn.execute("SELECT count(*) FROM raw.events").fetchone()[0],
@@ -282,7 +283,8 @@ class LatencyProbe:
             self._thread.join()
 
     def _hot(self, conn: psycopg.Connection) -> set[str]:
-        return {p.name for spec in partitions.TABLES for p in partitions.partitions(conn, spec)}
+        return {p.name for spec in partitions.TABLES if partitions.is_partitioned(conn, spec)
+                for p in partitions.partitions(conn, spec)}
 
     def _run(self) -> None:
         generator = EventGenerator(BENCH_PII_KEY.encode(), users=100, seed=23)

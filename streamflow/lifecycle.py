@@ -5,7 +5,8 @@ verified against its archive, and only then dropped.
 Detaching first takes the period out of every writer's way in one short lock (waited for at
 most ``DETACH_LOCK_TIMEOUT``, else tried again at the next pass); the verification and the
 drop then work on a table no one writes to. A detached table whose archive does not match is
-archived again from itself and verified again; if that fails it is attached back (or, should
+merged into it, keeping every row the archive held (``archive.merging``); if that fails it is
+attached back (or, should
 the default partition have caught rows of its period meanwhile, left detached, with its rows)
 and the pass reports a failure. A pass stopped between detach and drop leaves a detached
 table, which the next pass finishes.
@@ -23,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from streamflow.archive import archive_period, open_location, verify
+from streamflow.archive.merging import merge_into_archive
 from streamflow.db import partitions, tables
 from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
@@ -189,16 +191,14 @@ def _hold_off_writers(conn: psycopg.Connection, spec: Partitioned) -> None:
 
 def _finish(conn: psycopg.Connection, spec: Partitioned, name: str, period: Period,
             archive_url: str) -> Step:
-    """A detached period table: verified against its archive (archived again from itself
-    if need be), then dropped; kept, and attached back, when the archive cannot be made to
-    match."""
+    """A detached period table: verified against its archive (brought into it if they
+    differ, losing nothing the archive held: ``merge_into_archive``), then dropped; kept, and
+    attached back, when the archive cannot be made to hold it."""
     relation = _qualified(spec, name)
     try:
         checked = verify(conn, spec, period, archive_url, relation=relation)
-        if not checked.ok:
-            archive_period(conn, spec, period, archive_url, relation=relation)
-            checked = verify(conn, spec, period, archive_url, relation=relation)
-        problem = checked.reason
+        problem = "" if checked.ok else merge_into_archive(
+            conn, spec, period, archive_url, relation).reason
     except Exception as exc:  # noqa: BLE001 - any archive failure keeps the rows
         problem = f"archive failed: {exc}"
     if problem:

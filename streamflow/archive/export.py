@@ -125,7 +125,7 @@ def _export_sql(spec: Partitioned, period: Period, relation: str | None) -> sql.
         cols=column_list(spec.table), rows=rows_of(spec, period, relation))
 
 
-def _parquet_writer(sink, target: pa.Schema) -> pq.ParquetWriter:
+def parquet_writer(sink, target: pa.Schema) -> pq.ParquetWriter:
     ints = [f.name for f in target if f.type == pa.int64()]
     return pq.ParquetWriter(sink, target, compression=COMPRESSION,
                             compression_level=COMPRESSION_LEVEL,
@@ -140,7 +140,7 @@ def _write(conn: psycopg.Connection, spec: Partitioned, period: Period,
     binary = columns.binary_columns(spec.table)
     rows = 0
     with (conn.transaction(), conn.cursor() as cur,
-          _parquet_writer(sink, target) as writer):
+          parquet_writer(sink, target) as writer):
         cur.execute("SET LOCAL TimeZone = 'UTC'")
         with cur.copy(_export_sql(spec, period, relation)) as copy:
             stream = _CopyStream(copy)

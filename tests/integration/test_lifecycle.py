@@ -31,8 +31,8 @@ def aged(fresh_database):
         conn.execute("""
             INSERT INTO raw.events (event_id, payload, kafka_topic, kafka_partition,
                                     kafka_offset, ingested_at)
-            SELECT gen_random_uuid(), '{"n": 1}'::json, 't', 0, g, %s
-            FROM generate_series(1, 500) g""", (old.start + timedelta(minutes=7),))
+            SELECT gen_random_uuid(), '{"n": 1}'::json, 't', 0, g, %s + g * interval '1 second'
+            FROM generate_series(1, 500) g""", (old.start,))
     return fresh_database, old
 
 
@@ -226,3 +226,30 @@ def test_a_period_is_dropped_while_the_micro_batch_reads_the_table_without_pause
             run.join()
     assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows) for s in report.steps]
     assert len(held) >= 3  # the micro-batch went on after the detach
+
+
+def test_rows_back_in_a_dropped_period_never_shrink_its_archive(aged, tmp_path):
+    """After its drop, a period gets 100 of its rows back (a partial restore) and 10 rows it
+    never had (a partition made again for late rows). The next pass drops it again with the
+    archive holding all 510: writing the file again from the table alone would have kept 110."""
+    from streamflow.archive import restore
+
+    url, old = aged
+    archive = str(tmp_path / "archive")
+    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows)
+                                         for s in _pass(url, archive).steps]
+    back = restore(url, EVENTS, old.start, old.start + timedelta(seconds=100, microseconds=1),
+                   archive, HOUR)
+    assert back.inserted == 100
+    with connect_admin(url) as conn:
+        conn.execute("""
+            INSERT INTO raw.events (event_id, payload, kafka_topic, kafka_partition,
+                                    kafka_offset, ingested_at)
+            SELECT gen_random_uuid(), '{"n": 2}'::json, 't', 1, g, %s
+            FROM generate_series(1, 10) g""", (old.start + timedelta(minutes=30),))
+    report = _pass(url, archive)
+    assert (old.key, "dropped", 110) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert not report.failures
+    assert archive_checksum(archive, EVENTS, old).rows == 510
+    with connect_admin(url) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 0
