@@ -303,13 +303,14 @@ def _label(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()[:110]
 
 
-def _nodes(node: dict, depth: int = 0) -> list[str]:
+def plan_lines(node: dict, depth: int = 0) -> list[str]:
     """A plan as one short line per node: what it does, on what, rows, pages touched."""
     target = " ".join(filter(None, (node.get("Index Name"), node.get("Relation Name"))))
     line = (f"{'  ' * depth}{node['Node Type']} {target}".rstrip()
             + f" rows={node.get('Actual Rows')} loops={node.get('Actual Loops')}"
             + f" buffers={node.get('Shared Hit Blocks', 0) + node.get('Shared Read Blocks', 0)}")
-    return [line] + [child for plan in node.get("Plans", []) for child in _nodes(plan, depth + 1)]
+    return [line] + [child for plan in node.get("Plans", [])
+                     for child in plan_lines(plan, depth + 1)]
 
 
 def _seq_scans(node: dict) -> list[str]:
@@ -337,7 +338,7 @@ def explain(url: str, statements: list[tuple[object, object]]) -> dict:
             plans[_label(text)] = {
                 "ms": round(doc[0]["Execution Time"], 2),
                 "buffers": top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0),
-                "seq_scans": sorted(set(_seq_scans(top))), "plan": _nodes(top)}
+                "seq_scans": sorted(set(_seq_scans(top))), "plan": plan_lines(top)}
     return plans
 
 

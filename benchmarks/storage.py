@@ -21,7 +21,7 @@ from psycopg import sql
 
 from benchmarks.archive_footprint import land_demo_events
 from benchmarks.harness import Stack
-from benchmarks.history import History
+from benchmarks.history import History, plan_lines
 from streamflow.archive import archive_period
 from streamflow.db import migrate, partitions
 from streamflow.db.engine import connect_admin, libpq_url
@@ -201,22 +201,43 @@ def bench_migration(st: Stack, rows: int) -> dict:
 
 # -- the sink's look-up across partitions -----------------------------------------------------
 
+# A copy of a day's rows as an earlier day's: new time-ordered ids of that day, as the
+# producer would have made them then.
 _SHIFT_DAY = sql.SQL(
-    "INSERT INTO raw.events ({cols}) SELECT gen_random_uuid(), {rest}, "
-    "ingested_at - make_interval(days => %s) FROM {source}")
+    "INSERT INTO raw.events ({cols}) SELECT uuidv7(-make_interval(days => %(n)s)), {rest}, "
+    "ingested_at - make_interval(days => %(n)s) FROM {source}")
 
 
-def _lookup_us(url: str, batches: int) -> list[float]:
+# New event ids: as the producer makes them (UUIDv7, time-ordered: beyond every key an
+# earlier day's partition holds) or as random as a replayed file's (UUIDv5 of its lines).
+_NEW_IDS = {
+    "time_ordered": "SELECT array_agg(uuidv7()) FROM generate_series(1, %s)",
+    "random": "SELECT array_agg(gen_random_uuid()) FROM generate_series(1, %s)",
+}
+
+
+def _lookup_us(url: str, batches: int) -> dict[str, dict]:
     """µs per event of the look-up alone, for batches of new events (found nowhere: every
-    partition's index is probed for each)."""
-    timings = []
+    partition's index is searched for each) by kind of id, and its plan (EXPLAIN ANALYZE)."""
+    found = {}
     with connect_admin(url) as conn:
-        for _ in range(batches):
-            ids = [uuid.uuid4() for _ in range(LOOKUP_BATCH)]
-            started = time.perf_counter()
-            assert conn.execute(_ANY_LANDED, (ids,)).fetchone()[0] is False
-            timings.append((time.perf_counter() - started) / LOOKUP_BATCH * 1e6)
-    return timings
+        for kind, query in _NEW_IDS.items():
+            timings = []
+            for _ in range(batches):
+                (ids,) = conn.execute(query, (LOOKUP_BATCH,)).fetchone()
+                started = time.perf_counter()
+                assert conn.execute(_ANY_LANDED, (ids,)).fetchone()[0] is False
+                timings.append((time.perf_counter() - started) / LOOKUP_BATCH * 1e6)
+            (ids,) = conn.execute(query, (LOOKUP_BATCH,)).fetchone()
+            (doc,) = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(
+                _ANY_LANDED), (ids,)).fetchone()
+            found[kind] = {"us_per_event_median": round(statistics.median(timings), 2),
+                           "ms_per_batch_median": round(
+                               statistics.median(timings) * LOOKUP_BATCH / 1000, 2),
+                           "server_ms": round(doc[0]["Execution Time"], 2),
+                           "planning_ms": round(doc[0]["Planning Time"], 2),
+                           "plan": plan_lines(doc[0]["Plan"])}
+    return found
 
 
 def _landing(url: str, first_offset: int, seed: int) -> dict:
@@ -231,9 +252,7 @@ def _landing(url: str, first_offset: int, seed: int) -> dict:
     return {"partitions": count, "rows": rows,
             "land_events_per_s": round(LOOKUP_BATCH / statistics.median(timed)),
             "land_ms_per_batch_median": round(statistics.median(timed) * 1000, 1),
-            "lookup_us_per_event_median": round(statistics.median(lookup), 2),
-            "lookup_ms_per_batch_median": round(statistics.median(lookup) * LOOKUP_BATCH / 1000,
-                                                2)}
+            "lookup": lookup}
 
 
 def bench_lookup(st: Stack, rows_per_day: int) -> dict:
@@ -259,22 +278,25 @@ def bench_lookup(st: Stack, rows_per_day: int) -> dict:
         assert names[0] == "event_id" and names[-1] == "ingested_at", names
         for n in range(1, LOOKUP_DAYS):
             started = time.perf_counter()
-            conn.execute(statement, (n,))
+            conn.execute(statement, {"n": n})
             _log(f"lookup: day -{n} copied in {time.perf_counter() - started:.0f} s")
         conn.execute("VACUUM (ANALYZE) raw.events")
     many = _landing(url, rows_per_day + LOOKUP_BATCH * LOOKUP_BATCHES, seed=12)
     return {
         "batch": LOOKUP_BATCH, "batches": LOOKUP_BATCHES, "rows_per_day": rows_per_day,
         "one_day": one, "days": LOOKUP_DAYS, "many_days": many,
-        "lookup_us_per_event_added": round(many["lookup_us_per_event_median"]
-                                           - one["lookup_us_per_event_median"], 2),
+        "lookup_us_per_event_added": {
+            kind: round(many["lookup"][kind]["us_per_event_median"]
+                        - one["lookup"][kind]["us_per_event_median"], 2)
+            for kind in _NEW_IDS},
         "note": f"A fresh database with day partitions; {rows_per_day:,} demo events landed "
                 "today (LandingWriter), then timed: 20 landings of 5,000 new demo events "
-                "(LandingWriter.land, median) and 20 look-ups alone (the sink's _ANY_LANDED "
-                "for 5,000 new random event ids: found in no partition, so every partition's "
-                f"event_id index is probed for each). Then {LOOKUP_DAYS - 1} earlier days "
-                "filled with copies of today's rows (new event ids), VACUUM ANALYZE, timed "
-                "again. Partitions counted include the empty ones made ahead.",
+                "(LandingWriter.land, median) and 20 look-ups alone of each kind (the sink's "
+                "_ANY_LANDED for 5,000 new event ids, found in no partition: time-ordered "
+                "UUIDv7 as the producer makes them, or random as a replayed file's). Then "
+                f"{LOOKUP_DAYS - 1} earlier days filled with copies of today's rows (new "
+                "UUIDv7 ids of their day), VACUUM ANALYZE, timed again. Partitions counted "
+                "include the empty ones made ahead and the default.",
     }
 
 
@@ -307,10 +329,12 @@ def refresh_docs(document: dict, results: str) -> None:
         one, many = lk["one_day"], lk["many_days"]
         replace_between(DOCS / "BENCHMARKS.md", "lookup", (
             f"`{results}`: batches of {lk['batch']:,} new events, medians of {lk['batches']}."
-            "\n\n| raw.events | look-up µs/event | look-up ms/batch | landing ms/batch | "
-            "landing events/s |\n|---|---:|---:|---:|---:|\n" + "\n".join(
-                f"| {x['rows']:,} rows, {label} ({x['partitions']} partitions with those "
-                f"ahead) | {x['lookup_us_per_event_median']:.2f} | "
-                f"{x['lookup_ms_per_batch_median']:.1f} | {x['land_ms_per_batch_median']:.1f} | "
-                f"{x['land_events_per_s']:,} |"
+            "\n\n| raw.events | look-up µs/event, time-ordered ids (ms/batch) | "
+            "random ids (ms/batch) | landing ms/batch | landing events/s |"
+            "\n|---|---:|---:|---:|---:|\n" + "\n".join(
+                f"| {x['rows']:,} rows, {label} ({x['partitions']} partitions + default) | "
+                + " | ".join(f"{x['lookup'][k]['us_per_event_median']:.2f} "
+                             f"({x['lookup'][k]['ms_per_batch_median']:.1f})"
+                             for k in ("time_ordered", "random"))
+                + f" | {x['land_ms_per_batch_median']:.1f} | {x['land_events_per_s']:,} |"
                 for label, x in (("1 day filled", one), (f"{lk['days']} days filled", many)))))
