@@ -1,8 +1,9 @@
 """Per-run and per-minute cost as history grows: one micro-batch run, each asset check and one
 sensor evaluation, timed over 0, 1M and 10M rows of already-processed history.
 
-History is loaded with COPY as the sink writes it (its own decode; ~10% as many dead letters),
-then marked processed: notifications, published windows, per-minute counters, watermarks. It
+History is loaded with COPY as the sink writes it (its own decode; ~10% as many dead letters)
+into daily partitions made for each day it spans (a week of hot storage), then marked
+processed: notifications, published windows, per-minute counters, watermarks. It
 ends two hours before the benchmark starts, so none of it falls in any "last hour" a check
 reads: levels differ only in how much older data there is.
 
