@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             document["history"] = history.bench_history(st, levels)
         if not args.quick:
             history.refresh_docs(document["history"] | {"environment": document["environment"]},
-                                 f"{stamp}-all.json")
+                                 f"{stamp}-{args.only or 'all'}.json")
     if "cluster" in wanted:
         with isolated_stack(STREAMFLOW_KAFKA_BROKERS=3) as st:
             document.setdefault("environment", environment(st))
