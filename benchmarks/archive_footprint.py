@@ -19,6 +19,7 @@ from streamflow.db import migrate
 from streamflow.db.engine import connect_admin
 from streamflow.db.landing import Landing, LandingWriter
 from streamflow.db.partitions import EVENTS, Period
+from streamflow.dlq import DeadLetter
 from streamflow.producer.generator import EventGenerator
 from streamflow.sink.decode import decode
 
@@ -29,26 +30,37 @@ BATCH = 10_000
 RATE = 1_000
 
 
-def land_demo_events(url: str, events: int, seed: int = 7) -> None:
-    """``events`` demo events landed as the sink lands them."""
-    generator = EventGenerator(b"footprint-key-0123456789", seed=seed)
+def land_demo_events(url: str, events: int, seed: int = 7, *, invalid_rate: float = 0.0,
+                     first_offset: int = 0, batch: int = BATCH,
+                     timed: list[float] | None = None) -> int:
+    """``events`` demo events landed as the sink lands them (the spoiled share of
+    ``invalid_rate`` as its ingest dead letters), in batches of ``batch`` from Kafka offset
+    ``first_offset`` of partition 0; ``timed``: each landing's seconds appended. Returns the
+    bytes of the messages (the events' own JSON)."""
+    generator = EventGenerator(b"footprint-key-0123456789", seed=seed, invalid_rate=invalid_rate)
     writer = LandingWriter(url, "footprint")
     writer.setup()
+    sent = 0
     try:
         writer.claim(TOPIC, [0])
         now_ms = int(time.time() * 1000) - events * 1000 // RATE
-        offset = 0
-        while offset < events:
-            n = min(BATCH, events - offset)
-            rows = []
+        offset = first_offset
+        while offset < first_offset + events:
+            n = min(batch, first_offset + events - offset)
+            landing = Landing(next_offsets={(TOPIC, 0): offset + n})
             for i, (key, value) in enumerate(generator.batch(n, now_ms)):
-                rows.append(decode(value, key, lambda: contract.HEADERS, TOPIC, 0, offset + i))
-            writer.land(Landing(rows=rows, next_offsets={(TOPIC, 0): offset + n}),
-                        lambda letters: [])
+                sent += len(value)
+                row = decode(value, key, lambda: contract.HEADERS, TOPIC, 0, offset + i)
+                (landing.dead_letters if isinstance(row, DeadLetter) else landing.rows).append(row)
+            started = time.perf_counter()
+            writer.land(landing, lambda letters: [])
+            if timed is not None:
+                timed.append(time.perf_counter() - started)
             offset += n
             now_ms += n * 1000 // RATE
     finally:
         writer.close()
+    return sent
 
 
 def main() -> None:

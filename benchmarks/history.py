@@ -1,8 +1,9 @@
 """Per-run and per-minute cost as history grows: one micro-batch run, each asset check and one
 sensor evaluation, timed over 0, 1M and 10M rows of already-processed history.
 
-History is loaded with COPY as the sink writes it (its own decode; ~10% as many dead letters),
-then marked processed: notifications, published windows, per-minute counters, watermarks. It
+History is loaded with COPY as the sink writes it (its own decode; ~10% as many dead letters)
+into daily partitions made for each day it spans (a week of hot storage), then marked
+processed: notifications, published windows, per-minute counters, watermarks. It
 ends two hours before the benchmark starts, so none of it falls in any "last hour" a check
 reads: levels differ only in how much older data there is.
 
@@ -43,9 +44,10 @@ from benchmarks.harness import (
 from resources import KafkaResource, PostgresResource
 from sensors.microbatch import new_events_sensor
 from streamflow import contract, topics
+from streamflow.db import partitions
 from streamflow.db.engine import libpq_url
 from streamflow.db.tables import LANDING_COLUMNS, LandingRow, notifications
-from streamflow.dlq import DeadLetter, Reason, Stage
+from streamflow.dlq import DeadLetter, Reason, Stage, raw_headers_json, storable_headers
 from streamflow.microbatch import batch, windows
 from streamflow.microbatch import notifications as contract_step
 from streamflow.producer.generator import EventGenerator
@@ -56,6 +58,8 @@ from streamflow.supervisor import DEMO_INVALID_RATE
 from streamflow.workers.runtime import Progress, StopFlag
 
 LEVELS = (0, 1_000_000, 10_000_000)
+# The checks that read PostgreSQL (the replication checks ask Kafka, which history leaves be).
+HISTORY_CHECKS = [c for c in CHECKS if "postgres" in c.required_resource_keys]
 QUICK_LEVELS = (0, 100_000, 1_000_000)
 # One run's batch: ~17 minutes of the demo stream, half a run's MAX_BATCH.
 FRESH_EVENTS = 50_000
@@ -69,6 +73,9 @@ TARGET_RATIO = 1.2  # the issue's bound on cost at the largest level / cost at 0
 # ends QUIET before the start: whatever "the last hour" a query reads is history-free.
 HISTORY_SPAN = timedelta(days=7)
 QUIET = timedelta(hours=2)
+# History sits in daily partitions, as a week of hot storage does (docs/ARCHITECTURE.md,
+# "Storage over time"): what reads by ingest_seq cannot prune must stay index-only per partition.
+PARTITION_INTERVAL = timedelta(days=1)
 # Every 20th message never landed (an ingest dead letter) and every 20th landed event breaks
 # the contract (a contract dead letter): ~10% as many dead letters as events.
 INGEST_REJECT_EVERY = 20
@@ -86,7 +93,7 @@ _COPY_EVENTS = sql.SQL("COPY raw.events ({}) FROM STDIN").format(sql.SQL(", ").j
     map(sql.Identifier, (*LANDING_COLUMNS, "ingest_seq", "ingested_at"))))
 _COPY_DEAD_LETTERS = sql.SQL(
     "COPY raw.dead_letters (stage, reason_code, reason, payload, message_key, headers, "
-    "event_id, source_topic, source_partition, source_offset, created_at) FROM STDIN")
+    "raw_headers, event_id, source_topic, source_partition, source_offset, created_at) FROM STDIN")
 
 _NOTIFIED = sql.SQL(", ").join(sql.Identifier(c.name) for c in notifications.columns
                                if c.name != "validated_at")
@@ -142,20 +149,34 @@ def _headers() -> list[tuple[str, bytes]]:
 
 def _letter_row(d: DeadLetter, created_at: datetime) -> tuple:
     return (d.stage.value, d.reason_code.value, d.reason, d.payload, d.key,
-            orjson.dumps(d.headers).decode(), d.event_id, d.source_topic, d.source_partition,
-            d.source_offset, created_at)
+            storable_headers(d.headers), raw_headers_json(d.headers), d.event_id,
+            d.source_topic, d.source_partition, d.source_offset, created_at)
 
 
 class History:
     """Processed history, grown level by level (cumulatively) in one database."""
 
-    def __init__(self, database_url: str, largest: int, started: datetime) -> None:
+    def __init__(self, database_url: str, largest: int, started: datetime,
+                 span: timedelta = HISTORY_SPAN) -> None:
         self.url = libpq_url(database_url)
         self.gen = EventGenerator(BENCH_PII_KEY.encode(), seed=7)
         self.rows = 0      # history events landed so far (the fresh runs' are not counted)
         self.messages = 0  # history messages so far, rejects included: their Kafka offsets
-        self.t0_ms = (started - QUIET - HISTORY_SPAN).timestamp() * 1000
-        self.step_ms = HISTORY_SPAN.total_seconds() * 1000 / max(largest, 1)
+        self.started = started
+        self.t0 = started - QUIET - span
+        self.t0_ms = self.t0.timestamp() * 1000
+        self.step_ms = span.total_seconds() * 1000 / max(largest, 1)
+
+    def partition(self, interval: timedelta = PARTITION_INTERVAL) -> dict[str, int]:
+        """Make the partitions of every period the history spans (a row's time key is its
+        event time here), so that its COPY lands in them, not in the default partitions:
+        the partitions a week of hot storage holds. Returns each table's partition count."""
+        wanted = list(partitions.periods(self.t0, self.started, interval))
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for spec in partitions.TABLES:
+                partitions.ensure(conn, spec, interval, self.started, periods_wanted=wanted)
+            return {spec.name: len(partitions.partitions(conn, spec))
+                    for spec in partitions.TABLES}
 
     def grow(self, target: int) -> dict:
         """COPY events and dead letters up to ``target`` history rows, then mark them
@@ -216,7 +237,7 @@ class History:
                     if event["event_type"] == BAD_TYPE:  # rejected by the micro-batch later
                         letters.write_row(_letter_row(DeadLetter(
                             stage=Stage.CONTRACT, reason_code=Reason.CONTRACT,
-                            reason=str(_BAD_TYPE_FAILURE), payload=value, key=key, headers={},
+                            reason=str(_BAD_TYPE_FAILURE), payload=value, key=key, headers=(),
                             source_topic=row.kafka_topic, source_partition=row.kafka_partition,
                             source_offset=row.kafka_offset, event_id=event["event_id"]),
                             row.occurred_at + timedelta(seconds=5)))
@@ -285,13 +306,14 @@ def _label(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()[:110]
 
 
-def _nodes(node: dict, depth: int = 0) -> list[str]:
+def plan_lines(node: dict, depth: int = 0) -> list[str]:
     """A plan as one short line per node: what it does, on what, rows, pages touched."""
     target = " ".join(filter(None, (node.get("Index Name"), node.get("Relation Name"))))
     line = (f"{'  ' * depth}{node['Node Type']} {target}".rstrip()
             + f" rows={node.get('Actual Rows')} loops={node.get('Actual Loops')}"
             + f" buffers={node.get('Shared Hit Blocks', 0) + node.get('Shared Read Blocks', 0)}")
-    return [line] + [child for plan in node.get("Plans", []) for child in _nodes(plan, depth + 1)]
+    return [line] + [child for plan in node.get("Plans", [])
+                     for child in plan_lines(plan, depth + 1)]
 
 
 def _seq_scans(node: dict) -> list[str]:
@@ -319,7 +341,7 @@ def explain(url: str, statements: list[tuple[object, object]]) -> dict:
             plans[_label(text)] = {
                 "ms": round(doc[0]["Execution Time"], 2),
                 "buffers": top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0),
-                "seq_scans": sorted(set(_seq_scans(top))), "plan": _nodes(top)}
+                "seq_scans": sorted(set(_seq_scans(top))), "plan": plan_lines(top)}
     return plans
 
 
@@ -380,7 +402,7 @@ def measure(st: Stack, level: int, resources: dict, instance: dg.DagsterInstance
     # Checks after the runs: at level 0 the newest-100k check then reads as much as later.
     checks = {}
     gc.collect()
-    for check in CHECKS:
+    for check in HISTORY_CHECKS:
         seconds = []
         for _ in range(CHEAP_REPEATS):
             started = time.perf_counter()
@@ -446,6 +468,8 @@ def bench_history(st: Stack, levels=LEVELS) -> dict:
     _log("warm-up run (imports, first Kafka producer) ...")
     one_run(st, "history-warmup", resources, instance, events=1_000)
     _traced()
+    partition_counts = history.partition()
+    _log(f"history: partitions per table: {partition_counts}")
     by_level = {}
     for level in levels:
         _log(f"history: growing to {level:,} rows ...")
@@ -455,6 +479,7 @@ def bench_history(st: Stack, levels=LEVELS) -> dict:
     ratios = _ratios(first, last)
     return {
         "levels": list(levels),
+        "partitions": partition_counts,
         "fresh_events_per_run": FRESH_EVENTS,
         "by_level": by_level,
         "ratios_at_max_to_0": ratios,

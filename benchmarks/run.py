@@ -4,6 +4,7 @@ benchmarks/results/, and (full runs) the table in docs/BENCHMARKS.md.
     python -m benchmarks.run            # full: 1M-event backlog, 20 s per latency rate
     python -m benchmarks.run --quick    # CI-sized: 100k events, 5 s per rate (docs untouched)
     python -m benchmarks.run --only latency
+    python -m benchmarks.run --only storage     # also: migration, lookup (Storage over time)
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from benchmarks import (
     pipeline,
     plots,
     report,
+    storage,
 )
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
-GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster")
+GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster",
+          "storage", "migration", "lookup")
+# Storage over time: rows of raw.events the migration moves into partitions, and per daily
+# partition for the sink's look-up across them (full; quick).
+MIGRATION_ROWS = (1_000_000, 50_000)
+LOOKUP_ROWS_PER_DAY = (1_000_000, 100_000)
 # Sustained rates (events/s) at which window visibility is measured on the full stack, after
 # the demo rate; each on a fresh stack.
 LOADED_RATES = (1_000, 5_000, 20_000)
@@ -95,14 +102,28 @@ def main(argv: list[str] | None = None) -> int:
             document["history"] = history.bench_history(st, levels)
         if not args.quick:
             history.refresh_docs(document["history"] | {"environment": document["environment"]},
-                                 f"{stamp}-all.json")
+                                 f"{stamp}-{args.only or 'all'}.json")
     if "cluster" in wanted:
         with isolated_stack(STREAMFLOW_KAFKA_BROKERS=3) as st:
             document.setdefault("environment", environment(st))
             _log("cluster: 3 brokers; replication, 1-3 sinks, rebalance pauses, leader kill ...")
             document["cluster"] = cluster.bench_cluster(
                 st, events // 2, quick=args.quick)
+    storage_groups = [g for g in ("storage", "migration", "lookup") if g in wanted]
+    if storage_groups:
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            if "storage" in wanted:
+                _log(f"storage: {events:,} events, bytes per event hot and archived ...")
+                document["storage"] = storage.bench_storage(st, events)
+            if "migration" in wanted:
+                document["migration"] = storage.bench_migration(
+                    st, MIGRATION_ROWS[args.quick])
+            if "lookup" in wanted:
+                document["lookup"] = storage.bench_lookup(st, LOOKUP_ROWS_PER_DAY[args.quick])
     path = write_results(args.only or "all", document, stamp)
+    if storage_groups and not args.quick:
+        storage.refresh_docs(document, path.name)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))
     if not args.quick and not args.only:
