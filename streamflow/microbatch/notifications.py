@@ -43,8 +43,11 @@ _INSERT_VALID = statement("""
     SELECT {from_cols} FROM {e}
     WHERE {e.ingest_seq} > %(after)s AND {e.ingest_seq} <= %(last)s
       AND NOT ({e.ingest_seq} = ANY(%(rejected)s))
-      -- one per event_id in every time partition (streamflow.db.partitions)
-      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = {e}.{e.event_id})
+      -- one per event_id in every time partition (streamflow.db.partitions). An event's
+      -- notification is validated after it landed: the bound lets PostgreSQL skip, per
+      -- event, every partition older than its landing (one probe, not one per hot period).
+      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = {e}.{e.event_id}
+                                              AND x.{n.validated_at} >= {e}.{e.ingested_at})
     ON CONFLICT DO NOTHING
     RETURNING {n.ingest_seq}
 """, n=tables.notifications, e=tables.events, to_cols=columns(tables.notifications, _COPIED),

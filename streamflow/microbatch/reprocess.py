@@ -198,7 +198,8 @@ _CORRECT = statement("""
 _ADD = statement("""
     INSERT INTO {n} ({cols})
     SELECT {raw} FROM {e} r WHERE r.{e.ingest_seq} = ANY(%(valid)s)
-      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = r.{e.event_id})
+      AND NOT EXISTS (SELECT 1 FROM {n} x WHERE x.{n.event_id} = r.{e.event_id}
+                                              AND x.{n.validated_at} >= r.{e.ingested_at})
     ON CONFLICT DO NOTHING
     RETURNING {n.ingest_seq}, {n.event_id}::text
 """, n=notification_table, e=raw_events, cols=columns(notification_table, _ROW),
