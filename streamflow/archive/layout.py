@@ -18,12 +18,9 @@ from streamflow.db.partitions import TABLES
 
 DATA_FILE = "data.parquet"
 PERIOD_PREFIX = "period="
-# The dbt mart archived beside the partitioned tables (its folder; the lifecycle writes it).
-FCT_EVENTS = "marts.fct_events"
 # Every archived table: its short name (a DuckDB view, `streamflow archive --table`) and
 # its folder, schema.table.
-ARCHIVED_TABLES: dict[str, str] = {**{spec.short: spec.name for spec in TABLES},
-                                   "fct_events": FCT_EVENTS}
+ARCHIVED_TABLES: dict[str, str] = {spec.short: spec.name for spec in TABLES}
 
 
 @dataclass(frozen=True)
