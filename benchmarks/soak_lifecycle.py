@@ -42,7 +42,7 @@ from benchmarks.harness import BENCH_PII_KEY, Stack, percentile, poll_until
 from benchmarks.pipeline import WARM_UP_S
 from benchmarks.stack_probe import MB, StackProbe
 from streamflow import kafka_clients, lifecycle, stack, topics
-from streamflow.archive import duck, query
+from streamflow.archive import query
 from streamflow.archive.listing import list_archive
 from streamflow.db import partitions
 from streamflow.db.engine import libpq_url
@@ -327,14 +327,19 @@ def _ingest_dead_letters(conn: psycopg.Connection, url: str, hot_keys: list[str]
     if not list_archive(url, partitions.DEAD_LETTERS.name):
         return hot
     statement = ("SELECT count(*) FROM dead_letters WHERE stage = 'ingest' AND "  # noqa: S608
-                 f"source_topic = {duck.literal(topics.USER_EVENTS)} AND period NOT IN "
+                 f"source_topic = {_literal(topics.USER_EVENTS)} AND period NOT IN "
                  f"({_keys(hot_keys)})")
     archived = query(url, statement).rows[0][0]
     return hot + archived
 
 
+def _literal(text: str) -> str:
+    """A DuckDB string literal (the account's own SQL; the product's queries take none)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _keys(keys: list[str]) -> str:
-    return ", ".join(duck.literal(k) for k in [*keys, ""])  # '' matches no period: never empty
+    return ", ".join(_literal(k) for k in [*keys, ""])  # '' matches no period: never empty
 
 
 def account(st: Stack, conn: psycopg.Connection, produced: int) -> Account:
@@ -351,7 +356,7 @@ def account(st: Stack, conn: psycopg.Connection, produced: int) -> Account:
                 "COPY (SELECT event_id FROM raw.events) TO STDOUT") as copy:
             for chunk in copy:
                 out.write(chunk)
-        hot_file = duck.literal(str(hot_ids))
+        hot_file = _literal(str(hot_ids))
         archived_ids = ("SELECT CAST(event_id AS VARCHAR) AS id FROM events WHERE period "  # noqa: S608
                         f"NOT IN ({_keys(keys[partitions.EVENTS.name])})"
                         if list_archive(url, partitions.EVENTS.name)

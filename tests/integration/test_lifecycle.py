@@ -253,3 +253,34 @@ def test_rows_back_in_a_dropped_period_never_shrink_its_archive(aged, tmp_path):
     assert archive_checksum(archive, EVENTS, old).rows == 510
     with connect_admin(url) as conn:
         assert conn.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 0
+
+
+def test_a_dead_letter_replayed_after_its_archive_is_archived_as_replayed(fresh_database,
+                                                                         tmp_path):
+    """Dead letters are archived when their period closes, replayed later (their replay_count
+    changes), then dropped: the archive has them as they were when dropped."""
+    from streamflow.archive import query
+    from streamflow.db.partitions import DEAD_LETTERS
+
+    url = fresh_database
+    migrate.upgrade(url, partition_interval=HOUR)
+    now = datetime.now(UTC)
+    old = Period.holding(now - 4 * HOUR, HOUR)
+    archive = str(tmp_path / "archive")
+    with connect_admin(url) as conn:
+        partitions.ensure(conn, DEAD_LETTERS, HOUR, now, periods_wanted=[old])
+        conn.execute("""
+            INSERT INTO raw.dead_letters (stage, reason_code, reason, source_topic,
+                                          source_partition, source_offset, created_at)
+            SELECT 'ingest', 'not_json', 'x', 't', 0, g, %s FROM generate_series(1, 5) g""",
+                     (old.start + timedelta(minutes=5),))
+    kept = lifecycle.run_pass(url, archive, HOUR, lambda spec: timedelta(days=1),
+                              tables=(DEAD_LETTERS,))
+    assert (old.key, "archived", 5) in [(s.period, s.action, s.rows) for s in kept.steps]
+    with connect_admin(url) as conn:
+        conn.execute("UPDATE raw.dead_letters SET replay_count = 1 WHERE source_offset <= 2")
+    dropped = lifecycle.run_pass(url, archive, HOUR, lambda spec: RETENTION,
+                                 tables=(DEAD_LETTERS,))
+    assert (old.key, "dropped", 5) in [(s.period, s.action, s.rows) for s in dropped.steps]
+    result = query(archive, "select sum(replay_count) from dead_letters")
+    assert result.rows == [(2,)]

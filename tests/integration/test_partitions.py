@@ -61,7 +61,9 @@ def _where(conn, table: str, column: str, value) -> list[str]:
 def test_partitions_are_made_ahead_and_a_stray_row_is_caught_then_moved(hourly):
     now = datetime.now(UTC)
     with connect_admin(hourly) as conn:
-        for spec in partitions.TABLES:
+        # marts.fct_events is dbt's, partitioned at its first build (test_dbt_automation).
+        assert not partitions.is_partitioned(conn, partitions.FCT_EVENTS)
+        for spec in (EVENTS, DEAD_LETTERS, NOTIFICATIONS):
             made = partitions.partitions(conn, spec)
             assert made[0].period == Period.holding(now, HOUR), spec.name
             assert made[-1].period.end >= now + partitions.ahead(HOUR), spec.name
