@@ -17,7 +17,7 @@ from assets.lineage import DROPPED_PERIODS, RAW_DEAD_LETTERS, RAW_EVENTS
 from resources import PostgresResource
 from streamflow import lifecycle
 from streamflow.archive import archive_checksum, archive_period
-from streamflow.db import partitions
+from streamflow.db import partitions, tables
 from streamflow.db.partitions import Partitioned, Period
 from streamflow.settings import Settings
 
@@ -113,8 +113,9 @@ def lifecycle_defs(settings: Settings) -> LifecycleDefs:
     every = cron_for(min(interval, _HOUR))
     dropped = dg.AssetSpec(
         DROPPED_PERIODS, group_name=GROUP, kinds={"postgres"},
-        description="The periods the lifecycle job archived, verified and dropped "
-                    "(streamflow.dropped_periods): the marts and windows do not recount them.")
+        description=f"The periods the lifecycle job archived, verified and dropped "
+                    f"({tables.dropped_periods.fullname}): the marts and windows do not "
+                    "recount them.")
     return LifecycleDefs(
         assets=[archive, dropped], checks=checks, jobs=[archive_job, lifecycle_job, checks_job],
         schedules=[

@@ -26,7 +26,6 @@ from __future__ import annotations
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -37,12 +36,13 @@ from typing import NamedTuple
 
 import orjson
 import psycopg
+import pyarrow.parquet as pq
 
 from benchmarks.harness import BENCH_PII_KEY, Stack, percentile, poll_until
 from benchmarks.pipeline import WARM_UP_S
 from benchmarks.stack_probe import MB, StackProbe
 from streamflow import kafka_clients, lifecycle, stack, topics
-from streamflow.archive import query
+from streamflow.archive import open_location
 from streamflow.archive.listing import list_archive
 from streamflow.db import partitions
 from streamflow.db.engine import libpq_url
@@ -321,55 +321,44 @@ class LatencyProbe:
 
 # -- the end: drain, one pass, the account ---------------------------------------------------
 
+def _archived_columns(url: str, table: str, hot_keys: list[str],
+                      names: list[str]) -> list[dict]:
+    """``names`` of the archived rows of ``table`` in periods no longer hot, period by period
+    (pyarrow reads only those columns of each file)."""
+    location = open_location(url)
+    return [pq.read_table(location.fs.open(location.data_path(table, key), "rb"),
+                          columns=names).to_pydict()
+            for key in location.period_keys(table) if key not in set(hot_keys)]
+
+
 def _ingest_dead_letters(conn: psycopg.Connection, url: str, hot_keys: list[str]) -> int:
     hot = conn.execute("SELECT count(*) FROM raw.dead_letters WHERE stage = 'ingest' "
                        "AND source_topic = %s", (topics.USER_EVENTS,)).fetchone()[0]
-    if not list_archive(url, partitions.DEAD_LETTERS.name):
-        return hot
-    statement = ("SELECT count(*) FROM dead_letters WHERE stage = 'ingest' AND "  # noqa: S608
-                 f"source_topic = {_literal(topics.USER_EVENTS)} AND period NOT IN "
-                 f"({_keys(hot_keys)})")
-    archived = query(url, statement).rows[0][0]
+    archived = sum(
+        sum(1 for stage, topic in zip(part["stage"], part["source_topic"], strict=True)
+            if stage == "ingest" and topic == topics.USER_EVENTS)
+        for part in _archived_columns(url, partitions.DEAD_LETTERS.name, hot_keys,
+                                      ["stage", "source_topic"]))
     return hot + archived
-
-
-def _literal(text: str) -> str:
-    """A DuckDB string literal (the account's own SQL; the product's queries take none)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _keys(keys: list[str]) -> str:
-    return ", ".join(_literal(k) for k in [*keys, ""])  # '' matches no period: never empty
 
 
 def account(st: Stack, conn: psycopg.Connection, produced: int) -> Account:
     """Count every event id once over the archive's periods no longer hot and raw.events."""
     url = st.settings.archive_location
-    if not list_archive(url):
-        hot = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM raw.events").fetchone()
-        return Account(produced, _ingest_dead_letters(conn, url, []), 0, hot[0], hot[1])
     keys = {spec.name: [p.period.key for p in partitions.partitions(conn, spec)]
             for spec in (partitions.EVENTS, partitions.DEAD_LETTERS)}
-    with tempfile.TemporaryDirectory(prefix="soak-account-") as tmp:
-        hot_ids = Path(tmp) / "hot.csv"
-        with hot_ids.open("wb") as out, conn.cursor().copy(
-                "COPY (SELECT event_id FROM raw.events) TO STDOUT") as copy:
-            for chunk in copy:
-                out.write(chunk)
-        hot_file = _literal(str(hot_ids))
-        archived_ids = ("SELECT CAST(event_id AS VARCHAR) AS id FROM events WHERE period "  # noqa: S608
-                        f"NOT IN ({_keys(keys[partitions.EVENTS.name])})"
-                        if list_archive(url, partitions.EVENTS.name)
-                        else "SELECT NULL::VARCHAR AS id WHERE false")
-        row = query(url, f"""
-            WITH archived AS ({archived_ids}),
-            hot AS (SELECT id FROM read_csv({hot_file}, header = false,
-                                             columns = {{'id': 'VARCHAR'}})),
-            both_ AS (SELECT id FROM archived UNION ALL SELECT id FROM hot)
-            SELECT (SELECT count(*) FROM archived), (SELECT count(*) FROM hot),
-                   count(DISTINCT id) FROM both_""").rows[0]  # noqa: S608
+    seen: set[str] = set()
+    archived = hot = 0
+    for part in _archived_columns(url, partitions.EVENTS.name, keys[partitions.EVENTS.name],
+                                  ["event_id"]):
+        archived += len(part["event_id"])
+        seen.update(part["event_id"])
+    with conn.cursor().copy("COPY (SELECT event_id FROM raw.events) TO STDOUT") as copy:
+        for (event_id,) in copy.rows():
+            hot += 1
+            seen.add(str(event_id))
     return Account(produced, _ingest_dead_letters(conn, url, keys[partitions.DEAD_LETTERS.name]),
-                   row[0], row[1], row[2])
+                   archived, hot, len(seen))
 
 
 def drain_and_account(st: Stack, probe: StackProbe, conn: psycopg.Connection,

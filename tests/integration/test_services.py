@@ -78,6 +78,9 @@ def _schema_snapshot(url: str) -> list[tuple]:
         rows = conn.execute(text(
             "SELECT table_schema, table_name, column_name, data_type, is_nullable "
             "FROM information_schema.columns WHERE table_schema IN ('raw', 'streamflow') "
+            # time partitions come and go with the clock (streamflow.db.partitions)
+            "AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relispartition AND "
+            "c.oid = format('%I.%I', table_schema, table_name)::regclass) "
             "ORDER BY 1, 2, ordinal_position")).all()
     engine.dispose()
     return [tuple(r) for r in rows]
