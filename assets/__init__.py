@@ -6,7 +6,7 @@ from assets.dlq_replay import dlq_replay_job
 from assets.lineage import landing_specs, topic_specs
 from assets.microbatch import MICROBATCH_ASSETS, microbatch_job
 from assets.reprocess import reprocess_job
-from assets.retention import retention_job, retention_schedule
+from assets.retention import retention_job, retention_schedule_for
 
 __all__ = [
     "CHECKS",
@@ -18,7 +18,7 @@ __all__ = [
     "microbatch_job",
     "reprocess_job",
     "retention_job",
-    "retention_schedule",
+    "retention_schedule_for",
     "streamflow_dbt",
     "topic_specs",
 ]

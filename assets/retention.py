@@ -20,6 +20,7 @@ from assets.checks import checks_job
 from assets.event_retention import EVENT_AGE, purge_events
 from assets.lifecycle import LIFECYCLE_CHECKS_JOB, LIFECYCLE_JOB
 from assets.microbatch import microbatch_job
+from streamflow.settings import Settings
 
 JOB_NAME = "dagster_retention"
 # Runs older than these are deleted. A successful run is only worth a look while its batch is
@@ -211,9 +212,33 @@ def retention_job():
     purge_old_events(after_runs=purge_old_runs())
 
 
-# Hourly, not daily: an hour is ~780 runs to delete (~17 s); a day is ~19,000 (~7 minutes),
-# far past MAX_RUNS, so a daily job would never catch up. Minute 7: not one of the minutes the
-# 5-minute dbt automation ticks on.
-retention_schedule = dg.ScheduleDefinition(
-    job=retention_job, cron_schedule="7 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING)
+# The hourly cadence at the default ages. Hourly, not daily: an hour is ~780 runs to delete
+# (~17 s); a day is ~19,000 (~7 minutes), far past MAX_RUNS, so a daily job would never catch
+# up. Minute 7: not one of the minutes the 5-minute dbt automation ticks on.
+HOURLY = "7 * * * *"
+# Shorter run ages (the lifecycle soak keeps minutes) are purged four times an age, so that the
+# storage levels off at ~1.25 ages of runs; never more often than every 5 minutes.
+TIMES_PER_AGE = 4
+CADENCES_MIN = (5, 10, 15, 20, 30)
+
+
+def cron_for(run_age: timedelta) -> str:
+    """Hourly at minute 7, or every 5-30 minutes (off the 5-minute marks) for ages under 4 h."""
+    minutes = run_age / timedelta(minutes=1) / TIMES_PER_AGE
+    if minutes >= 60:
+        return HOURLY
+    every = max([m for m in CADENCES_MIN if m <= minutes], default=CADENCES_MIN[0])
+    return f"2-59/{every} * * * *"
+
+
+def retention_schedule_for(settings: Settings) -> dg.ScheduleDefinition:
+    """The scheduled runs use STREAMFLOW_DAGSTER_RUN_RETENTION and _EVENT_RETENTION; a run
+    launched by hand uses its launchpad config (the defaults above)."""
+    run_age, event_age = settings.dagster_retention(), settings.dagster_retention(events=True)
+    return dg.ScheduleDefinition(
+        name=f"{JOB_NAME}_schedule", job=retention_job, cron_schedule=cron_for(run_age),
+        run_config=dg.RunConfig(ops={
+            "purge_old_runs": RetentionConfig(success_hours=run_age / timedelta(hours=1)),
+            "purge_old_events": EventRetentionConfig(event_days=event_age / timedelta(days=1)),
+        }),
+        default_status=dg.DefaultScheduleStatus.RUNNING)

@@ -77,10 +77,12 @@ class LifecyclePlan:
         return self.minutes * 60
 
     def settings(self) -> dict[str, object]:
-        """The stack's settings (dead letters cycle as the rest do)."""
+        """The stack's settings: dead letters cycle as the rest do, and Dagster keeps its runs
+        and runless events as long, so that its storage too levels off within the hour."""
         return {"STREAMFLOW_DEMO_RATE": self.rate, "STREAMFLOW_PARTITION_INTERVAL": self.interval,
-                "STREAMFLOW_HOT_RETENTION": self.retention,
-                "STREAMFLOW_DEAD_LETTER_RETENTION": self.retention}
+                **{name: self.retention for name in (
+                    "STREAMFLOW_HOT_RETENTION", "STREAMFLOW_DEAD_LETTER_RETENTION",
+                    "STREAMFLOW_DAGSTER_RUN_RETENTION", "STREAMFLOW_DAGSTER_EVENT_RETENTION")}}
 
 
 FULL = LifecyclePlan()

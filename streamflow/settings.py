@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # Where archived periods go: any fsspec URL (s3://bucket/path with s3fs installed ...);
     # default STREAMFLOW_HOME/archive.
     archive_url: str | None = Field(None, alias="STREAMFLOW_ARCHIVE_URL")
+    # Dagster's own storage (assets/retention.py): successful runs of the frequent jobs, and
+    # the events no run holds (sensor observations, check executions), are deleted past these.
+    dagster_run_retention: str = Field("6h", alias="STREAMFLOW_DAGSTER_RUN_RETENTION")
+    dagster_event_retention: str = Field("2d", alias="STREAMFLOW_DAGSTER_EVENT_RETENTION")
 
     # -- PII -------------------------------------------------------------------------------
     pii_key: SecretStr | None = Field(None, alias="STREAMFLOW_PII_KEY")
@@ -164,7 +168,8 @@ class Settings(BaseSettings):
             raise ValueError(str(exc).split(": ", 1)[-1]) from None
         return value
 
-    @field_validator("hot_retention", "dead_letter_retention")
+    @field_validator("hot_retention", "dead_letter_retention", "dagster_run_retention",
+                     "dagster_event_retention")
     @classmethod
     def _duration(cls, value: str) -> str:
         from streamflow.db.partitions import parse_duration
@@ -314,6 +319,15 @@ class Settings(BaseSettings):
         if dead_letters:
             return parse_duration(self.dead_letter_retention, "STREAMFLOW_DEAD_LETTER_RETENTION")
         return parse_duration(self.hot_retention, "STREAMFLOW_HOT_RETENTION")
+
+    def dagster_retention(self, *, events: bool = False) -> timedelta:
+        """How long Dagster keeps successful runs, or runless events and check executions."""
+        from streamflow.db.partitions import parse_duration
+
+        if events:
+            return parse_duration(self.dagster_event_retention,
+                                  "STREAMFLOW_DAGSTER_EVENT_RETENTION")
+        return parse_duration(self.dagster_run_retention, "STREAMFLOW_DAGSTER_RUN_RETENTION")
 
     @property
     def archive_location(self) -> str:

@@ -12,7 +12,7 @@ from assets import (
     microbatch_job,
     reprocess_job,
     retention_job,
-    retention_schedule,
+    retention_schedule_for,
     streamflow_dbt,
     topic_specs,
 )
@@ -21,8 +21,10 @@ from resources import resource_defs
 from sensors import SENSORS, dbt_full_refresh_job
 from streamflow.settings import load_settings
 
-# The archive's partitions follow STREAMFLOW_PARTITION_INTERVAL: read when Dagster loads this.
-lifecycle = lifecycle_defs(load_settings())
+# The archive's partitions follow STREAMFLOW_PARTITION_INTERVAL, the retention schedule the
+# Dagster retention settings: read when Dagster loads this.
+settings = load_settings()
+lifecycle = lifecycle_defs(settings)
 
 defs = dg.Definitions(
     assets=[*topic_specs(), *landing_specs(), *MICROBATCH_ASSETS, streamflow_dbt,
@@ -30,7 +32,7 @@ defs = dg.Definitions(
     asset_checks=[*CHECKS, *lifecycle.checks],
     jobs=[microbatch_job, checks_job, dlq_replay_job, retention_job, reprocess_job,
           dbt_full_refresh_job, *lifecycle.jobs],
-    schedules=[checks_schedule, retention_schedule, *lifecycle.schedules],
+    schedules=[checks_schedule, retention_schedule_for(settings), *lifecycle.schedules],
     # Declarative automation (the dbt models' on_cron condition) is off unless enabled here.
     sensors=[*SENSORS, dg.AutomationConditionSensorDefinition(
         "dbt_automation", target=dg.AssetSelection.groups("dbt"),

@@ -14,10 +14,12 @@ from assets.retention import (
     AUTOMATION_TAG,
     JOB_NAME,
     RetentionPolicy,
+    cron_for,
     purge_old_events,
     purge_old_runs,
     purge_runs,
     retention_job,
+    retention_schedule_for,
 )
 from streamflow.settings import load_settings
 from streamflow.supervisor import write_dagster_yaml
@@ -244,6 +246,23 @@ def test_the_retention_job_deletes_with_its_launchpad_config(instance):
     assert (metadata["deleted"].value, metadata["capped"].value) == (3, False)
     assert outputs[purge_old_events.name]["runless events"].value == 0  # none reported here
     assert JOB_NAME in RetentionPolicy().jobs  # its own hourly runs are purged too
+
+
+def test_the_schedule_purges_by_the_settings_ages_and_often_enough_for_them(monkeypatch):
+    """Hourly at the defaults; the lifecycle soak's 15-minute ages are purged every 5 minutes,
+    or its storage would grow for the hour (docs/BENCHMARKS.md, lifecycle soak)."""
+    monkeypatch.chdir(Path(__file__).parent)  # no .env from the checkout
+    default = retention_schedule_for(load_settings())
+    short = retention_schedule_for(load_settings(STREAMFLOW_DAGSTER_RUN_RETENTION="15m",
+                                                 STREAMFLOW_DAGSTER_EVENT_RETENTION="30m"))
+
+    assert default.cron_schedule == "7 * * * *"
+    assert short.cron_schedule == "2-59/5 * * * *"
+    ops = short.evaluate_tick(dg.build_schedule_context()).run_requests[0].run_config["ops"]
+    assert ops[purge_old_runs.name]["config"]["success_hours"] == 0.25
+    assert ops[purge_old_events.name]["config"]["event_days"] == pytest.approx(30 / 1440)
+    assert [cron_for(timedelta(hours=h)) for h in (1, 2, 4, 6)] == [
+        "2-59/15 * * * *", "2-59/30 * * * *", "7 * * * *", "7 * * * *"]
 
 
 # Tick retention in the instance config that `streamflow up` and compose's `migrate` write
