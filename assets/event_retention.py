@@ -172,6 +172,22 @@ def purge_asset_check_executions(storage: SqlEventLogStorage, cutoff: datetime,
     return result
 
 
+def purge_ticks(instance, now: datetime, age: timedelta = EVENT_AGE) -> int:
+    """Sensor and schedule ticks older than ``age``, each instigator's newest kept (the UI's
+    "last tick"): the instance's own `retention:` counts in whole days and keeps a sensor's
+    successful ticks (the micro-batch sensor's, one a run) for 7, so at a minute's retention
+    (the lifecycle soak) they would grow all day. Returns the instigators purged."""
+    cutoff = (now - age).timestamp()
+    purged = 0
+    for state in instance.all_instigator_state():
+        origin, selector = state.instigator_origin_id, state.selector_id
+        newest = instance.get_ticks(origin, selector, limit=1)
+        if newest:
+            instance.purge_ticks(origin, selector, min(cutoff, newest[0].timestamp))
+            purged += 1
+    return purged
+
+
 def purge_events(instance, now: datetime, age: timedelta = EVENT_AGE) -> EventPurge:
     """Runless asset events, then check executions and their runless events, older than
     ``age`` (the newest of each kept)."""

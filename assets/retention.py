@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.checks import checks_job
-from assets.event_retention import EVENT_AGE, purge_events
+from assets.event_retention import EVENT_AGE, purge_events, purge_ticks
 from assets.lifecycle import LIFECYCLE_CHECKS_JOB, LIFECYCLE_JOB
 from assets.microbatch import microbatch_job
 from streamflow.settings import Settings
@@ -186,22 +186,25 @@ def purge_old_runs(context: dg.OpExecutionContext, config: RetentionConfig):
 class EventRetentionConfig(dg.Config):
     event_days: float = Field(EVENT_AGE / timedelta(days=1), gt=0,
                               description="Delete runless asset events (sensor observations, "
-                                          "reported materializations) and asset-check "
-                                          "executions older than this; the newest of each "
-                                          "is kept.")
+                                          "reported materializations), asset-check "
+                                          "executions and sensor and schedule ticks older "
+                                          "than this; the newest of each is kept.")
 
 
 @dg.op(ins={"after_runs": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
-       description="Deletes old runless asset events and asset-check executions, which no run "
-                   "deletion reaches (assets/event_retention.py).")
+       description="Deletes old runless asset events, asset-check executions and sensor and "
+                   "schedule ticks, which no run deletion reaches (assets/event_retention.py).")
 def purge_old_events(context: dg.OpExecutionContext, config: EventRetentionConfig):
-    result = purge_events(context.instance, datetime.now(UTC),
-                          timedelta(days=config.event_days))
+    now, age = datetime.now(UTC), timedelta(days=config.event_days)
+    result = purge_events(context.instance, now, age)
+    instigators = purge_ticks(context.instance, now, age)
     context.log.info(f"deleted {result.total_events} runless events and "
-                     f"{result.check_executions} check executions")
+                     f"{result.check_executions} check executions, and the old ticks of "
+                     f"{instigators} sensors and schedules")
     context.add_output_metadata({"runless events": result.total_events,
                                  "check executions": result.check_executions,
-                                 "event tags": result.tags})
+                                 "event tags": result.tags,
+                                 "sensors and schedules with ticks purged": instigators})
 
 
 @dg.job(name=JOB_NAME, executor_def=dg.in_process_executor,

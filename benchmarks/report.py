@@ -57,6 +57,11 @@ def chaos_table(result: dict) -> str:
             ("old incarnation's rows and dead letters kept",
              "yes" if r["old_incarnation_kept"] else "**no**"),
         ]
+    if d := result.get("partition_drops"):
+        rows.append(("time partitions dropped under the faults (lifecycle passes)",
+                     f"{d['dropped']} in {d['passes']} passes ({', '.join(d['dropped_periods'])}),"
+                     f" {len(d['failed'])} failed; {d['restored_rows']:,} rows restored from the "
+                     "archive for the account"))
     rows += [
         ("faults", faults),
         ("producer rate", f"{plan['rate']:,.0f} events/s, {plan['invalid_rate']:.0%} invalid"),

@@ -5,6 +5,7 @@ benchmarks/results/, and (full runs) the table in docs/BENCHMARKS.md.
     python -m benchmarks.run --quick    # CI-sized: 100k events, 5 s per rate (docs untouched)
     python -m benchmarks.run --only latency
     python -m benchmarks.run --only storage     # also: migration, lookup (Storage over time)
+    python -m benchmarks.run --only dagster     # Dagster's storage under its retention
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from benchmarks import (
     backbone,
     catchup,
     cluster,
+    dagster_storage,
     history,
     latency,
     live,
@@ -29,7 +31,7 @@ from benchmarks import (
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
 GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster",
-          "storage", "migration", "lookup")
+          "storage", "migration", "lookup", "dagster")
 # Storage over time: rows of raw.events the migration moves into partitions, and per daily
 # partition for the sink's look-up across them (full; quick).
 MIGRATION_ROWS = (1_000_000, 50_000)
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             _log("cluster: 3 brokers; replication, 1-3 sinks, rebalance pauses, leader kill ...")
             document["cluster"] = cluster.bench_cluster(
                 st, events // 2, quick=args.quick)
-    storage_groups = [g for g in ("storage", "migration", "lookup") if g in wanted]
+    storage_groups = [g for g in ("storage", "migration", "lookup", "dagster") if g in wanted]
     if storage_groups:
         with isolated_stack() as st:
             document.setdefault("environment", environment(st))
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     st, MIGRATION_ROWS[args.quick])
             if "lookup" in wanted:
                 document["lookup"] = storage.bench_lookup(st, LOOKUP_ROWS_PER_DAY[args.quick])
+            if "dagster" in wanted:
+                document["dagster_storage"] = dagster_storage.bench_dagster_storage(
+                    st, dagster_storage.QUICK if args.quick else dagster_storage.FULL)
     path = write_results(args.only or "all", document, stamp)
     if storage_groups and not args.quick:
         storage.refresh_docs(document, path.name)

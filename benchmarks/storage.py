@@ -324,6 +324,16 @@ def refresh_docs(document: dict, results: str) -> None:
             f"| `ensure`: {m['moved_rows']:,} rows moved into day partitions | "
             f"{m['ensure_s']:.1f} | {m['ensure_rows_per_s']:,} |\n"
             f"| both | {m['total_s']:.1f} | {m['total_rows_per_s']:,} |"))
+    if "dagster_storage" in document:
+        from benchmarks.dagster_storage import table as dagster_table
+
+        ds = document["dagster_storage"]
+        plan = ds["plan"]
+        replace_between(DOCS / "BENCHMARKS.md", "dagster-storage", (
+            f"`{results}`: {plan['cycles']} cycles of {plan['runs_per_cycle']} stand-in "
+            f"micro-batch runs and {plan['ticks_per_cycle']} sensor ticks ({plan['topics']} "
+            "observations, a check evaluation and a reported materialization each), everything "
+            "older than the previous cycle purged after each.\n\n" + dagster_table(ds)))
     if "lookup" in document:
         lk = document["lookup"]
         one, many = lk["one_day"], lk["many_days"]

@@ -81,16 +81,12 @@ _TOUCHED = statement("""
 
 # A window's numbers, in the order of the `analytics` message (WindowRow).
 _NUMBERS = ("events", "distinct_users", "login_successes", "login_failures", "purchase_cents")
-# Recompute the touched windows from all validated events in them (late ones included), in
-# one statement. Each touched window reads only its own 10 s (event-time index): an old late
-# event must not make the step scan everything between it and now. A recomputed window left
-# without a validated event of its type (only a reprocess removes validated events:
-# streamflow.microbatch.reprocess) keeps its row, with zero counts and a new revision, so that
-# the consumers of `analytics` learn it emptied; it is found against the same aggregate (a
-# NOT EXISTS on notifications per window was planned as a sequential scan of all of them:
-# 0.3 s at a million validated events, growing with history; `make bench`, history).
-_RECOMPUTE = statement("""
-    WITH agg AS (
+def _aggregate(batch_only: bool) -> sql.Composed:
+    """Each window's numbers per event type, over the validated events in the windows
+    ``%(starts)s`` (each reads only its own 10 s, event-time index: an old late event must not
+    make the step scan everything between it and now); ``batch_only``: only the batch's
+    events, ``%(after)s`` < ingest_seq <= ``%(upto)s``."""
+    return statement("""
         SELECT s.window_start,
                {n.event_type},
                count(*) AS {w.events},
@@ -104,8 +100,22 @@ _RECOMPUTE = statement("""
         FROM unnest(%(starts)s::timestamptz[]) AS s(window_start)
         JOIN {n}
           ON {n.occurred_at} >= s.window_start AND {n.occurred_at} < s.window_start + %(width)s
+         {batch}
         GROUP BY 1, 2
-    ),
+    """, n=notifications, w=event_windows, batch=statement(
+        "AND {n.ingest_seq} > %(after)s AND {n.ingest_seq} <= %(upto)s", n=notifications)
+        if batch_only else sql.SQL(""))
+
+
+# Recompute the touched windows from all validated events in them (late ones included), in
+# one statement. A recomputed window left without a validated event of its type (only a
+# reprocess removes validated events: streamflow.microbatch.reprocess) keeps its row, with
+# zero counts and a new revision, so that the consumers of `analytics` learn it emptied; it is
+# found against the same aggregate (a NOT EXISTS on notifications per window was planned as a
+# sequential scan of all of them: 0.3 s at a million validated events, growing with history;
+# `make bench`, history).
+_RECOMPUTE = statement("""
+    WITH agg AS ({agg}),
     upserted AS (
         INSERT INTO {w} AS w ({w.window_start}, {w.window_end}, {w.event_type}, {numbers})
         SELECT window_start, window_start + %(width)s, {n.event_type}, {numbers}
@@ -125,7 +135,8 @@ _RECOMPUTE = statement("""
         RETURNING w.{w.window_start}, w.{w.event_type}, w.{w.revision}
     )
     SELECT * FROM upserted UNION ALL SELECT * FROM emptied
-""", n=notifications, w=event_windows, numbers=columns(event_windows, _NUMBERS),
+""", agg=_aggregate(batch_only=False), n=notifications, w=event_windows,
+    numbers=columns(event_windows, _NUMBERS),
     existing=columns(event_windows, _NUMBERS, prefix="w"),
     excluded=columns(event_windows, _NUMBERS, prefix="excluded"),
     zeros=sql.SQL(", ").join([sql.Literal(0)] * len(_NUMBERS)))
@@ -134,27 +145,14 @@ _RECOMPUTE = statement("""
 # cannot be recounted: the windows step adds its batch's events to it instead. Counts and sums
 # stay exact (each event reaches the step once); distinct_users becomes an upper bound.
 _AMEND = statement("""
-    WITH agg AS (
-        SELECT s.window_start, {n.event_type}, count(*) AS {w.events},
-               count(DISTINCT {n.user_id}) AS {w.distinct_users},
-               count(*) FILTER (WHERE {n.event_type} = 'login' AND {n.success})
-                   AS {w.login_successes},
-               count(*) FILTER (WHERE {n.event_type} = 'login' AND NOT {n.success})
-                   AS {w.login_failures},
-               coalesce(sum({n.amount_cents}) FILTER (WHERE {n.event_type} = 'purchase'), 0)
-                   AS {w.purchase_cents}
-        FROM unnest(%(starts)s::timestamptz[]) AS s(window_start)
-        JOIN {n}
-          ON {n.occurred_at} >= s.window_start AND {n.occurred_at} < s.window_start + %(width)s
-         AND {n.ingest_seq} > %(after)s AND {n.ingest_seq} <= %(upto)s
-        GROUP BY 1, 2
-    )
+    WITH agg AS ({agg})
     INSERT INTO {w} AS w ({w.window_start}, {w.window_end}, {w.event_type}, {numbers})
     SELECT window_start, window_start + %(width)s, {n.event_type}, {numbers} FROM agg
     ON CONFLICT ({w.window_start}, {w.event_type}) DO UPDATE SET
         ({numbers}) = ({sums}), {w.revision} = w.{w.revision} + 1, {w.updated_at} = now()
     RETURNING w.{w.window_start}, w.{w.event_type}, w.{w.revision}
-""", n=notifications, w=event_windows, numbers=columns(event_windows, _NUMBERS),
+""", agg=_aggregate(batch_only=True), n=notifications, w=event_windows,
+    numbers=columns(event_windows, _NUMBERS),
     sums=sql.SQL(", ").join(sql.SQL("w.{c} + EXCLUDED.{c}").format(c=sql.Identifier(c))
                             for c in _NUMBERS))
 

@@ -19,15 +19,36 @@ HOUR = timedelta(hours=1)
 RETENTION = 2 * HOUR
 
 
+def _old_period(url: str, spec: partitions.Partitioned) -> Period:
+    """The database at head with hourly partitions, and one made for ``spec`` four hours ago
+    (past RETENTION): that period."""
+    migrate.upgrade(url, partition_interval=HOUR)
+    now = datetime.now(UTC)
+    old = Period.holding(now - 4 * HOUR, HOUR)
+    with connect_admin(url) as conn:
+        partitions.ensure(conn, spec, HOUR, now, periods_wanted=[old])
+    return old
+
+
+def _dead_letters(url: str, count: int, at: datetime) -> None:
+    with connect_admin(url) as conn:
+        conn.execute("""
+            INSERT INTO raw.dead_letters (stage, reason_code, reason, source_topic,
+                                          source_partition, source_offset, created_at)
+            SELECT 'ingest', 'not_json', 'x', 't', 0, g, %s FROM generate_series(1, %s) g""",
+                     (at, count))
+
+
+def _steps(report: lifecycle.Report) -> list[tuple[str, str, int]]:
+    return [(s.period, s.action, s.rows) for s in report.steps]
+
+
 @pytest.fixture
 def aged(fresh_database):
     """A database with hourly partitions and 500 events landed four hours ago (in the
     partition of that hour): its URL and that period."""
-    migrate.upgrade(fresh_database, partition_interval=HOUR)
-    now = datetime.now(UTC)
-    old = Period.holding(now - 4 * HOUR, HOUR)
+    old = _old_period(fresh_database, EVENTS)
     with connect_admin(fresh_database) as conn:
-        partitions.ensure(conn, EVENTS, HOUR, now, periods_wanted=[old])
         conn.execute("""
             INSERT INTO raw.events (event_id, payload, kafka_topic, kafka_partition,
                                     kafka_offset, ingested_at)
@@ -52,7 +73,7 @@ def test_a_period_past_retention_is_archived_verified_and_dropped(aged, tmp_path
         landed = db_checksum(conn, EVENTS, old)
     assert landed.rows == 500
     report = _pass(url, str(tmp_path / "archive"))
-    assert [(s.period, s.action, s.rows) for s in report.steps if s.action == "dropped"] == [
+    assert [step for step in _steps(report) if step[1] == "dropped"] == [
         (old.key, "dropped", 500)]
     assert not report.failures
     assert EVENTS.partition_name(old) not in _names(url)
@@ -84,7 +105,7 @@ def test_a_pass_stopped_after_its_detach_is_finished_by_the_next(aged, tmp_path)
         conn.execute(f"ALTER TABLE raw.events DETACH PARTITION raw.{name}")  # noqa: S608 (a test's own name)
         assert partitions.detached(conn, EVENTS) == [name]
     report = _pass(url, str(tmp_path / "archive"))
-    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert (old.key, "dropped", 500) in _steps(report)
     with connect_admin(url) as conn:
         assert partitions.detached(conn, EVENTS) == []
     assert archive_checksum(str(tmp_path / "archive"), EVENTS, old).rows == 500
@@ -140,12 +161,9 @@ def test_a_late_event_adds_to_a_window_whose_events_were_dropped(fresh_database,
     from streamflow.db.partitions import NOTIFICATIONS
 
     url = fresh_database
-    migrate.upgrade(url, partition_interval=HOUR)
-    now = datetime.now(UTC)
-    old = Period.holding(now - 4 * HOUR, HOUR)
+    old = _old_period(url, NOTIFICATIONS)
     at = old.start + timedelta(minutes=10, seconds=3)
     with connect_admin(url) as conn:
-        partitions.ensure(conn, NOTIFICATIONS, HOUR, now, periods_wanted=[old])
         for seq, user in ((1, "a"), (2, "b"), (3, "a")):
             _notify(conn, seq, at, at + timedelta(seconds=1), user)
         _windows_step(conn, 3)
@@ -153,7 +171,7 @@ def test_a_late_event_adds_to_a_window_whose_events_were_dropped(fresh_database,
         assert conn.execute(counted).fetchall() == [(3, 2, 1)]
     report = lifecycle.run_pass(url, str(tmp_path / "archive"), HOUR, lambda spec: RETENTION,
                                 tables=(NOTIFICATIONS,))
-    assert (old.key, "dropped", 3) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert (old.key, "dropped", 3) in _steps(report)
     with connect_admin(url) as conn:
         _notify(conn, 4, at, datetime.now(UTC), "c")
         _windows_step(conn, 4)
@@ -167,21 +185,13 @@ def test_dead_letters_dropped_then_restored_are_counted_once(fresh_database, tmp
     from streamflow.db.partitions import DEAD_LETTERS
 
     url = fresh_database
-    migrate.upgrade(url, partition_interval=HOUR)
-    now = datetime.now(UTC)
-    old = Period.holding(now - 4 * HOUR, HOUR)
-    with connect_admin(url) as conn:
-        partitions.ensure(conn, DEAD_LETTERS, HOUR, now, periods_wanted=[old])
-        conn.execute("""
-            INSERT INTO raw.dead_letters (stage, reason_code, reason, source_topic,
-                                          source_partition, source_offset, created_at)
-            SELECT 'ingest', 'not_json', 'x', 't', 0, g, %s FROM generate_series(1, 40) g""",
-                     (old.start + timedelta(minutes=5),))
+    old = _old_period(url, DEAD_LETTERS)
+    _dead_letters(url, 40, old.start + timedelta(minutes=5))
     counted = "SELECT sum(dead_letters) FROM streamflow.dlq_report"
     archive = str(tmp_path / "archive")
     report = lifecycle.run_pass(url, archive, HOUR, lambda spec: RETENTION,
                                 tables=(DEAD_LETTERS,))
-    assert (old.key, "dropped", 40) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert (old.key, "dropped", 40) in _steps(report)
     with connect_admin(url) as conn:
         assert conn.execute("SELECT count(*) FROM raw.dead_letters").fetchone()[0] == 0
         assert conn.execute(counted).fetchone()[0] == 40
@@ -224,7 +234,7 @@ def test_a_period_is_dropped_while_the_micro_batch_reads_the_table_without_pause
         stop.set()
         for run in runs:
             run.join()
-    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert (old.key, "dropped", 500) in _steps(report)
     assert len(held) >= 3  # the micro-batch went on after the detach
 
 
@@ -236,8 +246,7 @@ def test_rows_back_in_a_dropped_period_never_shrink_its_archive(aged, tmp_path):
 
     url, old = aged
     archive = str(tmp_path / "archive")
-    assert (old.key, "dropped", 500) in [(s.period, s.action, s.rows)
-                                         for s in _pass(url, archive).steps]
+    assert (old.key, "dropped", 500) in _steps(_pass(url, archive))
     back = restore(url, EVENTS, old.start, old.start + timedelta(seconds=100, microseconds=1),
                    archive, HOUR)
     assert back.inserted == 100
@@ -248,7 +257,7 @@ def test_rows_back_in_a_dropped_period_never_shrink_its_archive(aged, tmp_path):
             SELECT gen_random_uuid(), '{"n": 2}'::json, 't', 1, g, %s
             FROM generate_series(1, 10) g""", (old.start + timedelta(minutes=30),))
     report = _pass(url, archive)
-    assert (old.key, "dropped", 110) in [(s.period, s.action, s.rows) for s in report.steps]
+    assert (old.key, "dropped", 110) in _steps(report)
     assert not report.failures
     assert archive_checksum(archive, EVENTS, old).rows == 510
     with connect_admin(url) as conn:
@@ -263,24 +272,16 @@ def test_a_dead_letter_replayed_after_its_archive_is_archived_as_replayed(fresh_
     from streamflow.db.partitions import DEAD_LETTERS
 
     url = fresh_database
-    migrate.upgrade(url, partition_interval=HOUR)
-    now = datetime.now(UTC)
-    old = Period.holding(now - 4 * HOUR, HOUR)
+    old = _old_period(url, DEAD_LETTERS)
     archive = str(tmp_path / "archive")
-    with connect_admin(url) as conn:
-        partitions.ensure(conn, DEAD_LETTERS, HOUR, now, periods_wanted=[old])
-        conn.execute("""
-            INSERT INTO raw.dead_letters (stage, reason_code, reason, source_topic,
-                                          source_partition, source_offset, created_at)
-            SELECT 'ingest', 'not_json', 'x', 't', 0, g, %s FROM generate_series(1, 5) g""",
-                     (old.start + timedelta(minutes=5),))
+    _dead_letters(url, 5, old.start + timedelta(minutes=5))
     kept = lifecycle.run_pass(url, archive, HOUR, lambda spec: timedelta(days=1),
                               tables=(DEAD_LETTERS,))
-    assert (old.key, "archived", 5) in [(s.period, s.action, s.rows) for s in kept.steps]
+    assert (old.key, "archived", 5) in _steps(kept)
     with connect_admin(url) as conn:
         conn.execute("UPDATE raw.dead_letters SET replay_count = 1 WHERE source_offset <= 2")
     dropped = lifecycle.run_pass(url, archive, HOUR, lambda spec: RETENTION,
                                  tables=(DEAD_LETTERS,))
-    assert (old.key, "dropped", 5) in [(s.period, s.action, s.rows) for s in dropped.steps]
+    assert (old.key, "dropped", 5) in _steps(dropped)
     result = query(archive, "select sum(replay_count) from dead_letters")
     assert result.rows == [(2,)]

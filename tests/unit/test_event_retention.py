@@ -11,7 +11,7 @@ import sqlalchemy as db
 from dagster._core.test_utils import freeze_time, instance_for_test
 
 from assets import event_retention
-from assets.event_retention import purge_events
+from assets.event_retention import purge_events, purge_ticks
 from tests.helpers.dagster_events import check_history, materialized, observed, seed
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -74,3 +74,50 @@ def test_everything_old_leaves_the_newest_of_each(instance):
     assert [observed(instance, key) for key in seeded.topics] == [[999], [999]]
     assert materialized(instance, seeded.landed) == [200]
     assert check_history(instance, seeded.check) == ["SUCCEEDED"]
+
+
+def _sensor_with_ticks(instance, name: str, minutes_ago: list[int]):
+    """A sensor's state and a skipped tick at each of ``minutes_ago`` before NOW, as the
+    daemon records them."""
+    from dagster._core.remote_origin import (
+        GrpcServerCodeLocationOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        TickData,
+        TickStatus,
+    )
+
+    location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4000,
+                                            location_name="streamflow_defs.definitions")
+    origin = RemoteRepositoryOrigin(location, "__repository__").get_instigator_origin(name)
+    state = InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING)
+    instance.add_instigator_state(state)
+    for minutes in minutes_ago:
+        instance.create_tick(TickData(
+            instigator_origin_id=state.instigator_origin_id, instigator_name=name,
+            instigator_type=InstigatorType.SENSOR, status=TickStatus.SKIPPED,
+            timestamp=(NOW - timedelta(minutes=minutes)).timestamp(),
+            selector_id=state.selector_id))
+    return state
+
+
+def _tick_ages(instance, state) -> list[int]:
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    return [round((NOW.timestamp() - tick.timestamp) / 60) for tick in ticks]
+
+
+def test_old_ticks_go_and_each_sensors_newest_stays(instance):
+    """The instance's own tick retention counts in whole days: at a retention of minutes
+    (the lifecycle soak) the micro-batch sensor's ticks grew all hour. A sensor stopped
+    long ago keeps its last tick, the UI's "last tick"."""
+    ticking = _sensor_with_ticks(instance, "new_events", [200, 120, 60, 30, 1])
+    stopped = _sensor_with_ticks(instance, "kafka_topics", [500, 400])
+
+    assert purge_ticks(instance, NOW, AGE) == 2
+
+    assert _tick_ages(instance, ticking) == [1, 30, 60]
+    assert _tick_ages(instance, stopped) == [400]
