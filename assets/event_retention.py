@@ -29,6 +29,8 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable as 
 from dagster._core.storage.event_log.schema import AssetEventTagsTable as TAGS
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as EVENTS
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.schedules.schema import AssetDaemonAssetEvaluationsTable as EVALUATIONS
+from dagster._core.storage.schedules.sql_schedule_storage import SqlScheduleStorage
 
 ASSET_EVENT_TYPES = (
     DagsterEventType.ASSET_OBSERVATION.value,
@@ -186,6 +188,22 @@ def purge_ticks(instance, now: datetime, age: timedelta = EVENT_AGE) -> int:
             instance.purge_ticks(origin, selector, min(cutoff, newest[0].timestamp))
             purged += 1
     return purged
+
+
+def purge_automation_evaluations(instance, now: datetime, age: timedelta = EVENT_AGE) -> int:
+    """The automation sensor's evaluations older than ``age``, each asset's newest kept.
+    Dagster keeps them 30 days (its EVALUATIONS_TTL_DAYS): one per dbt model a tick, ~12 KB
+    each on SQLite, ~8 MB an hour (the lifecycle soak). Returns the rows deleted."""
+    storage = instance.schedule_storage
+    if not (isinstance(storage, SqlScheduleStorage)
+            and storage.supports_auto_materialize_asset_evaluations):
+        return 0
+    with storage.connect() as conn:
+        keep = [row[0] for row in conn.execute(
+            db.select(db.func.max(EVALUATIONS.c.id)).group_by(EVALUATIONS.c.asset_key))]
+        return conn.execute(EVALUATIONS.delete().where(
+            EVALUATIONS.c.create_timestamp < naive_utc(now - age),
+            EVALUATIONS.c.id.not_in(keep))).rowcount
 
 
 def purge_events(instance, now: datetime, age: timedelta = EVENT_AGE) -> EventPurge:

@@ -17,7 +17,12 @@ import dagster as dg
 from pydantic import Field
 
 from assets.checks import checks_job
-from assets.event_retention import EVENT_AGE, purge_events, purge_ticks
+from assets.event_retention import (
+    EVENT_AGE,
+    purge_automation_evaluations,
+    purge_events,
+    purge_ticks,
+)
 from assets.lifecycle import LIFECYCLE_CHECKS_JOB, LIFECYCLE_JOB
 from assets.microbatch import microbatch_job
 from streamflow.settings import Settings
@@ -198,12 +203,14 @@ def purge_old_events(context: dg.OpExecutionContext, config: EventRetentionConfi
     now, age = datetime.now(UTC), timedelta(days=config.event_days)
     result = purge_events(context.instance, now, age)
     instigators = purge_ticks(context.instance, now, age)
-    context.log.info(f"deleted {result.total_events} runless events and "
-                     f"{result.check_executions} check executions, and the old ticks of "
-                     f"{instigators} sensors and schedules")
+    evaluations = purge_automation_evaluations(context.instance, now, age)
+    context.log.info(f"deleted {result.total_events} runless events, "
+                     f"{result.check_executions} check executions, {evaluations} automation "
+                     f"evaluations and the old ticks of {instigators} sensors and schedules")
     context.add_output_metadata({"runless events": result.total_events,
                                  "check executions": result.check_executions,
                                  "event tags": result.tags,
+                                 "automation evaluations": evaluations,
                                  "sensors and schedules with ticks purged": instigators})
 
 

@@ -331,7 +331,7 @@ def refresh_docs(document: dict, results: str) -> None:
         plan = ds["plan"]
         replace_between(DOCS / "BENCHMARKS.md", "dagster-storage", (
             f"`{results}`: {plan['cycles']} cycles of {plan['runs_per_cycle']} stand-in "
-            f"micro-batch runs and {plan['ticks_per_cycle']} sensor ticks ({plan['topics']} "
+            f"micro-batch runs and {plan['ticks_per_cycle']} sensor reports ({plan['topics']} "
             "observations, a check evaluation and a reported materialization each), everything "
             "older than the previous cycle purged after each.\n\n" + dagster_table(ds)))
     if "lookup" in document:

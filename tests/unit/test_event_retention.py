@@ -11,7 +11,7 @@ import sqlalchemy as db
 from dagster._core.test_utils import freeze_time, instance_for_test
 
 from assets import event_retention
-from assets.event_retention import purge_events, purge_ticks
+from assets.event_retention import purge_automation_evaluations, purge_events, purge_ticks
 from tests.helpers.dagster_events import check_history, materialized, observed, seed
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -121,3 +121,23 @@ def test_old_ticks_go_and_each_sensors_newest_stays(instance):
 
     assert _tick_ages(instance, ticking) == [1, 30, 60]
     assert _tick_ages(instance, stopped) == [400]
+
+
+def test_old_automation_evaluations_go_and_each_assets_newest_stays(instance):
+    """Dagster keeps the automation sensor's evaluations 30 days (~8 MB an hour with the dbt
+    models in the lifecycle soak); past the age they go, each asset's newest kept."""
+    table = event_retention.EVALUATIONS
+    rows = [("a", 200), ("a", 60), ("a", 1), ("b", 300), ("b", 200)]
+    with instance.schedule_storage.connect() as conn:
+        for n, (asset, minutes) in enumerate(rows):
+            conn.execute(table.insert().values(
+                evaluation_id=n, asset_key=asset, asset_evaluation_body="{}", num_requested=0,
+                num_skipped=0, num_discarded=0,
+                create_timestamp=event_retention.naive_utc(NOW - timedelta(minutes=minutes))))
+
+    assert purge_automation_evaluations(instance, NOW, AGE) == 2
+
+    with instance.schedule_storage.connect() as conn:
+        left = conn.execute(db.select(table.c.asset_key, table.c.evaluation_id)
+                            .order_by(table.c.id)).fetchall()
+    assert [tuple(row) for row in left] == [("a", 1), ("a", 2), ("b", 4)]
