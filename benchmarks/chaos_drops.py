@@ -14,11 +14,16 @@ from datetime import UTC, datetime, timedelta
 
 from streamflow import lifecycle
 from streamflow.archive import list_archive, restore
+from streamflow.db import tables
+from streamflow.db.compose import statement
+from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, Period
+from streamflow.microbatch import batch, notifications
 
 INTERVAL = "1m"
 TABLES = (EVENTS, DEAD_LETTERS)
 PASS_EVERY_S = 10.0
+_LAST_LANDED = statement("SELECT coalesce(max({e.ingest_seq}), 0) FROM {e}", e=tables.events)
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Drops:
     def _loop(self) -> None:
         while not self._stop.wait(PASS_EVERY_S):
             try:
+                self._read_as_the_micro_batch_would()
                 report = lifecycle.run_pass(self.database_url, self.archive_url, self.interval,
                                             lambda spec: timedelta(0), tables=TABLES)
             except Exception as exc:  # noqa: BLE001 - PostgreSQL restarts under chaos
@@ -62,6 +68,13 @@ class Drops:
             self.dropped += [f"{s.table} {s.period} ({s.rows})" for s in report.steps
                              if s.action == "dropped"]
             self.failed += [str(s) for s in report.failures]
+
+    def _read_as_the_micro_batch_would(self) -> None:
+        """No micro-batch runs under chaos, and the lifecycle keeps raw rows its contract step
+        has not read: its watermark is moved to what has landed, as the step would."""
+        with connect_admin(self.database_url, "chaos-drops") as conn, conn.transaction():
+            (landed,) = conn.execute(_LAST_LANDED).fetchone()
+            batch.advance(conn, notifications.STEP, landed)
 
     def restore_all(self) -> int:
         """Every archived period of both tables back into PostgreSQL; rows inserted."""

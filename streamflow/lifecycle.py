@@ -30,7 +30,7 @@ from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import Partition, Partitioned, Period
 from streamflow.microbatch import batch as batches
-from streamflow.microbatch import windows
+from streamflow.microbatch import notifications, windows
 from streamflow.settings import Settings
 
 log = logging.getLogger("streamflow.lifecycle")
@@ -60,7 +60,7 @@ _RECORD_DROP = statement(
 class Step:
     table: str
     period: str
-    action: str      # made | archived | dropped | busy | failed
+    action: str      # made | archived | dropped | kept | busy | failed
     rows: int = 0
     bytes: int = 0
     detail: str = ""
@@ -123,13 +123,53 @@ def run_pass(database_url: str, archive_url: str, interval: timedelta,
                     step(_finish(conn, spec, name, period, archive_url))
             for part in partitions.partitions(conn, spec):
                 if part.period.end <= cutoff:
-                    step(_drop(conn, spec, part, archive_url))
+                    needed = _still_needed(conn, spec, part)
+                    step(Step(spec.name, part.period.key, "kept", detail=needed) if needed
+                         else _drop(conn, spec, part, archive_url))
                 elif part.period.end <= now - GRACE and not _archived(archive_url, spec,
                                                                        part.period):
                     done = archive_period(conn, spec, part.period, archive_url,
                                           relation=_qualified(spec, part.name))
                     step(Step(spec.name, part.period.key, "archived", done.rows, done.bytes))
     return report
+
+
+# What reads a period's rows after they land: the contract step reads raw.events by
+# ingest_seq, the windows step and dbt's fct_events read notifications by ingest_seq, and
+# dbt's relationships test wants every hot notification's raw event hot (notifications are
+# validated after their events land, often in the next period).
+_WATERMARK = statement("SELECT coalesce((SELECT {w.last_seq} FROM {w} WHERE {w.name} = %s), 0)",
+                       w=tables.watermarks)
+_FIRST_HOT_NOTIFICATION = statement("SELECT min({n.ingest_seq}) FROM {n}", n=tables.notifications)
+_LOADED_MART = statement("SELECT coalesce(max({f.ingest_seq}), 0) FROM {f}", f=tables.fct_events)
+
+
+def _still_needed(conn: psycopg.Connection, spec: Partitioned, part: Partition) -> str:
+    """Why a period past its retention must stay hot a while longer ("" if it need not):
+    its rows not yet read by the steps that read them, or (raw.events) notifications of its
+    events still hot. Index look-ups only (docs/ARCHITECTURE.md, "Storage over time")."""
+    if spec not in (partitions.EVENTS, partitions.NOTIFICATIONS):
+        return ""
+    (last,) = conn.execute(statement("SELECT max({t.ingest_seq}) FROM {part}", t=spec.table,
+                                     part=sql.Identifier(spec.table.schema, part.name))
+                           ).fetchone()
+    if last is None:
+        return ""
+    readers = ([(notifications.STEP, "the contract step")] if spec is partitions.EVENTS
+               else [(windows.STEP, "the windows step")])
+    for name, reader in readers:
+        (read,) = conn.execute(_WATERMARK, (name,)).fetchone()
+        if read < last:
+            return f"{reader} has read up to ingest_seq {read}, the period up to {last}"
+    if spec is partitions.EVENTS:
+        (first,) = conn.execute(_FIRST_HOT_NOTIFICATION).fetchone()
+        if first is not None and first <= last:
+            return "notifications of its events are still hot (dropped first)"
+    elif partitions.is_partitioned(conn, partitions.FCT_EVENTS):
+        (loaded,) = conn.execute(_LOADED_MART).fetchone()
+        if loaded < last:
+            return f"dbt's fct_events has loaded up to ingest_seq {loaded}, the period up to {last}"
+    return ""
 
 
 def _qualified(spec: Partitioned, name: str) -> str:

@@ -54,7 +54,18 @@ def aged(fresh_database):
                                     kafka_offset, ingested_at)
             SELECT gen_random_uuid(), '{"n": 1}'::json, 't', 0, g, %s + g * interval '1 second'
             FROM generate_series(1, 500) g""", (old.start,))
+    _read_by_the_contract_step(fresh_database)
     return fresh_database, old
+
+
+def _read_by_the_contract_step(url: str) -> None:
+    """The contract step's watermark past every landed event (the lifecycle keeps raw rows
+    it has not read)."""
+    from streamflow.microbatch import batch, notifications
+
+    with connect_admin(url) as conn, conn.transaction():
+        (last,) = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()
+        batch.advance(conn, notifications.STEP, last)
 
 
 def _pass(url: str, archive: str) -> lifecycle.Report:
@@ -256,6 +267,7 @@ def test_rows_back_in_a_dropped_period_never_shrink_its_archive(aged, tmp_path):
                                     kafka_offset, ingested_at)
             SELECT gen_random_uuid(), '{"n": 2}'::json, 't', 1, g, %s
             FROM generate_series(1, 10) g""", (old.start + timedelta(minutes=30),))
+    _read_by_the_contract_step(url)
     report = _pass(url, archive)
     assert (old.key, "dropped", 110) in _steps(report)
     assert not report.failures
@@ -285,3 +297,36 @@ def test_a_dead_letter_replayed_after_its_archive_is_archived_as_replayed(fresh_
     assert (old.key, "dropped", 5) in _steps(dropped)
     result = query(archive, "select sum(replay_count) from dead_letters")
     assert result.rows == [(2,)]
+
+
+def test_raw_events_stay_hot_until_read_and_their_notifications_are_gone(fresh_database,
+                                                                        tmp_path):
+    """A raw period past retention is kept while the contract step has not read it (its
+    events would never reach notifications, windows and marts), then while a notification
+    of its events is still hot (dbt's relationships test), and dropped after both."""
+    url = fresh_database
+    old = _old_period(url, EVENTS)
+    with connect_admin(url) as conn:
+        conn.execute("""
+            INSERT INTO raw.events (event_id, payload, kafka_topic, kafka_partition,
+                                    kafka_offset, ingested_at)
+            SELECT gen_random_uuid(), '{"n": 1}'::json, 't', 0, g, %s
+            FROM generate_series(1, 10) g""", (old.start,))
+        (last,) = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()
+    archive = str(tmp_path / "archive")
+
+    unread = _pass(url, archive)
+    assert [(s.action, s.detail) for s in unread.steps if s.period == old.key] == [
+        ("kept", f"the contract step has read up to ingest_seq 0, the period up to {last}")]
+    assert EVENTS.partition_name(old) in _names(url)
+
+    _read_by_the_contract_step(url)
+    with connect_admin(url) as conn:  # validated later: in today's notifications
+        _notify(conn, last, old.start, datetime.now(UTC), "a")
+    held = _pass(url, archive)
+    assert ("kept", "notifications of its events are still hot (dropped first)") in [
+        (s.action, s.detail) for s in held.steps if s.period == old.key]
+
+    with connect_admin(url) as conn:
+        conn.execute("DELETE FROM streamflow.notifications")
+    assert (old.key, "dropped", 10) in _steps(_pass(url, archive))
