@@ -14,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 from streamflow import lifecycle
 from streamflow.archive import list_archive, restore
-from streamflow.db import tables
-from streamflow.db.compose import statement
 from streamflow.db.engine import connect_admin
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, Period
 from streamflow.microbatch import batch, notifications
@@ -23,7 +21,6 @@ from streamflow.microbatch import batch, notifications
 INTERVAL = "1m"
 TABLES = (EVENTS, DEAD_LETTERS)
 PASS_EVERY_S = 10.0
-_LAST_LANDED = statement("SELECT coalesce(max({e.ingest_seq}), 0) FROM {e}", e=tables.events)
 
 
 @dataclass
@@ -73,8 +70,7 @@ class Drops:
         """No micro-batch runs under chaos, and the lifecycle keeps raw rows its contract step
         has not read: its watermark is moved to what has landed, as the step would."""
         with connect_admin(self.database_url, "chaos-drops") as conn, conn.transaction():
-            (landed,) = conn.execute(_LAST_LANDED).fetchone()
-            batch.advance(conn, notifications.STEP, landed)
+            batch.advance(conn, notifications.STEP, batch.landed_max_seq(conn))
 
     def restore_all(self) -> int:
         """Every archived period of both tables back into PostgreSQL; rows inserted."""

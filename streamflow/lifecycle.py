@@ -138,8 +138,6 @@ def run_pass(database_url: str, archive_url: str, interval: timedelta,
 # ingest_seq, the windows step and dbt's fct_events read notifications by ingest_seq, and
 # dbt's relationships test wants every hot notification's raw event hot (notifications are
 # validated after their events land, often in the next period).
-_WATERMARK = statement("SELECT coalesce((SELECT {w.last_seq} FROM {w} WHERE {w.name} = %s), 0)",
-                       w=tables.watermarks)
 _FIRST_HOT_NOTIFICATION = statement("SELECT min({n.ingest_seq}) FROM {n}", n=tables.notifications)
 _LOADED_MART = statement("SELECT coalesce(max({f.ingest_seq}), 0) FROM {f}", f=tables.fct_events)
 
@@ -155,12 +153,11 @@ def _still_needed(conn: psycopg.Connection, spec: Partitioned, part: Partition) 
                            ).fetchone()
     if last is None:
         return ""
-    readers = ([(notifications.STEP, "the contract step")] if spec is partitions.EVENTS
-               else [(windows.STEP, "the windows step")])
-    for name, reader in readers:
-        (read,) = conn.execute(_WATERMARK, (name,)).fetchone()
-        if read < last:
-            return f"{reader} has read up to ingest_seq {read}, the period up to {last}"
+    step, reader = ((notifications.STEP, "the contract step") if spec is partitions.EVENTS
+                    else (windows.STEP, "the windows step"))
+    read = batches.watermark(conn, step)
+    if read < last:
+        return f"{reader} has read up to ingest_seq {read}, the period up to {last}"
     if spec is partitions.EVENTS:
         (first,) = conn.execute(_FIRST_HOT_NOTIFICATION).fetchone()
         if first is not None and first <= last:

@@ -64,8 +64,7 @@ def _read_by_the_contract_step(url: str) -> None:
     from streamflow.microbatch import batch, notifications
 
     with connect_admin(url) as conn, conn.transaction():
-        (last,) = conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()
-        batch.advance(conn, notifications.STEP, last)
+        batch.advance(conn, notifications.STEP, batch.landed_max_seq(conn))
 
 
 def _pass(url: str, archive: str) -> lifecycle.Report:
