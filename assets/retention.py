@@ -197,8 +197,9 @@ class EventRetentionConfig(dg.Config):
 
 
 @dg.op(ins={"after_runs": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
-       description="Deletes old runless asset events, asset-check executions and sensor and "
-                   "schedule ticks, which no run deletion reaches (assets/event_retention.py).")
+       description="Deletes old runless asset events, asset-check executions, sensor and "
+                   "schedule ticks and automation evaluations, which no run deletion reaches "
+                   "(assets/event_retention.py).")
 def purge_old_events(context: dg.OpExecutionContext, config: EventRetentionConfig):
     now, age = datetime.now(UTC), timedelta(days=config.event_days)
     result = purge_events(context.instance, now, age)

@@ -1,5 +1,5 @@
 """Dagster's own storage under the retention job, on SQLite and on PostgreSQL storage (README
-"Dagster's own storage", issue: Dagster's storage capped for good).
+"Dagster's own storage"; docs/BENCHMARKS.md "Dagster's own storage under its retention").
 
 Each storage is the instance `streamflow up` prepares (`prepare_dagster_instance`: SQLite files
 in DAGSTER_HOME, or dagster-postgres in a database of its own). The workload is cycles of an
