@@ -5,6 +5,7 @@ benchmarks/results/, and (full runs) the table in docs/BENCHMARKS.md.
     python -m benchmarks.run --quick    # CI-sized: 100k events, 5 s per rate (docs untouched)
     python -m benchmarks.run --only latency
     python -m benchmarks.run --only storage     # also: migration, lookup (Storage over time)
+    python -m benchmarks.run --only quix        # the sink vs Quix Streams' PostgreSQLSink
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from benchmarks import (
     live,
     pipeline,
     plots,
+    quix,
     report,
     storage,
 )
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
 GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster",
-          "storage", "migration", "lookup")
+          "storage", "migration", "lookup", "quix")
 # Storage over time: rows of raw.events the migration moves into partitions, and per daily
 # partition for the sink's look-up across them (full; quick).
 MIGRATION_ROWS = (1_000_000, 50_000)
@@ -121,9 +123,18 @@ def main(argv: list[str] | None = None) -> int:
                     st, MIGRATION_ROWS[args.quick])
             if "lookup" in wanted:
                 document["lookup"] = storage.bench_lookup(st, LOOKUP_ROWS_PER_DAY[args.quick])
+    if "quix" in wanted:
+        # Its own stack: the backlog both sinks drain, nothing else on the broker or server.
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            _log(f"quix: {events:,} events, StreamFlow's sink vs Quix Streams' "
+                 "PostgreSQLSink ...")
+            document["quix"] = quix.bench_quix(st, events)
     path = write_results(args.only or "all", document, stamp)
     if storage_groups and not args.quick:
         storage.refresh_docs(document, path.name)
+    if "quix" in wanted and not args.quick:
+        quix.refresh_docs(document["quix"], path.name)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))
     if not args.quick and not args.only:
