@@ -53,6 +53,8 @@ from benchmarks.backbone import drain_with_sink, time_drain
 from benchmarks.harness import BENCH_PII_KEY, RssSampler, Stack, run
 from benchmarks.storage import fresh_database
 from streamflow import kafka_clients, topics
+from streamflow.db import tables
+from streamflow.db.compose import statement
 from streamflow.db.engine import libpq_url
 from streamflow.producer.worker import ProducerConfig, run_producer
 from streamflow.settings import load_settings
@@ -149,16 +151,16 @@ def table(doc: dict) -> str:
     def rate(value: int | None) -> str:
         return f"{value:,}" if value else "-"
 
-    lines = ["| sink | start → all in PostgreSQL, s | events/s from start | "
-             "events/s first → last row | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    lines = ["| sink | rows | start → all in PostgreSQL, s | events/s from start | "
+             "events/s first → last row | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
     for label, d in (("StreamFlow `streamflow sink`", doc["streamflow"]),
                      (f"Quix Streams {doc['quixstreams_version']} `PostgreSQLSink`, defaults",
                       doc["quix"])):
-        lines.append(f"| {label} | {d['seconds_from_start']:.1f} | "
+        lines.append(f"| {label} | {d['rows']:,} | {d['seconds_from_start']:.1f} | "
                      f"{rate(d['events_per_s_from_start'])} | {rate(d['events_per_s'])} | "
                      f"{d['peak_rss_mb']} |")
     steady = f"{doc['ratio_steady']:.2f}×" if doc["ratio_steady"] else "-"
-    lines.append(f"| StreamFlow / Quix (target ≥ {doc['target_ratio']}×) | | "
+    lines.append(f"| StreamFlow / Quix (target ≥ {doc['target_ratio']}×) | | | "
                  f"**{doc['ratio']:.2f}×** | {steady} | |")
     return "\n".join(lines)
 
@@ -267,6 +269,16 @@ def quix_rows(url: str) -> dict:
     return {"rows": rows, "columns": columns, "optional_fields_kept": kept}
 
 
+_LANDED = statement("SELECT count(*) FROM {events} WHERE {events.kafka_topic} = %s",
+                    events=tables.events)
+
+
+def streamflow_rows(url: str) -> int:
+    """Rows of the backlog in raw.events, counted once the sink is done."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        return conn.execute(_LANDED, (TOPIC,)).fetchone()[0]
+
+
 def bench_quix(st: Stack, events: int) -> dict:
     python = ensure_venv(venv_dir())
     topics.create_topic(st.kafka, TOPIC)
@@ -276,6 +288,7 @@ def bench_quix(st: Stack, events: int) -> dict:
     _log("quix: StreamFlow's sink drains the backlog ...")
     settle(st.database_url)
     streamflow = drain_with_sink(st, TOPIC, events, group=GROUPS["streamflow"])
+    streamflow["rows"] = streamflow_rows(st.database_url)
     _log("quix: Quix Streams' PostgreSQLSink drains the same backlog ...")
     url = fresh_database(st, "bench_quix")
     settle(st.database_url)

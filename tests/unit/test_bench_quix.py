@@ -78,7 +78,7 @@ def test_the_quix_app_environment_leaves_this_virtualenv_out_and_carries_the_pas
 
 def _drain(events: int, seconds: float, steady: int | None) -> dict:
     return {"events": events, "events_per_s": steady, "seconds_from_start": seconds,
-            "peak_rss_mb": 100.0}
+            "peak_rss_mb": 100.0, "rows": events}
 
 
 def test_the_ratio_is_of_events_per_second_from_start():
@@ -102,17 +102,18 @@ def test_a_backlog_landed_in_one_batch_has_no_steady_rate():
     text = quix.table(result | {"quixstreams_version": "3.28.1"})
     assert "**3.00×**" in text
     quix_line = next(line for line in text.splitlines() if "Quix Streams 3.28.1" in line)
-    assert quix_line.split("|")[4].strip() == "-"
+    assert quix_line.split("|")[5].strip() == "-"
 
 
 def test_the_table_and_the_benchmarks_row():
     doc = {"events": 1_000_000, "quixstreams_version": "3.28.1",
            **quix.comparison(_drain(1_000_000, 16.0, 64_000), _drain(1_000_000, 40.0, 26_000))}
     lines = quix.table(doc).splitlines()
-    assert lines[2] == "| StreamFlow `streamflow sink` | 16.0 | 62,500 | 64,000 | 100.0 |"
-    assert lines[3] == ("| Quix Streams 3.28.1 `PostgreSQLSink`, defaults | 40.0 | 25,000 | "
-                        "26,000 | 100.0 |")
-    assert lines[4] == "| StreamFlow / Quix (target ≥ 3.0×) | | **2.50×** | 2.46× | |"
+    assert lines[2] == ("| StreamFlow `streamflow sink` | 1,000,000 | 16.0 | 62,500 | 64,000 | "
+                        "100.0 |")
+    assert lines[3] == ("| Quix Streams 3.28.1 `PostgreSQLSink`, defaults | 1,000,000 | 40.0 | "
+                        "25,000 | 26,000 | 100.0 |")
+    assert lines[4] == "| StreamFlow / Quix (target ≥ 3.0×) | | | **2.50×** | 2.46× | |"
     (row,) = [r for r in report.benchmark_rows({"quix": doc}) if "Quix" in r[0]]
     assert row[1:] == ("62,500", "Quix Streams 3.28.1 at its defaults 25,000", "2.50×", "≥ 3.0×")
 
