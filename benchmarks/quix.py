@@ -15,9 +15,9 @@ same PostgreSQL server:
   database: Application's defaults but auto_offset_reset="earliest" (a new group would skip
   the backlog), each message parsed as JSON (its default deserializer), written as one column
   per top-level field plus the key and the Kafka timestamp; the sink creates and alters the
-  table itself. It writes once per checkpoint (commit_interval 5 s), each batch with
-  psycopg2's execute_values (100 rows a statement), and only the columns of the batch's first
-  row (quix_rows counts what that leaves out of the demo events).
+  table itself. It writes once per checkpoint (commit_interval 5 s), a transaction per
+  partition's batch, with psycopg2's execute_values (100 rows a statement), and only the
+  columns of the batch's first row (quix_rows counts what that leaves out of the demo events).
 
 The rows differ in shape; what is compared is how fast each gets the backlog into PostgreSQL.
 
