@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import time
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -75,26 +77,42 @@ def consumed(conn: psycopg.Connection, group: str, topic: str) -> int:
                         "WHERE group_id = %s AND topic = %s", (group, topic)).fetchone()[0]
 
 
+def time_drain(proc: subprocess.Popen, landed: Callable[[], int], events: int, *,
+               launched: float, what: str, timeout_s: float | None = None) -> dict:
+    """Poll ``landed()`` (events of the backlog in PostgreSQL so far) until all ``events``
+    are: events/s from the first row to the last, and seconds from ``launched`` (when ``proc``
+    was started) to the last row. A rate needs two readings: ``events_per_s`` is None when
+    the first row seen came with the last (one batch held the whole backlog)."""
+    first = None
+    while (count := landed()) < events:
+        now = time.monotonic()
+        if count and first is None:
+            first = (now, count)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early with {proc.returncode}")
+        if timeout_s is not None and now - launched > timeout_s:
+            raise TimeoutError(f"{what}: {count:,} of {events:,} events in PostgreSQL after "
+                               f"{timeout_s:.0f} s")
+        time.sleep(0.05)
+    last = (time.monotonic(), count)
+    rate = (last[1] - first[1]) / (last[0] - first[0]) if first else None
+    return {"events": events, "events_per_s": round(rate) if rate else None,
+            "seconds_from_start": round(last[0] - launched, 3)}
+
+
 def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
                     extra: list[str] = ()) -> dict:
-    """Run `streamflow sink` on a backlog of ``events``; time first row to last row."""
+    """Run `streamflow sink` on a backlog of ``events``; time first row to last row (its
+    events/s), and from the start of the process to the last row (``seconds_from_start``)."""
+    launched = time.monotonic()
     proc = st.start("sink", "--topic", topic, "--group", group, "--metrics-port", "0",
                     "--stop-when-idle", "3", *extra)
     rss = RssSampler(proc.pid)
     with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
-        first = last = None
-        while (landed := consumed(conn, group, topic)) < events:
-            now = time.monotonic()
-            if landed and first is None:
-                first = (now, landed)
-            if proc.poll() is not None:
-                raise RuntimeError(f"sink exited early with {proc.returncode}")
-            time.sleep(0.05)
-        last = (time.monotonic(), landed)
+        drained = time_drain(proc, lambda: consumed(conn, group, topic), events,
+                             launched=launched, what="sink")
     proc.wait(60)
-    peak = rss.stop()
-    rate = (last[1] - first[1]) / (last[0] - first[0])
-    return {"events": events, "events_per_s": round(rate), "peak_rss_mb": round(peak / 2**20, 1)}
+    return drained | {"peak_rss_mb": round(rss.stop() / 2**20, 1)}
 
 
 def raw_copy(st: Stack, topic: str) -> dict:

@@ -103,6 +103,13 @@ def benchmark_rows(doc: dict) -> list[tuple[str, str, str, str, str]]:
                          f"on: {s['synchronous_commit_on_events_per_s']:,}",
                          _ratio(s["synchronous_commit_off_events_per_s"],
                                 s["synchronous_commit_on_events_per_s"]), "-"))
+    if "quix" in doc:
+        q = doc["quix"]
+        rows.append((f"sink vs Quix Streams' PostgreSQLSink, events/s from start "
+                     f"({q['events']:,} events)", f"{q['streamflow']['events_per_s_from_start']:,}",
+                     f"Quix Streams {q['quixstreams_version']} at its defaults "
+                     f"{q['quix']['events_per_s_from_start']:,}", f"{q['ratio']:.2f}×",
+                     f"≥ {q['target_ratio']}×"))
     if "latency" in doc:
         floor = doc["latency"]["broker_end_to_end"]
         for r in doc["latency"]["rates"]:

@@ -6,6 +6,7 @@ benchmarks/results/, and (full runs) the table in docs/BENCHMARKS.md.
     python -m benchmarks.run --only latency
     python -m benchmarks.run --only storage     # also: migration, lookup (Storage over time)
     python -m benchmarks.run --only dagster     # Dagster's storage under its retention
+    python -m benchmarks.run --only quix        # the sink vs Quix Streams' PostgreSQLSink
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from benchmarks import (
     live,
     pipeline,
     plots,
+    quix,
     report,
     storage,
 )
 from benchmarks.harness import RESULTS, environment, isolated_stack, write_results
 
 GROUPS = ("backbone", "latency", "live", "windows", "catchup", "history", "cluster",
-          "storage", "migration", "lookup", "dagster")
+          "storage", "migration", "lookup", "dagster", "quix")
 # Storage over time: rows of raw.events the migration moves into partitions, and per daily
 # partition for the sink's look-up across them (full; quick).
 MIGRATION_ROWS = (1_000_000, 50_000)
@@ -126,9 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             if "dagster" in wanted:
                 document["dagster_storage"] = dagster_storage.bench_dagster_storage(
                     st, dagster_storage.QUICK if args.quick else dagster_storage.FULL)
+    if "quix" in wanted:
+        # Its own stack: the backlog both sinks drain, nothing else on the broker or server.
+        with isolated_stack() as st:
+            document.setdefault("environment", environment(st))
+            _log(f"quix: {events:,} events, StreamFlow's sink vs Quix Streams' "
+                 "PostgreSQLSink ...")
+            document["quix"] = quix.bench_quix(st, events)
     path = write_results(args.only or "all", document, stamp)
     if storage_groups and not args.quick:
         storage.refresh_docs(document, path.name)
+    if "quix" in wanted and not args.quick:
+        quix.refresh_docs(document["quix"], path.name)
     drawn = plots.draw_all(document, RESULTS / f"{stamp}")
     print(report.benchmark_table(document))
     if not args.quick and not args.only:
