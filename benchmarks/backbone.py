@@ -116,9 +116,14 @@ def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
 
 
 def raw_copy(st: Stack, topic: str) -> dict:
-    """COPY the rows the sink landed into an empty table shaped like raw.events."""
+    """COPY the rows the sink landed into an empty table shaped like the raw.events partition
+    they landed in, its indexes included: raw.events itself is partitioned, and its unique
+    index on event_id is each partition's own (streamflow.db.partitions), so a table ``LIKE
+    raw.events`` would lack the index every landed row updates."""
     cols = sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS))
     with psycopg.connect(libpq_url(st.database_url)) as conn:
+        (shape,) = conn.execute("SELECT tableoid::regclass::text FROM raw.events "
+                                "WHERE kafka_topic = %s LIMIT 1", (topic,)).fetchone()
         buffer = io.BytesIO()
         with conn.cursor().copy(
                 sql.SQL("COPY (SELECT {} FROM raw.events WHERE kafka_topic = %s) TO STDOUT"
@@ -126,7 +131,8 @@ def raw_copy(st: Stack, topic: str) -> dict:
             for chunk in copy:
                 buffer.write(chunk)
         conn.execute("DROP TABLE IF EXISTS raw.bench_copy")
-        conn.execute("CREATE TABLE raw.bench_copy (LIKE raw.events INCLUDING ALL)")
+        conn.execute(sql.SQL("CREATE TABLE raw.bench_copy (LIKE {} INCLUDING ALL)").format(
+            sql.Identifier(*shape.split("."))))
         conn.execute("SET synchronous_commit = off")
         conn.commit()
         data = buffer.getvalue()

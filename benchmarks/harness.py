@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psutil
 
-from streamflow import endpoints, stack
+from streamflow import contract, endpoints, stack
 from streamflow.db.engine import server_version
 from streamflow.infra import kafka_server
 from streamflow.infra.processes import free_port, free_port_run
+from streamflow.kafka_clients import producer
+from streamflow.producer.generator import EventGenerator
 from streamflow.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,6 +68,23 @@ def worker_env(settings: Settings, database_url: str, **extra: str) -> dict:
     """The environment of a `streamflow` worker process pointed at a benchmark stack
     (``stack.child_env``), with the benchmarks' PII key."""
     return stack.child_env(settings, database_url, STREAMFLOW_PII_KEY=BENCH_PII_KEY, **extra)
+
+
+def produce_demo_events(st: Stack, topic: str, events: int, *, invalid_rate: float = 0.01,
+                        late_rate: float = 0.05) -> None:
+    """A backlog of ``events`` demo events (seed 1) in ``topic``, with the producer's headers,
+    as fast as the client takes them."""
+    generator = EventGenerator(BENCH_PII_KEY.encode(), seed=1, late_rate=late_rate,
+                               invalid_rate=invalid_rate)
+    sender = producer(st.kafka)
+    for key, value in generator.batch(events):
+        while True:
+            try:
+                sender.produce(topic, value, key, headers=contract.HEADERS)
+                break
+            except BufferError:
+                sender.poll(0.1)
+    sender.flush(60)
 
 
 def poll_until(predicate, timeout_s: float, what: str, *, interval_s: float = 0.25):

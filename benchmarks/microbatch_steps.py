@@ -11,13 +11,11 @@ import json
 import sys
 import time
 
-from benchmarks.harness import BENCH_PII_KEY, isolated_stack
+from benchmarks.harness import isolated_stack, produce_demo_events
 from resources import KafkaResource
-from streamflow import contract, topics
+from streamflow import topics
 from streamflow.db.engine import connect_admin
-from streamflow.kafka_clients import producer
 from streamflow.microbatch import notifications, windows
-from streamflow.producer.generator import EventGenerator
 from streamflow.sink.worker import SinkConfig, run_sink
 from streamflow.workers.runtime import StopFlag
 
@@ -27,17 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     events = int(args[0]) if args else 50_000
     with isolated_stack() as st:
         topic = topics.create_topic(st.kafka, "bench-steps")
-        generator = EventGenerator(BENCH_PII_KEY.encode(), seed=1, late_rate=0.05,
-                                   invalid_rate=0.01)
-        sender = producer(st.kafka)
-        for key, value in generator.batch(events):
-            while True:
-                try:
-                    sender.produce(topic, value, key, headers=contract.HEADERS)
-                    break
-                except BufferError:
-                    sender.poll(0.1)
-        sender.flush(60)
+        produce_demo_events(st, topic, events)
         run_sink(SinkConfig(st.kafka, st.database_url, topic=topic, group_id=topic,
                             stop_when_idle_s=2.0), StopFlag())
         kafka = KafkaResource(bootstrap_servers=st.bootstrap)
