@@ -24,18 +24,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import psycopg
 
+from benchmarks.backbone import consumed
 from benchmarks.harness import (
     RESULTS,
     Stack,
     environment,
     isolated_stack,
+    poll_until,
     produce_demo_events,
     write_results,
 )
 from resources import KafkaResource
 from streamflow import topics
-from streamflow.db.engine import connect_admin
+from streamflow.db.engine import connect_admin, libpq_url
 from streamflow.infra import kafka_server, postgres_server
 from streamflow.microbatch import notifications, windows
 
@@ -82,10 +85,11 @@ class CpuMeter:
 
 @contextmanager
 def sampled(pid: int, out: Path) -> Iterator[None]:
-    """py-spy sampling ``pid`` (its threads holding or wanting the CPU) into ``out``."""
+    """py-spy sampling ``pid`` into ``out``: the thread holding the GIL (Python's CPU; C code
+    that releases the GIL, such as librdkafka's or libpq's waits, is not in it)."""
     spy = subprocess.Popen(  # noqa: S603
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate",
-         str(SAMPLES_PER_S), "--format", "raw", "--output", str(out)],
+         str(SAMPLES_PER_S), "--format", "raw", "--gil", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # attached
     try:
@@ -149,17 +153,21 @@ def _per_event(cpu: dict[str, float], events: int) -> dict[str, float]:
 
 
 def profile_sink(st: Stack, topic: str, events: int, out: Path) -> dict:
-    """`streamflow sink` draining the backlog, sampled from start to exit."""
+    """`streamflow sink` draining the backlog, sampled from its first landing to its last
+    (its start-up and idle exit left out)."""
     proc = st.start("sink", "--topic", topic, "--group", topic, "--metrics-port", "0",
                     "--stop-when-idle", "2")
-    meter = CpuMeter(st, psutil.Process(proc.pid))
-    with sampled(proc.pid, out):
-        # The worker's CPU is read before it exits (its rusage goes with it).
-        while proc.poll() is None:
+    with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
+        first = poll_until(lambda: consumed(conn, topic, topic), 120, "the sink's first landing")
+        meter = CpuMeter(st, psutil.Process(proc.pid))
+        with sampled(proc.pid, out):
+            poll_until(lambda: consumed(conn, topic, topic) >= events, 600,
+                       "the sink's last landing", interval_s=0.05)
             cpu = meter.stop()
-            time.sleep(0.1)
-    return {"cpu_us_per_event": _per_event(cpu, events),
-            **summarise(out, events, ours=_ours)}
+    proc.wait(60)
+    measured = events - first
+    return {"events_measured": measured, "cpu_us_per_event": _per_event(cpu, measured),
+            **summarise(out, measured, ours=_ours)}
 
 
 def profile_steps(st: Stack, events: int, out: Path) -> dict:
@@ -205,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": profile_steps(st, events, folder / "step.txt"),
                     "note": "µs of CPU per event: cpu_us_per_event from the kernel's count "
                             "for each process over the interval (the worker, PostgreSQL "
-                            "with its backends, the broker); the rest from py-spy samples "
-                            "of the worker's Python threads (a C call counts at the Python "
-                            "line that made it)."}
+                            "with its backends, the broker; the sink from its first landing "
+                            "to its last, per event landed in between); the rest from py-spy "
+                            "samples of the thread holding the GIL (a C call counts at the "
+                            "Python line that made it)."}
     path = write_results("profile", document, stamp)
     print(path)
     return 0
