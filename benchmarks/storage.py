@@ -25,7 +25,7 @@ from benchmarks.history import History, plan_lines
 from streamflow.archive import archive_period
 from streamflow.db import migrate, partitions
 from streamflow.db.engine import connect_admin, libpq_url
-from streamflow.db.landing import _ANY_LANDED
+from streamflow.db.landed_before import ANY_LANDED, LandedBefore
 from streamflow.microbatch import notifications
 from streamflow.supervisor import DEMO_INVALID_RATE
 
@@ -216,27 +216,42 @@ _NEW_IDS = {
 }
 
 
+# How the look-up is made: the sink's (streamflow.db.landed_before: other partitions only,
+# ids above their newest skipped), and every partition probed for every id, as it was before.
+_LOOKUPS = ("sink", "every_partition")
+
+
 def _lookup_us(url: str, batches: int) -> dict[str, dict]:
-    """µs per event of the look-up alone, for batches of new events (found nowhere: every
-    partition's index is searched for each) by kind of id, and its plan (EXPLAIN ANALYZE)."""
+    """µs per event of the look-up alone, for batches of new events (found nowhere) by kind of
+    id and by how it is made, and the plan of every-partition look-up (EXPLAIN ANALYZE). The
+    ids go as the sink's text, lower-case."""
     found = {}
     with connect_admin(url) as conn:
+        landed = LandedBefore()
+        landed.refresh(conn)
+        lookups = {"sink": lambda ids: landed.any(conn, ids),
+                   "every_partition": lambda ids: conn.execute(
+                       ANY_LANDED, (ids,)).fetchone()[0]}
         for kind, query in _NEW_IDS.items():
-            timings = []
-            for _ in range(batches):
-                (ids,) = conn.execute(query, (LOOKUP_BATCH,)).fetchone()
-                started = time.perf_counter()
-                assert conn.execute(_ANY_LANDED, (ids,)).fetchone()[0] is False
-                timings.append((time.perf_counter() - started) / LOOKUP_BATCH * 1e6)
-            (ids,) = conn.execute(query, (LOOKUP_BATCH,)).fetchone()
+            found[kind] = {}
+            for how in _LOOKUPS:
+                timings = []
+                for _ in range(batches):
+                    ids = [str(i) for i in conn.execute(query, (LOOKUP_BATCH,)).fetchone()[0]]
+                    started = time.perf_counter()
+                    assert lookups[how](ids) is False
+                    timings.append((time.perf_counter() - started) / LOOKUP_BATCH * 1e6)
+                found[kind][how] = {
+                    "us_per_event_median": round(statistics.median(timings), 2),
+                    "ms_per_batch_median": round(statistics.median(timings) * LOOKUP_BATCH
+                                                 / 1000, 2)}
+            ids = [str(i) for i in conn.execute(query, (LOOKUP_BATCH,)).fetchone()[0]]
             (doc,) = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(
-                _ANY_LANDED), (ids,)).fetchone()
-            found[kind] = {"us_per_event_median": round(statistics.median(timings), 2),
-                           "ms_per_batch_median": round(
-                               statistics.median(timings) * LOOKUP_BATCH / 1000, 2),
-                           "server_ms": round(doc[0]["Execution Time"], 2),
-                           "planning_ms": round(doc[0]["Planning Time"], 2),
-                           "plan": plan_lines(doc[0]["Plan"])}
+                ANY_LANDED), (ids,)).fetchone()
+            found[kind]["every_partition"] |= {
+                "server_ms": round(doc[0]["Execution Time"], 2),
+                "planning_ms": round(doc[0]["Planning Time"], 2),
+                "plan": plan_lines(doc[0]["Plan"])}
     return found
 
 
@@ -286,13 +301,14 @@ def bench_lookup(st: Stack, rows_per_day: int) -> dict:
         "batch": LOOKUP_BATCH, "batches": LOOKUP_BATCHES, "rows_per_day": rows_per_day,
         "one_day": one, "days": LOOKUP_DAYS, "many_days": many,
         "lookup_us_per_event_added": {
-            kind: round(many["lookup"][kind]["us_per_event_median"]
-                        - one["lookup"][kind]["us_per_event_median"], 2)
-            for kind in _NEW_IDS},
+            f"{kind} {how}": round(many["lookup"][kind][how]["us_per_event_median"]
+                                   - one["lookup"][kind][how]["us_per_event_median"], 2)
+            for kind in _NEW_IDS for how in _LOOKUPS},
         "note": f"A fresh database with day partitions; {rows_per_day:,} demo events landed "
                 "today (LandingWriter), then timed: 20 landings of 5,000 new demo events "
                 "(LandingWriter.land, median) and 20 look-ups alone of each kind (the sink's "
-                "_ANY_LANDED for 5,000 new event ids, found in no partition: time-ordered "
+                "look-up, streamflow.db.landed_before, and the same look-up in every partition "
+                "as it was before, for 5,000 new event ids, found in no partition: time-ordered "
                 "UUIDv7 as the producer makes them, or random as a replayed file's). Then "
                 f"{LOOKUP_DAYS - 1} earlier days filled with copies of today's rows (new "
                 "UUIDv7 ids of their day), VACUUM ANALYZE, timed again. Partitions counted "
@@ -339,12 +355,12 @@ def refresh_docs(document: dict, results: str) -> None:
         one, many = lk["one_day"], lk["many_days"]
         replace_between(DOCS / "BENCHMARKS.md", "lookup", (
             f"`{results}`: batches of {lk['batch']:,} new events, medians of {lk['batches']}."
-            "\n\n| raw.events | look-up µs/event, time-ordered ids (ms/batch) | "
-            "random ids (ms/batch) | landing ms/batch | landing events/s |"
-            "\n|---|---:|---:|---:|---:|\n" + "\n".join(
+            "\n\n| raw.events | look-up µs/event (ms/batch), time-ordered ids: the sink's | "
+            "every partition | random ids: the sink's | every partition | landing ms/batch | "
+            "landing events/s |\n|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(
                 f"| {x['rows']:,} rows, {label} ({x['partitions']} partitions + default) | "
-                + " | ".join(f"{x['lookup'][k]['us_per_event_median']:.2f} "
-                             f"({x['lookup'][k]['ms_per_batch_median']:.1f})"
-                             for k in ("time_ordered", "random"))
+                + " | ".join(f"{x['lookup'][k][how]['us_per_event_median']:.2f} "
+                             f"({x['lookup'][k][how]['ms_per_batch_median']:.1f})"
+                             for k in ("time_ordered", "random") for how in _LOOKUPS)
                 + f" | {x['land_ms_per_batch_median']:.1f} | {x['land_events_per_s']:,} |"
                 for label, x in (("1 day filled", one), (f"{lk['days']} days filled", many)))))

@@ -17,6 +17,7 @@ from psycopg import sql
 from streamflow.db.compose import columns, statement
 from streamflow.db.dead_letters import insert_dead_letters
 from streamflow.db.engine import libpq_url
+from streamflow.db.landed_before import LandedBefore
 from streamflow.db.tables import (
     INGEST_SEQ_LOCK,
     LANDING_COLUMNS,
@@ -74,12 +75,6 @@ _CREATE_LANDING = statement(
     "SELECT {cols} FROM {e} WITH NO DATA", e=events, cols=_COLS)
 _COPY_LANDING = statement("COPY landing ({cols}) FROM STDIN", cols=_COLS)
 _COPY_EVENTS = statement("COPY {e} ({cols}) FROM STDIN", e=events, cols=_COLS)
-# raw.events is partitioned by time (streamflow.db.partitions): its unique index on event_id
-# is each partition's own, so an event landed in an earlier partition is looked for there.
-# Race-free because every landing holds the ingest lock (docs/ARCHITECTURE.md, "Storage over
-# time": one row per event_id across the hot horizon).
-_ANY_LANDED = statement(
-    "SELECT EXISTS (SELECT 1 FROM {e} WHERE {e.event_id} = ANY(%s::uuid[]))", e=events)
 _INSERT_EVENTS = statement(
     "INSERT INTO {e} ({cols}) SELECT {cols} FROM landing l "
     "WHERE NOT EXISTS (SELECT 1 FROM {e} x WHERE x.{e.event_id} = l.{e.event_id}) "
@@ -177,6 +172,7 @@ class LandingWriter:
         self._conn: psycopg.Connection | None = None
         # (topic, partition) -> the owner epoch this writer claimed it under (``claim``).
         self._epochs: dict[tuple[str, int], int] = {}
+        self.landed_before = LandedBefore()
 
     def setup(self) -> None:
         conn = psycopg.connect(libpq_url(self.database_url), connect_timeout=5,
@@ -253,8 +249,9 @@ class LandingWriter:
            below: a slow broker must not hold up every sink's landing. A copy Kafka refuses
            for good (``dlq.Unpublished``) is quarantined in step 5, never a reason to stop.
         2. Take the ingest-sequence lock: rows get their ``ingest_seq`` in commit order.
-        3. Fast path: unless one of the events landed before (in any time partition), COPY
-           the rows straight into raw.events (in a savepoint).
+        3. Fast path: unless one of the events landed in an earlier time partition
+           (``db.landed_before``), COPY the rows straight into raw.events (in a savepoint):
+           the partition it writes to refuses a duplicate with its own unique index.
         4. If that fails (a replayed batch, a duplicate event_id, a row PostgreSQL refuses),
            roll the savepoint back and take the safe path: COPY into the session's temp
            table, isolating refused rows by splitting the copy (each half in a savepoint),
@@ -277,6 +274,7 @@ class LandingWriter:
         """
         # Step 1
         unpublished = publish(batch.dead_letters) if batch.dead_letters else []
+        self.landed_before.refresh(self.conn)
         refused: list[DeadLetter] = []
         while True:
             try:
@@ -299,7 +297,7 @@ class LandingWriter:
             rechecked = 0
             try:
                 # Step 3
-                if self._any_landed(conn, batch.rows):
+                if self.landed_before.any(conn, [row[0] for row in batch.rows]):
                     raise _AlreadyLanded
                 self._copy(conn, _COPY_EVENTS, batch.rows)
                 inserted = len(batch.rows)
@@ -365,13 +363,6 @@ class LandingWriter:
                     if not cur.nextset():
                         break
         return sorted(set(offsets) - stored)
-
-    @staticmethod
-    def _any_landed(conn: psycopg.Connection, rows: Sequence[tuple]) -> bool:
-        """Has any of these events landed before, in any partition? (The fast path's COPY
-        would only see a duplicate within the partition it writes to.)"""
-        return bool(rows) and conn.execute(
-            _ANY_LANDED, ([row[0] for row in rows],)).fetchone()[0]
 
     @staticmethod
     def _copy(conn: psycopg.Connection, command: sql.Composed, rows: Sequence[tuple]) -> None:

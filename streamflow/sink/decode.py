@@ -95,7 +95,7 @@ def decode(
         event_id = event.get("event_id")
         if event_id is None:
             return reject(Reason.MISSING_EVENT_ID, "no event_id")
-        if not isinstance(event_id, str) or not UUID_RE.fullmatch(event_id):
+        if not isinstance(event_id, str) or not UUID_RE.fullmatch(event_id.lower()):
             return reject(Reason.BAD_EVENT_ID, f"event_id {str(event_id)[:60]!r} is not a UUID",
                           str(event_id)[:200])
         return to_row(event, text, key, headers_json(headers), topic, topic_id, partition,

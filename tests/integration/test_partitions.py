@@ -13,6 +13,7 @@ import pytest
 from streamflow import contract
 from streamflow.db import migrate, partitions
 from streamflow.db.engine import connect_admin
+from streamflow.db.landed_before import LandedBefore
 from streamflow.db.landing import Landing, LandingWriter
 from streamflow.db.partitions import DEAD_LETTERS, EVENTS, NOTIFICATIONS, Period
 from streamflow.dlq import DeadLetter
@@ -203,3 +204,52 @@ def test_a_populated_database_is_converted_in_place(fresh_database):
     assert _land(url, topic, _landing(topic, [_event()])).inserted == 1
     with connect_admin(url) as conn:
         assert conn.execute("SELECT max(ingest_seq) FROM raw.events").fetchone()[0] > last_seq
+
+
+def test_the_look_up_before_the_fast_copy_searches_only_where_an_event_could_be(hourly):
+    """streamflow.db.landed_before: ids above the newest of the other partitions are new
+    without a search; an id at or below it is searched for; the partition the batch lands
+    in is left to its own unique index; with no period partition for now, every partition
+    is searched."""
+    def uuidv7s(n: int, ago: timedelta = timedelta(0)) -> list[str]:
+        with connect_admin(hourly) as conn:
+            return [str(i) for i in conn.execute(
+                "SELECT array_agg(uuidv7(-%s::interval)) FROM generate_series(1, %s)",
+                (ago, n)).fetchone()[0]]
+
+    with connect_admin(hourly) as conn:
+        now = datetime.now(UTC)
+        partitions.ensure(conn, EVENTS, HOUR, now, periods_wanted=[
+            Period.holding(now - HOUR, HOUR)])
+    topic = "look-up"
+    older = [_event(event_id=i) for i in uuidv7s(3, HOUR)]
+    assert _land(hourly, topic, _landing(topic, older)).inserted == 3
+    with connect_admin(hourly) as conn:
+        _age(conn, "raw.events", "ingested_at", HOUR)
+    current = [_event(event_id=i) for i in uuidv7s(3)]
+    assert _land(hourly, topic, _landing(topic, current, first_offset=3)).inserted == 3
+    old_ids = [orjson.loads(v)["event_id"] for v in older]
+    current_ids = [orjson.loads(v)["event_id"] for v in current]
+    with connect_admin(hourly) as conn:
+        new_ids = uuidv7s(50)
+        landed = LandedBefore()
+        landed.refresh(conn)
+        assert landed.period == Period.holding(datetime.now(UTC), HOUR)
+        with conn.transaction():
+            assert landed.any(conn, new_ids) is False
+            assert landed.any(conn, [*new_ids, old_ids[1]]) is True
+            assert landed.any(conn, [str(uuid.uuid4()) for _ in range(20)]) is False
+            # The current partition's own index refuses these at the COPY.
+            assert landed.any(conn, current_ids) is False
+        unknown = LandedBefore()
+        unknown.refresh(conn, now=datetime.now(UTC) + timedelta(days=30))
+        assert unknown.period is None
+        with conn.transaction():
+            assert unknown.any(conn, current_ids) is True
+            assert unknown.any(conn, new_ids) is False
+    # The fast path's COPY refuses a current event again: the safe path keeps one row.
+    again = _land(hourly, topic, _landing(topic, [*current, _event()], first_offset=6))
+    assert again.inserted == 1
+    with connect_admin(hourly) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM raw.events"
+                            ).fetchone() == (7, 7)
