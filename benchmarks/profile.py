@@ -135,16 +135,20 @@ def summarise(path: Path, events: int, *, ours: Callable[[str], bool]) -> dict:
 
 
 def _short(path: str) -> str:
+    """A frame's file as py-spy names it, without the directories before its package."""
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1]
     for package in ("streamflow/", "benchmarks/", "resources/"):
+        if path.startswith(package):
+            return path
         if f"/{package}" in path:
             return package + path.split(f"/{package}", 1)[1]
     return Path(path).name
 
 
 def _ours(path: str) -> bool:
-    return "site-packages" not in path and "/streamflow/" in path
+    """StreamFlow's own code (py-spy names a file relative to sys.path when it can)."""
+    return "site-packages" not in _short(path) and _short(path).startswith("streamflow/")
 
 
 def _per_event(cpu: dict[str, float], events: int) -> dict[str, float]:

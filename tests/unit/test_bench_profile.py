@@ -9,7 +9,7 @@ RAW = (
     "decode (/x/streamflow/sink/decode.py:70) 30\n"
     "<module> (/x/streamflow/cli.py:5);run (/x/streamflow/sink/worker.py:140);"
     "decode (/x/streamflow/sink/decode.py:70);loads (/v/site-packages/orjson/x.py:1) 10\n"
-    "<module> (/x/streamflow/cli.py:5);write_row (/v/site-packages/psycopg/copy.py:9) 60\n"
+    "<module> (streamflow/cli.py:5);write_row (/v/site-packages/psycopg/copy.py:9) 60\n"
 )
 
 
