@@ -115,24 +115,30 @@ def drain_with_sink(st: Stack, topic: str, events: int, *, group: str,
     return drained | {"peak_rss_mb": round(rss.stop() / 2**20, 1)}
 
 
+def like_landed(conn: psycopg.Connection, name: str, topic: str) -> None:
+    """(Re)create raw.<name> shaped like the raw.events partition ``topic``'s rows landed in,
+    its indexes included: raw.events itself is partitioned, and its unique index on event_id
+    is each partition's own (streamflow.db.partitions), so a table ``LIKE raw.events`` would
+    lack the index every landed row updates."""
+    (shape,) = conn.execute("SELECT tableoid::regclass::text FROM raw.events "
+                            "WHERE kafka_topic = %s LIMIT 1", (topic,)).fetchone()
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("raw", name)))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+        sql.Identifier("raw", name), sql.Identifier(*shape.split("."))))
+
+
 def raw_copy(st: Stack, topic: str) -> dict:
     """COPY the rows the sink landed into an empty table shaped like the raw.events partition
-    they landed in, its indexes included: raw.events itself is partitioned, and its unique
-    index on event_id is each partition's own (streamflow.db.partitions), so a table ``LIKE
-    raw.events`` would lack the index every landed row updates."""
+    they landed in (``like_landed``)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, LANDING_COLUMNS))
     with psycopg.connect(libpq_url(st.database_url)) as conn:
-        (shape,) = conn.execute("SELECT tableoid::regclass::text FROM raw.events "
-                                "WHERE kafka_topic = %s LIMIT 1", (topic,)).fetchone()
         buffer = io.BytesIO()
         with conn.cursor().copy(
                 sql.SQL("COPY (SELECT {} FROM raw.events WHERE kafka_topic = %s) TO STDOUT"
                         ).format(cols), (topic,)) as copy:
             for chunk in copy:
                 buffer.write(chunk)
-        conn.execute("DROP TABLE IF EXISTS raw.bench_copy")
-        conn.execute(sql.SQL("CREATE TABLE raw.bench_copy (LIKE {} INCLUDING ALL)").format(
-            sql.Identifier(*shape.split("."))))
+        like_landed(conn, "bench_copy", topic)
         conn.execute("SET synchronous_commit = off")
         conn.commit()
         data = buffer.getvalue()
@@ -189,8 +195,7 @@ def reference_sink(st: Stack, topic: str, events: int) -> dict:
                                       **{"enable.auto.commit": True})
     consumer.subscribe([topic])
     with psycopg.connect(libpq_url(st.database_url), autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS raw.bench_reference")
-        conn.execute("CREATE TABLE raw.bench_reference (LIKE raw.events INCLUDING ALL)")
+        like_landed(conn, "bench_reference", topic)  # the sink landed ``topic`` before
         done, started = 0, None
         while done < events:
             for msg in consumer.consume(500, 1.0):
