@@ -120,11 +120,13 @@ def like_landed(conn: psycopg.Connection, name: str, topic: str) -> None:
     its indexes included: raw.events itself is partitioned, and its unique index on event_id
     is each partition's own (streamflow.db.partitions), so a table ``LIKE raw.events`` would
     lack the index every landed row updates."""
-    (shape,) = conn.execute("SELECT tableoid::regclass::text FROM raw.events "
-                            "WHERE kafka_topic = %s LIMIT 1", (topic,)).fetchone()
+    schema, partition = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        "c.relnamespace WHERE c.oid = (SELECT tableoid FROM raw.events WHERE kafka_topic = %s "
+        "LIMIT 1)", (topic,)).fetchone()
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("raw", name)))
     conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-        sql.Identifier("raw", name), sql.Identifier(*shape.split("."))))
+        sql.Identifier("raw", name), sql.Identifier(schema, partition)))
 
 
 def raw_copy(st: Stack, topic: str) -> dict:
