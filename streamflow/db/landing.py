@@ -75,21 +75,27 @@ _CREATE_LANDING = statement(
     "SELECT {cols} FROM {e} WITH NO DATA", e=events, cols=_COLS)
 _COPY_LANDING = statement("COPY landing ({cols}) FROM STDIN", cols=_COLS)
 _COPY_EVENTS = statement("COPY {e} ({cols}) FROM STDIN", e=events, cols=_COLS)
+# Of two copies of an event in one batch (a producer's retry), the first lands: chosen here,
+# since the anti-join below may emit rows in any order (a hash anti-join that hashes the
+# batch emits them in hash order, and ON CONFLICT then keeps whichever came first).
+_FIRST_COPIES = statement(
+    "(SELECT DISTINCT ON ({e.event_id}) * FROM landing "
+    "ORDER BY {e.event_id}, {e.kafka_topic}, {e.kafka_partition}, {e.kafka_offset})", e=events)
 _INSERT_EVENTS = statement(
-    "INSERT INTO {e} ({cols}) SELECT {cols} FROM landing l "
+    "INSERT INTO {e} ({cols}) SELECT {cols} FROM {first} l "
     "WHERE NOT EXISTS (SELECT 1 FROM {e} x WHERE x.{e.event_id} = l.{e.event_id}) "
-    "ON CONFLICT DO NOTHING", e=events, cols=_COLS)
+    "ON CONFLICT DO NOTHING", e=events, cols=_COLS, first=_FIRST_COPIES)
 # An event the contract rejected that arrives again (a replay: `streamflow dlq replay`) gets
 # a new ingest_seq, so the next micro-batch checks it again; once validated it never does.
 _RECHECK_CONTRACT_REJECTS = statement(
     "UPDATE {e} e SET ({cols}) = ({landed}), "
-    "{e.ingest_seq} = nextval({seq}::regclass), {e.ingested_at} = now() FROM landing l "
+    "{e.ingest_seq} = nextval({seq}::regclass), {e.ingested_at} = now() FROM {first} l "
     "WHERE e.{e.event_id} = l.{e.event_id} "
     "AND ({where}) IS DISTINCT FROM ({where_landed}) "
     "AND EXISTS (SELECT 1 FROM {d} d "
     "            WHERE d.{d.stage} = {contract} AND lower(d.{d.event_id}) = e.{e.event_id}::text) "
     "AND NOT EXISTS (SELECT 1 FROM {n} n WHERE n.{n.event_id} = e.{e.event_id})",
-    e=events, d=dead_letters, n=notifications,
+    e=events, d=dead_letters, n=notifications, first=_FIRST_COPIES,
     # Constants as literals: a generic plan could not use the partial index on a parameter.
     seq=f"{events_ingest_seq.schema}.{events_ingest_seq.name}",
     contract=Stage.CONTRACT.value,
@@ -255,8 +261,9 @@ class LandingWriter:
         4. If that fails (a replayed batch, a duplicate event_id, a row PostgreSQL refuses),
            roll the savepoint back and take the safe path: COPY into the session's temp
            table, isolating refused rows by splitting the copy (each half in a savepoint),
-           then ``INSERT`` those whose event_id is in no partition yet; an event the contract
-           rejected that arrives again (a replay) gets a new ingest_seq, to be checked again.
+           then ``INSERT`` the first copy (lowest offset) of each event whose event_id is in
+           no partition yet; an event the contract rejected that arrives again (a replay)
+           gets a new ingest_seq, to be checked again.
            A refused row becomes a ``db_rejected`` dead letter: the transaction is rolled
            back (releasing the lock), the dead letter published as in step 1, and the batch
            landed again without that row.

@@ -171,3 +171,32 @@ def test_a_sink_frozen_while_sending_a_copy_is_cut_off_by_the_next_landing(
         a.close()
         b.close()
     assert landed[0].inserted == 1 and rows(engine, topic)[0] == 1
+
+
+def test_of_two_copies_of_an_event_in_one_batch_the_first_lands(platform, unique_name, engine):
+    """A producer's retry can put one event twice in a batch, with the same or another body:
+    the first copy (lowest offset) lands, whatever plan PostgreSQL picks for the safe path's
+    look-up (a hash anti-join emits rows in hash order, not the batch's)."""
+    topic = unique_name
+    ids = [str(uuid.uuid4()) for _ in range(100)]
+    rows_ = [decode(_event(event_id=event_id, user_id=copy), b"k", lambda: None, topic, 0,
+                    offset)
+             for offset, (copy, event_id) in enumerate(
+                 [("first", i) for i in ids] + [("second", i) for i in ids])]
+    writer = LandingWriter(platform.database_url, "g-" + topic)
+    writer.setup()
+    try:
+        writer.claim(topic, [0])
+        # The plans that reorder: the batch hashed, every partition of raw.events probing it.
+        writer.conn.execute("SET enable_nestloop = off")
+        writer.conn.execute("SET enable_mergejoin = off")
+        writer.conn.commit()
+        result = writer.land(Landing(rows=rows_, next_offsets={(topic, 0): 200}), lambda _: [])
+    finally:
+        writer.close()
+    assert result.inserted == 100
+    with engine.connect() as conn:
+        kept = conn.execute(text(
+            "SELECT user_id, count(*) FROM raw.events WHERE kafka_topic = :t GROUP BY user_id"),
+            {"t": topic}).all()
+    assert [tuple(r) for r in kept] == [("first", 100)]
