@@ -198,8 +198,9 @@ def scalar(database_url: str, query: str, **params):
 
 
 def wait_for(predicate, *, timeout_s: float = 120.0, interval_s: float = 0.25,
-             message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+             message: str = "condition", detail=None):
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout, with
+    what ``detail()`` says about the state then (when given)."""
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -208,5 +209,6 @@ def wait_for(predicate, *, timeout_s: float = 120.0, interval_s: float = 0.25,
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {message}")
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {message}"
+                        + (f"\n{detail()}" if detail else ""))
         time.sleep(interval_s)

@@ -192,12 +192,15 @@ def test_the_compose_services_run_from_the_image(built_image, platform, fresh_da
         stack.stop("dagster-webserver")
 
         stack.start("dagster-daemon")
+        # Notifications with the run: a run that found its range claimed by another (still
+        # committing) succeeds with nothing of its own.
         run = wait_for(lambda: stack.alive("dagster-daemon") and stack.alive(
             "dagster-code-server") and scalar(
+            fresh_database, "SELECT count(*) FROM streamflow.notifications") and scalar(
             fresh_database, "SELECT run_id FROM public.runs WHERE pipeline_name = :job AND "
             "status = 'SUCCESS' LIMIT 1", job=microbatch_job.name), timeout_s=300,
-            interval_s=1, message="a micro-batch run launched by the daemon's sensor")
-        assert scalar(fresh_database, "SELECT count(*) FROM streamflow.notifications") > 0
+            interval_s=1, message="a micro-batch run launched by the daemon's sensor, and "
+            "notifications", detail=lambda: _microbatch_state(stack, fresh_database))
         assert scalar(fresh_database, "SELECT value FROM public.run_tags WHERE run_id = :id "
                        "AND key = 'dagster/sensor_name'", id=run) == new_events_sensor.name
 
@@ -208,6 +211,18 @@ def test_the_compose_services_run_from_the_image(built_image, platform, fresh_da
         _check_the_image_imports_its_own_copy(stack)
     finally:
         stack.stop_all()
+
+
+def _microbatch_state(stack: Stack, url: str) -> str:
+    """What a failed wait for the first micro-batch run shows: the tables, the runs and the
+    code server's and daemon's last words (run workers log into the code server's)."""
+    counts = {name: scalar(url, f"SELECT count(*) FROM {name}") for name in (  # noqa: S608
+        "raw.events", "streamflow.notifications", "raw.dead_letters", "raw.quarantine")}
+    runs = scalar(url, "SELECT string_agg(run_id || ' ' || status, ', ') FROM public.runs "
+                  "WHERE pipeline_name = :job", job=microbatch_job.name)
+    return (f"rows: {counts}\nmicro-batch runs: {runs}\n"
+            f"code server:\n{stack.log('dagster-code-server')[-4000:]}\n"
+            f"daemon:\n{stack.log('dagster-daemon')[-2000:]}")
 
 
 def _option(command: list[str], flag: str) -> str:
