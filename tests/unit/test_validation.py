@@ -42,6 +42,11 @@ def test_a_valid_batch_passes_whole():
     ({"user_id": ...}, "user_id: missing"),
     ({"email_hash": "5f4dcc3b5aa765d61d8327deb882cf99"}, "email_hash: str_matches"),
     ({"email_masked": "jane@example.com"}, "email_masked: str_matches"),
+    # `$` ends the text: Python's re also matched before a final newline.
+    ({"email_hash": "ab" * 32 + "\n"}, "email_hash: str_matches"),
+    ({"event_id": str(uuid.uuid4()) + "\n"}, "event_id: str_matches"),
+    ({"email_masked": "j***@example.com\n"}, "email_masked: str_matches"),
+    ({"email_masked": "j***@exa\vmple.com"}, "email_masked: str_matches"),  # RE2's \s lacks \v
     ({"occurred_at": "2026-11-25T13:00:00Z"}, "not_in_the_future"),
     ({"occurred_at": "1970-01-01T00:00:00Z"}, "occurred_at: greater_than_or_equal_to"),
     ({"occurred_at": "not a time"},
