@@ -50,12 +50,18 @@ def frame_built_after(ws, moment: float) -> dict:
             return frame
 
 
+def markers_missing(frame: dict, marker: str) -> list[str]:
+    """The parts of the frame that do not show the marker sent to their topic."""
+    shown = {"events": any(marker in e["payload"] for e in frame["events"]),
+             "notifications": any(marker in n["payload"] for n in frame["notifications"]),
+             "dead_letters": any(marker in d["payload"] for d in frame["dead_letters"]),
+             "windows": any(w["event_type"] == marker for w in frame["windows"])}
+    return [part for part, ok in shown.items() if not ok]
+
+
 def markers_shown(frame: dict, marker: str) -> bool:
     """The frame shows the marker sent to each topic after the corpus."""
-    return (any(marker in e["payload"] for e in frame["events"])
-            and any(marker in n["payload"] for n in frame["notifications"])
-            and any(marker in d["payload"] for d in frame["dead_letters"])
-            and any(w["event_type"] == marker for w in frame["windows"]))
+    return not markers_missing(frame, marker)
 
 
 def test_no_message_on_any_topic_stops_the_live_view(platform, live):
@@ -74,8 +80,15 @@ def test_no_message_on_any_topic_stops_the_live_view(platform, live):
     def caught_up() -> bool:
         return any(markers_shown(frame, marker) for frame in new_client_frames(live, 4))
 
+    def what_it_showed() -> str:
+        frame = new_client_frames(live, 1)[0]
+        return (f"missing: {markers_missing(frame, marker)}; the frame's windows: "
+                f"{[(w.get('window_start'), w.get('event_type')) for w in frame['windows']][-5:]}; "
+                f"health: {health(live)}")
+
     wait_for(caught_up, timeout_s=60, interval_s=0.5,
-             message="a new client's frames showing the markers sent after the corpus")
+             message="a new client's frames showing the markers sent after the corpus",
+             detail=what_it_showed)
     assert len(new_client_frames(live, 8)) == 8
     status, body = health(live)
     assert (status, body["status"], body["kafka_assigned"]) == (200, "ok", True), body
