@@ -29,7 +29,7 @@ from streamflow.errors import DeadLetterPublishFailed, KafkaUnavailable
 from streamflow.microbatch import batch as batches
 from streamflow.microbatch import claims
 from streamflow.microbatch.phases import Phases
-from streamflow.validation import CONTRACT_COLUMNS, Failures, columns_frame, validate
+from streamflow.validation import CONTRACT_COLUMNS, Failures, validate
 
 STEP = "notifications"
 log = logging.getLogger("streamflow.microbatch")
@@ -208,9 +208,7 @@ def run_chunk(conn: psycopg.Connection, claim: claims.Claim, publish: Publish,
             events = batches.read_typed(conn, after, last, limit)
         # Step 2
         with phase("validate"):
-            df = columns_frame(events.columns, {"ingest_seq": events.seqs,
-                                                "ingested_at": events.ingested_at})
-            valid, failures = validate(df, events.type_errors)
+            valid, failures = validate(events.frame, events.type_errors)
         rejected = [events.seqs[i] for i in sorted(failures)]
         # Step 3: every row that passed has all its typed columns (a field the sink could
         # not type is a type failure here too), so the copy is the validated values.

@@ -56,7 +56,7 @@ from streamflow.microbatch import batch as batches
 from streamflow.microbatch import notifications, windows
 from streamflow.microbatch.notifications import Publish, PublishDeadLetters
 from streamflow.microbatch.phases import Phases
-from streamflow.validation import CONTRACT_COLUMNS, columns_frame, validate
+from streamflow.validation import CONTRACT_COLUMNS, validate
 
 
 @dataclass(frozen=True)
@@ -325,9 +325,7 @@ def _run_chunk(conn: psycopg.Connection, seqs: list[int], publishers: Publishers
         with phase("read"):
             events = batches.read_typed_at(conn, seqs)
         with phase("validate"):
-            df = columns_frame(events.columns, {"ingest_seq": events.seqs,
-                                                "ingested_at": events.ingested_at})
-            valid, reasons = validate(df, events.type_errors)
+            valid, reasons = validate(events.frame, events.type_errors)
         # Step 3
         with phase("notifications"):
             passed = valid["ingest_seq"].tolist()
