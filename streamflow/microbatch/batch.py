@@ -121,8 +121,7 @@ _CSV_TYPES = {"ingest_seq": pyarrow.int64(), "schema_version": pyarrow.int64(),
               "needs_payload": pyarrow.bool_(),
               **{name: pyarrow.large_string() for name in CONTRACT_COLUMNS
                  if name not in ("schema_version", "occurred_at", "success", "amount_cents")}}
-_CSV = {
-    "read_options": pa_csv.ReadOptions(column_names=_TYPED_COLUMNS),
+_CSV_OPTIONS = {
     # Any text a producer sent, newlines and quotes too.
     "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
     "convert_options": pa_csv.ConvertOptions(
@@ -144,15 +143,25 @@ def read_typed_at(conn: psycopg.Connection, seqs: list[int]) -> TypedBatch:
     return _typed_batch(conn, _READ_TYPED_AT, (seqs,))
 
 
+def typed_frame(data: bytes) -> pd.DataFrame:
+    """The typed columns as the COPY above wrote them (CSV) -> a frame of pandas' nullable
+    and Arrow string dtypes (times still integer microseconds; ``needs_payload`` kept)."""
+    if not data:
+        return pyarrow.table({name: pyarrow.array([], type=_CSV_TYPES[name])
+                              for name in _TYPED_COLUMNS}).to_pandas(
+            types_mapper=_PANDAS_TYPES.get)
+    # One block: pyarrow refuses a row that straddles two (a text field longer than its
+    # 1 MB default, as a sink with a raised max_event_bytes lands); parallel blocks buy
+    # nothing on a busy 2-core box.
+    read = pa_csv.ReadOptions(column_names=_TYPED_COLUMNS,
+                              block_size=min(len(data) + 1, 2**31 - 1))
+    return pa_csv.read_csv(pyarrow.py_buffer(data), read_options=read, **_CSV_OPTIONS
+                           ).to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
 def _typed_batch(conn: psycopg.Connection, query: sql.Composed, params: tuple) -> TypedBatch:
     with conn.cursor() as cur, cur.copy(query, params) as copy:
-        data = b"".join(copy)
-    if data:
-        table = pa_csv.read_csv(pyarrow.py_buffer(data), **_CSV)
-    else:
-        table = pyarrow.table({name: pyarrow.array([], type=_CSV_TYPES[name])
-                               for name in _TYPED_COLUMNS})
-    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+        frame = typed_frame(b"".join(copy))
     slow = frame.index[frame.pop("needs_payload").fillna(False).to_numpy(dtype=bool)]
     frame.loc[slow, "occurred_at"] = None  # re-typed from the payload below (may not fit ns)
     for name in ("occurred_at", "ingested_at"):
