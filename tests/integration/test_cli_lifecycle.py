@@ -50,6 +50,9 @@ def _status(env) -> tuple[int, dict]:
 
 
 def test_up_status_down_cycle_reuses_data(tmp_path):
+    """One stack through its life: `up` on a fresh home, a worker and then the supervisor
+    killed, `up` again, `down`, `up` on the same data, `down` with the supervisor killed
+    (one stack for all of it: a cold `up` costs ~30 s of the suite)."""
     env = _env(tmp_path / "home")
     try:
         first = _run("up", env=env)
@@ -84,6 +87,20 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         assert "already running" in again.stdout
         assert {c["component"]: c["pid"] for c in _status(env)[1]["components"]} == pids
 
+        # A supervisor SIGKILLed leaves its workers running: the next `up` finds the orphans
+        # and stops them first, so one generation of workers runs, all the new supervisor's.
+        home = tmp_path / "home"
+        _wait_for_workers(home, WORKERS)
+        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
+        orphans = {f"{k} (orphan)": n for k, n in WORKERS.items() if k != "supervise"}
+        _wait_for_workers(home, orphans, timeout_s=10)
+        adopted = _run("up", env=env)
+        assert adopted.returncode == 0, adopted.stderr + adopted.stdout
+        _wait_for_workers(home, WORKERS)
+        assert "sink: stopped (left running by a supervisor that was killed)" in adopted.stdout
+        code, doc = _status(env)
+        assert code == 0 and doc["healthy"], doc
+
         cluster_id = (tmp_path / "home" / "kafka" / "cluster.id").read_text()
         kept = _landed_rows(doc["database_url"])  # to be found again after the restart
         down = _run("down", env=env)
@@ -102,6 +119,16 @@ def test_up_status_down_cycle_reuses_data(tmp_path):
         # was landed (its sequence and landing time): not landed again from Kafka into an
         # empty database, which the sink would do as well.
         assert kept and _landed_rows(_status(env)[1]["database_url"], kept) == kept
+
+        # `down` after another SIGKILL of the supervisor: its orphans are stopped too, and
+        # nothing of this STREAMFLOW_HOME is left.
+        _wait_for_workers(home, WORKERS)
+        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
+        down = _run("down", env=env)
+        assert down.returncode == 0, down.stderr
+        assert "sink: stopped" in down.stdout and "kafka: stopped" in down.stdout
+        wait_for(lambda: not _processes_of(home), timeout_s=15,
+                 message="no process of this STREAMFLOW_HOME left")
     finally:
         _run("down", env=env)
 
@@ -258,35 +285,6 @@ def _wait_for_workers(home: Path, expected: dict[str, int], timeout_s: float = 3
     while (seen := _workers_of(home)) != expected and time.monotonic() < deadline:
         time.sleep(0.5)
     assert seen == expected
-
-
-def test_a_killed_supervisor_leaves_one_generation_of_workers(tmp_path, platform):
-    home = _home_with_jars(tmp_path, platform)
-    env = _env(home)
-    try:
-        first = _run("up", env=env)
-        assert first.returncode == 0, first.stderr + first.stdout
-        _wait_for_workers(home, WORKERS)
-        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
-        orphans = {f"{k} (orphan)": n for k, n in WORKERS.items() if k != "supervise"}
-        _wait_for_workers(home, orphans, timeout_s=10)
-
-        again = _run("up", env=env)  # finds the orphans and stops them first
-        assert again.returncode == 0, again.stderr + again.stdout
-        _wait_for_workers(home, WORKERS)  # one of each, all the new supervisor's
-        assert "sink: stopped (left running by a supervisor that was killed)" in again.stdout
-        code, doc = _status(env)
-        assert code == 0 and doc["healthy"], doc
-
-        # `down` after another SIGKILL: the orphans are stopped too, and nothing is left.
-        os.kill(_component(env, "supervisor")["pid"], signal.SIGKILL)
-        down = _run("down", env=env)
-        assert down.returncode == 0, down.stderr
-        assert "sink: stopped" in down.stdout and "kafka: stopped" in down.stdout
-        wait_for(lambda: not _processes_of(home), timeout_s=15,
-                 message="no process of this STREAMFLOW_HOME left")
-    finally:
-        _run("down", env=env)
 
 
 # -- a refusing or unreachable service: one line, nothing half-started ----------------------
