@@ -42,7 +42,9 @@ _INSERT_VALID = statement("""
     INSERT INTO {n} ({to_cols})
     SELECT {from_cols} FROM {e}
     WHERE {e.ingest_seq} > %(after)s AND {e.ingest_seq} <= %(last)s
-      AND NOT ({e.ingest_seq} = ANY(%(rejected)s))
+      -- bigint[] as the column: psycopg sends small ids as integer[], and PostgreSQL
+      -- hashes the list only for a match of the same type (else a scan of it per row).
+      AND NOT ({e.ingest_seq} = ANY(%(rejected)s::bigint[]))
       -- one per event_id in every time partition (streamflow.db.partitions). An event's
       -- notification is validated after it landed: the bound lets PostgreSQL skip, per
       -- event, every partition older than its landing (one probe, not one per hot period).
