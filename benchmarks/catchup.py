@@ -4,12 +4,14 @@ watermarks pass them, and what the micro-batch runs cost meanwhile."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 
 import psycopg
 
+from benchmarks.cpu_roles import CpuByRole
 from benchmarks.harness import Stack
 from streamflow import stack, topics
 from streamflow.db.engine import libpq_url
@@ -59,6 +61,7 @@ def bench_catch_up(st: Stack, events: int) -> dict:
         last_seq = 0
         behind: list[int] = []
         sent_at = time.monotonic()
+        cpu = CpuByRole()  # from the send: the producer's CPU counts too
         while True:
             now = time.monotonic()
             landed = _landed(conn) - base
@@ -71,6 +74,7 @@ def bench_catch_up(st: Stack, events: int) -> dict:
                     sink_done, last_seq = now, seq
             elif done >= last_seq:
                 mb_done = now
+                cpu_seconds = cpu.stop()
                 break
             if now - sent_at > 1800:
                 raise RuntimeError("no catch-up within 30 minutes")
@@ -88,6 +92,9 @@ def bench_catch_up(st: Stack, events: int) -> dict:
         "ratio": round(sink_s / mb_s, 3),
         "target_ratio": 0.8,
         "max_rows_behind_while_landing": max(behind, default=0),
+        # Send -> both watermarks past the last event: where the two cores went.
+        "cpu_seconds_by_role": cpu_seconds,
+        "cpu_seconds_available": round((mb_done - sent_at) * (os.cpu_count() or 1), 1),
         "runs": runs,
         "note": "first landed -> last landed (sink) vs first landed -> both watermarks past "
                 "the last (notifications + event_windows); full stack on one machine",
