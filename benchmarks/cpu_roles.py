@@ -32,12 +32,12 @@ def role(cmdline: list[str], name: str) -> str:
     for what, needed in ROLES:
         if all(word in words for word in needed):
             return what
-    return "other"
+    return f"other ({name})"
 
 
 class CpuByRole:
     """Start sampling at construction; ``stop()`` returns CPU seconds by role (the benchmark's
-    own process is "bench", the rest of the machine "other")."""
+    own process is "bench", the rest of the machine "other (its process name)")."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self._first: dict[int, float] = {}
@@ -55,10 +55,15 @@ class CpuByRole:
             if times is None:
                 continue
             used = times.user + times.system
-            what = "bench" if info["pid"] == me else role(info["cmdline"] or [], info["name"])
+            pid = info["pid"]
+            known = self._last.get(pid)
+            # Its role as first seen: a process that exited and waits to be reaped (a
+            # zombie) has no command line left.
+            what = known[0] if known else (
+                "bench" if pid == me else role(info["cmdline"] or [], info["name"]))
             if first:
-                self._first[info["pid"]] = used
-            self._last[info["pid"]] = (what, used)
+                self._first[pid] = used
+            self._last[pid] = (what, used)
 
     def _run(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
@@ -73,4 +78,4 @@ class CpuByRole:
         for pid, (what, used) in self._last.items():
             totals[what] = totals.get(what, 0.0) + used - self._first.get(pid, 0.0)
         return {what: round(seconds, 1) for what, seconds in
-                sorted(totals.items(), key=lambda item: -item[1])}
+                sorted(totals.items(), key=lambda item: -item[1]) if seconds >= 0.05}

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from benchmarks.cpu_roles import CpuByRole
 from benchmarks.harness import Stack, percentile
 from streamflow import stack
 from streamflow.db.engine import libpq_url
@@ -86,13 +87,16 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         time.sleep(WARM_UP_S)
         started = time.time()
         watch = WindowWatch(datetime.fromtimestamp(started, tz=UTC))
+        cpu = CpuByRole()
         while time.time() - started < duration_s:
             watch.poll(conn)
             time.sleep(0.5)
+        cpu_seconds = cpu.stop()
     stack.stop_workers(st.settings)
     latencies = sorted(max(v, 0.0) for v in watch.visible.values())
     if len(latencies) < 2:
-        return {"windows": len(latencies), "error": "too few windows observed"}
+        return {"windows": len(latencies), "error": "too few windows observed",
+                "cpu_seconds_by_role": cpu_seconds}
     rate = round(st.settings.demo_rate)
     return {
         "rate": rate,
@@ -103,6 +107,8 @@ def bench_window_visibility(st: Stack, duration_s: float) -> dict:
         "max_s": round(latencies[-1], 2),
         "target_p95_s": TARGET_P95_S.get(rate),
         "groups_added_by_late_events": watch.amended_groups,
+        # Over the watch: where the two cores went at this rate.
+        "cpu_seconds_by_role": cpu_seconds,
         "first_window_after_start_s": round(first_window_s, 1),
         "note": "window complete in the table (a later window present) minus window_end; "
                 "sensor every 3-5 s (daemon tick), one warm Dagster run per micro-batch",

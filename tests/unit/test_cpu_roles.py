@@ -21,7 +21,7 @@ PY = "/work/main/.venv/bin/python"
     ([PY, "-m", "streamflow.cli", "sink", "--metrics-port", "0"], "sink"),
     ([PY, "-m", "streamflow.cli", "live"], "live view"),
     ([PY, "-m", "streamflow.cli", "supervise"], "supervisor"),
-    (["sshd: root@pts/0"], "other"),
+    (["sshd: root@pts/0"], "other (python)"),
 ])
 def test_each_process_of_the_stack_has_its_role(cmdline, expected):
     assert role(cmdline, "python") == expected
