@@ -17,7 +17,15 @@ from streamflow.db.compose import column, statement
 from streamflow.db.tables import events as raw_events
 from streamflow.db.tables import watermarks as marks
 from streamflow.dlq import Headers, stored_headers
-from streamflow.validation import CONTRACT_COLUMNS, TIME_RANGE, Failures, typed_fields
+from streamflow.validation import (
+    ARROW_TYPES,
+    CONTRACT_COLUMNS,
+    TIME_RANGE,
+    Failures,
+    contract_frame,
+    from_epoch_us,
+    typed_fields,
+)
 
 # Events per step: bounds a run's memory (~0.5 KB per event in pandas, typed columns only)
 # and its duration (~1 s per 100k on 2 cores). Sized by `make bench` (microbatch group):
@@ -113,14 +121,8 @@ _READ_ORIGINS = statement(
 _READ_ORIGINS_AT = _READ_ORIGINS + statement("WHERE {e.ingest_seq} = ANY(%s)", e=raw_events)
 _READ_ORIGINS_IN = _READ_ORIGINS + statement(
     "WHERE {e.ingest_seq} > %s AND {e.ingest_seq} <= %s", e=raw_events)
-_PAYLOADS_AT = statement("SELECT {e.ingest_seq}, {e.payload}::text FROM {e} "
-                         "WHERE {e.ingest_seq} = ANY(%s)", e=raw_events)
-_CSV_TYPES = {"ingest_seq": pyarrow.int64(), "schema_version": pyarrow.int64(),
-              "occurred_at": pyarrow.int64(), "success": pyarrow.bool_(),
-              "amount_cents": pyarrow.int64(), "ingested_at": pyarrow.int64(),
-              "needs_payload": pyarrow.bool_(),
-              **{name: pyarrow.large_string() for name in CONTRACT_COLUMNS
-                 if name not in ("schema_version", "occurred_at", "success", "amount_cents")}}
+_CSV_TYPES = {"ingest_seq": pyarrow.int64(), **ARROW_TYPES, "ingested_at": pyarrow.int64(),
+              "needs_payload": pyarrow.bool_()}
 _CSV_OPTIONS = {
     # Any text a producer sent, newlines and quotes too.
     "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
@@ -128,8 +130,6 @@ _CSV_OPTIONS = {
         column_types=_CSV_TYPES, null_values=[""], strings_can_be_null=True,
         quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
 }
-_PANDAS_TYPES = {pyarrow.int64(): pd.Int64Dtype(), pyarrow.bool_(): pd.BooleanDtype(),
-                 pyarrow.large_string(): pd.StringDtype("pyarrow")}
 
 
 def read_typed(conn: psycopg.Connection, after: int, upto: int,
@@ -147,16 +147,15 @@ def typed_frame(data: bytes) -> pd.DataFrame:
     """The typed columns as the COPY above wrote them (CSV) -> a frame of pandas' nullable
     and Arrow string dtypes (times still integer microseconds; ``needs_payload`` kept)."""
     if not data:
-        return pyarrow.table({name: pyarrow.array([], type=_CSV_TYPES[name])
-                              for name in _TYPED_COLUMNS}).to_pandas(
-            types_mapper=_PANDAS_TYPES.get)
+        return contract_frame(pyarrow.table({name: pyarrow.array([], type=_CSV_TYPES[name])
+                                             for name in _TYPED_COLUMNS}))
     # One block: pyarrow refuses a row that straddles two (a text field longer than its
     # 1 MB default, as a sink with a raised max_event_bytes lands); parallel blocks buy
     # nothing on a busy 2-core box.
     read = pa_csv.ReadOptions(column_names=_TYPED_COLUMNS,
                               block_size=min(len(data) + 1, 2**31 - 1))
-    return pa_csv.read_csv(pyarrow.py_buffer(data), read_options=read, **_CSV_OPTIONS
-                           ).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return contract_frame(pa_csv.read_csv(pyarrow.py_buffer(data), read_options=read,
+                                          **_CSV_OPTIONS))
 
 
 def _typed_batch(conn: psycopg.Connection, query: sql.Composed, params: tuple) -> TypedBatch:
@@ -165,25 +164,21 @@ def _typed_batch(conn: psycopg.Connection, query: sql.Composed, params: tuple) -
     slow = frame.index[frame.pop("needs_payload").fillna(False).to_numpy(dtype=bool)]
     frame.loc[slow, "occurred_at"] = None  # re-typed from the payload below (may not fit ns)
     for name in ("occurred_at", "ingested_at"):
-        frame[name] = _from_epoch_us(frame[name])
+        frame[name] = from_epoch_us(frame[name])
     seqs = frame["ingest_seq"].tolist()
     type_errors: Failures = {}
     if len(slow):
-        payloads = dict(conn.execute(_PAYLOADS_AT, ([seqs[i] for i in slow],)).fetchall())
+        origins = read_origins(conn, [seqs[i] for i in slow])
         for i in slow:
             # orjson, as in the sink: stdlib json recurses, and a payload the sink accepted
             # (nested up to orjson's 1,024 levels) would raise RecursionError here.
             errors: list[Failure] = []
-            for name, value in typed_fields(orjson.loads(payloads[seqs[i]]), errors).items():
+            for name, value in typed_fields(orjson.loads(origins[seqs[i]].payload), errors).items():
                 frame.at[i, name] = (pd.NaT if value is None else pd.Timestamp(value)
                                      ) if name == "occurred_at" else value
             if errors:
                 type_errors[i] = errors
     return TypedBatch(seqs, frame, type_errors)
-
-
-def _from_epoch_us(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
 @dataclass(frozen=True)
